@@ -1,0 +1,53 @@
+"""confroute: answer with a small local model; escalate to a strong model only when unsure.
+
+The engine is :class:`ConfRouter`; both framework adapters call it.
+"""
+
+from __future__ import annotations
+
+from confroute.decision import RoutingDecision
+from confroute.errors import (
+    CacheCorruptError,
+    ConfigurationError,
+    ConfRouteError,
+    ContextOverflowError,
+    EscalationError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    WeightsNotInstalledError,
+)
+from confroute.escalation import Escalation, EscalationResult
+from confroute.generation import Generation, TokenAlternative
+from confroute.local import GenerationConfig, LocalModel
+from confroute.models import DEFAULT_LLM, DEFAULT_SLM
+from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
+from confroute.router import ConfRouter, RoutedChunk, RoutedResponse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_LLM",
+    "DEFAULT_SLM",
+    "CacheCorruptError",
+    "ConfRouteError",
+    "ConfRouter",
+    "ConfigurationError",
+    "ContextOverflowError",
+    "Escalation",
+    "EscalationError",
+    "EscalationResult",
+    "FixedThreshold",
+    "Generation",
+    "GenerationConfig",
+    "InvalidRequestError",
+    "LocalModel",
+    "ModelNotFoundError",
+    "RoutedChunk",
+    "RoutedResponse",
+    "RoutingDecision",
+    "RoutingPolicy",
+    "TokenAlternative",
+    "Verdict",
+    "WeightsNotInstalledError",
+    "__version__",
+]

@@ -1,0 +1,5 @@
+"""``python -m confroute`` runs the command line."""
+
+from confroute.cli import main
+
+raise SystemExit(main())

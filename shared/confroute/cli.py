@@ -1,0 +1,131 @@
+"""The ``confroute`` command line: ``confroute ask "QUESTION"`` and ``confroute models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from confroute.errors import ConfRouteError
+from confroute.models import BUNDLED_MODELS, DEFAULT_LLM, DEFAULT_SLM
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from confroute import estimators
+
+    parser = argparse.ArgumentParser(
+        prog="confroute",
+        description="Answer with a small local model; escalate to a strong model when unsure.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    ask = commands.add_parser("ask", help="answer one question and show the routing decision")
+    ask.add_argument("question", help="the question to answer")
+    ask.add_argument(
+        "--slm",
+        default=os.environ.get("CONFROUTE_SLM", DEFAULT_SLM),
+        help="local model: bundled name, directory, .gguf file or hub id "
+        "(env CONFROUTE_SLM; default %(default)s)",
+    )
+    ask.add_argument(
+        "--llm",
+        default=os.environ.get("CONFROUTE_LLM", f"confroute/{DEFAULT_LLM}"),
+        help="strong model as a LiteLLM model string (env CONFROUTE_LLM; default %(default)s)",
+    )
+    ask.add_argument("--api-base", default=None, help="base URL of the strong model's server")
+    ask.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="name of the environment variable holding the strong model's key",
+    )
+    ask.add_argument("--threshold", type=float, default=None, help="escalate below this confidence")
+    ask.add_argument(
+        "--estimator",
+        default="perplexity",
+        choices=estimators.available(),
+        help="uncertainty estimator (default %(default)s)",
+    )
+    ask.add_argument("--max-new-tokens", type=int, default=256, help="local answer length cap")
+    ask.add_argument("--system", default=None, help="a system prompt")
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    commands.add_parser("models", help="list the bundled models and whether they are installed")
+    return parser
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from confroute.router import ConfRouter
+
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    router = ConfRouter(
+        args.slm,
+        args.llm,
+        estimator=args.estimator,
+        threshold=args.threshold,
+        api_base=args.api_base,
+        api_key=api_key,
+        max_new_tokens=args.max_new_tokens,
+    )
+    messages = [{"role": "user", "content": args.question}]
+    if args.system:
+        messages.insert(0, {"role": "system", "content": args.system})
+    response = router.route(messages)
+    decision = response.decision
+    if args.json:
+        payload = {
+            "answer": response.text,
+            "model": decision.answered_by,
+            **decision.model_dump(mode="json"),
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    confidence = "n/a" if decision.confidence is None else f"{decision.confidence:.3f}"
+    route = "escalated" if decision.escalated else "kept local"
+    print(response.text)
+    print()
+    print(f"answered by : {decision.answered_by} ({route})")
+    print(f"confidence  : {confidence} ({decision.estimator}); threshold {decision.threshold:.3f}")
+    print(f"reason      : {decision.reason}")
+    latency = f"local {decision.local_latency_s:.2f}s"
+    if decision.remote_latency_s is not None:
+        latency += f", remote {decision.remote_latency_s:.2f}s"
+    print(f"latency     : {latency}")
+    if decision.cost_usd is not None:
+        print(f"cost        : ${decision.cost_usd:.6f}")
+    if decision.error:
+        print(f"escalation error: {decision.error}")
+    return 0
+
+
+def _models() -> int:
+    from confroute.errors import WeightsNotInstalledError
+    from confroute.models import _part_paths
+
+    for name, model in sorted(BUNDLED_MODELS.items()):
+        try:
+            _part_paths(model)
+            status = "installed"
+        except WeightsNotInstalledError:
+            status = f"not installed ({model.pip_install})"
+        print(f"{name:32s} {model.title:45s} {status}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        if args.command == "ask":
+            return _ask(args)
+        return _models()
+    except ConfRouteError as error:
+        print(f"confroute: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The record of one routing decision, reported for every request, escalated or not."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DecisionReason", "RoutingDecision"]
+
+DecisionReason = Literal[
+    "confident",
+    "low_confidence",
+    "no_confidence",
+    "context_overflow",
+    "local_only",
+]
+"""Why a request was kept local or escalated."""
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RoutingDecision(BaseModel):
+    """What the router decided for one request and what it cost. It never holds a secret.
+
+    ``escalated`` says whether escalation was attempted; ``answered_by`` names the model whose
+    answer was returned (the local model when escalation failed and the local answer was
+    returned instead, with ``error`` set).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=_new_id)
+    """Unique id of the decision."""
+    created_at: datetime = Field(default_factory=_now)
+    """When the request arrived (UTC)."""
+    estimator: str
+    """Name of the uncertainty estimator."""
+    confidence: float | None
+    """Confidence of the local answer in [0, 1]; None when it could not be computed."""
+    threshold: float
+    """The threshold the confidence was compared with."""
+    escalated: bool
+    """Whether the request was sent to the strong model."""
+    reason: DecisionReason
+    """Why it was (or was not) escalated."""
+    local_model: str
+    """Name of the local model."""
+    remote_model: str | None = None
+    """The LiteLLM model string that answered (or was tried last), when escalated."""
+    answered_by: str
+    """Name of the model whose answer was returned."""
+    local_latency_s: float = 0.0
+    """Wall time of local generation and confidence estimation."""
+    remote_latency_s: float | None = None
+    """Wall time of the escalation, retries included."""
+    local_prompt_tokens: int = 0
+    """Prompt tokens seen by the local model."""
+    local_completion_tokens: int = 0
+    """Tokens the local model wrote."""
+    remote_prompt_tokens: int | None = None
+    """Prompt tokens billed by the strong model."""
+    remote_completion_tokens: int | None = None
+    """Completion tokens billed by the strong model."""
+    cost_usd: float | None = None
+    """Cost of the escalation from LiteLLM's cost map (0 for local models, None if unknown)."""
+    attempts: int = 0
+    """Calls made to strong models, retries and fallbacks included."""
+    error: str | None = None
+    """What went wrong with the escalation, when it failed."""

@@ -1,0 +1,436 @@
+"""The local small model: chat template, batched generation, and per-token statistics.
+
+One decoding loop computes, at each step and for the whole batch, the chosen token's
+log-probability, the top-k alternatives, the entropy of the next-token distribution and (on
+request) the hidden state of one layer. Estimators read these; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from confroute.errors import ConfigurationError, ContextOverflowError
+from confroute.generation import Generation, TokenAlternative
+from confroute.messages import Message, validate_messages
+from confroute.models import DEFAULT_SLM, load_pretrained
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["GenerationConfig", "LocalModel"]
+
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to decode.
+
+    Attributes:
+        max_new_tokens: Token cap of the answer.
+        temperature: 0 for greedy decoding; otherwise sampling at this temperature.
+        top_p: Nucleus sampling mass (sampling only).
+        stop: Strings that end the answer; they are not part of the returned text.
+        num_samples: Answers to draw per conversation (sampling only when > 1).
+        hidden_layer: Return the hidden state of this layer (negative counts from the last,
+            ``-8`` is the 8th-to-last) at the last answer token; None returns none.
+        seed: Seed of the sampler, for reproducible samples.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    num_samples: int = 1
+    hidden_layer: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        """Reject settings that cannot work."""
+        if self.max_new_tokens < 1:
+            raise ConfigurationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+        if self.temperature < 0:
+            raise ConfigurationError(f"temperature must be >= 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigurationError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.num_samples < 1:
+            raise ConfigurationError(f"num_samples must be >= 1, got {self.num_samples}.")
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigurationError(f"device={device!r} was asked for but CUDA is not available.")
+    return device
+
+
+def _pick_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    import torch
+
+    if not isinstance(dtype, str):
+        return dtype
+    if dtype == "auto":
+        if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    try:
+        value = getattr(torch, dtype)
+    except AttributeError as error:
+        raise ConfigurationError(
+            f"Unknown dtype {dtype!r}; use 'auto', 'bfloat16', 'float16' or 'float32'."
+        ) from error
+    if not isinstance(value, torch.dtype):
+        raise ConfigurationError(f"{dtype!r} is not a torch dtype.")
+    return value
+
+
+class LocalModel:
+    """A causal language model on this machine that writes answers and reports their statistics.
+
+    Thread-safe: concurrent callers (threads or asyncio tasks through :meth:`agenerate`) are
+    served one batch at a time.
+
+    Example:
+        >>> slm = LocalModel("qwen2.5-coder-0.5b-instruct")  # doctest: +SKIP
+        >>> [gen] = slm.generate([[{"role": "user", "content": "2+2?"}]])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_SLM,
+        *,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        top_k: int = 5,
+        max_batch_size: int = 8,
+    ) -> None:
+        """Load a model by bundled short name, local directory, ``.gguf`` file or hub id.
+
+        Args:
+            model: What to load (see :func:`confroute.models.resolve`).
+            device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+            dtype: ``"auto"`` (bf16 where supported), a dtype name, or a ``torch.dtype``.
+            top_k: Number of alternatives kept per token.
+            max_batch_size: Largest batch run in one forward pass.
+        """
+        resolved_device = _pick_device(device)
+        weights = load_pretrained(model, _pick_dtype(dtype, resolved_device), resolved_device)
+        self._setup(
+            weights.model, weights.tokenizer, weights.name, weights.fingerprint, top_k,
+            max_batch_size,
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str = "custom",
+        fingerprint: str | None = None,
+        top_k: int = 5,
+        max_batch_size: int = 8,
+    ) -> LocalModel:
+        """Wrap an already loaded transformers model and tokenizer."""
+        instance = cls.__new__(cls)
+        model.eval()
+        instance._setup(model, tokenizer, name, fingerprint or name, top_k, max_batch_size)
+        return instance
+
+    def _setup(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        name: str,
+        fingerprint: str,
+        top_k: int,
+        max_batch_size: int,
+    ) -> None:
+        if top_k < 1 or max_batch_size < 1:
+            raise ConfigurationError("top_k and max_batch_size must be >= 1.")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.fingerprint = fingerprint
+        self.top_k = top_k
+        self.max_batch_size = max_batch_size
+        self._lock = threading.Lock()
+        config = model.config
+        self.context_window: int = int(
+            getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length
+        )
+        self.num_layers: int = int(config.num_hidden_layers)
+        eos: set[int] = set()
+        for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif source is not None:
+                eos.update(source)
+        self._eos_ids = eos
+        self._special_ids = set(tokenizer.all_special_ids) | eos
+        pad = tokenizer.pad_token_id
+        self._pad_id: int = pad if pad is not None else min(eos)
+        self._device = next(model.parameters()).device
+        # transformers >= 5.2x renamed ``past_key_values`` to ``cache``; accept both.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def __repr__(self) -> str:
+        """Name and device, never weights."""
+        return f"LocalModel(name={self.name!r}, device='{self._device}')"
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def render(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
+        """The prompt text for a conversation, with the generation prompt appended."""
+        clean = validate_messages(messages)
+        template = None if self.tokenizer.chat_template else _FALLBACK_TEMPLATE
+        text = self.tokenizer.apply_chat_template(
+            clean,
+            tools=list(tools) if tools else None,
+            chat_template=template,
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        return str(text)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt text (no special tokens added: the template has them)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Number of prompt tokens of a conversation."""
+        return len(self.encode(self.render(messages)))
+
+    # -- generation ------------------------------------------------------------------------
+
+    def generate(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Generation]:
+        """Answer a batch of conversations.
+
+        Returns one :class:`Generation` per conversation, or ``num_samples`` consecutive ones
+        per conversation when sampling several.
+
+        Raises:
+            ContextOverflowError: A prompt plus ``max_new_tokens`` exceeds the context window.
+        """
+        config = config or GenerationConfig()
+        prompts = [self.encode(self.render(c, tools)) for c in conversations]
+        return self.generate_from_ids(prompts, config)
+
+    async def agenerate(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Generation]:
+        """Async form of :meth:`generate`; runs in a worker thread, never on the event loop."""
+        return await asyncio.to_thread(self.generate, conversations, config, tools=tools)
+
+    def generate_from_ids(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig
+    ) -> list[Generation]:
+        """Answer already tokenised prompts (see :meth:`generate`)."""
+        for ids in prompts:
+            if len(ids) + config.max_new_tokens > self.context_window:
+                raise ContextOverflowError(
+                    f"The prompt has {len(ids)} tokens; with max_new_tokens="
+                    f"{config.max_new_tokens} it exceeds {self.name}'s context window of "
+                    f"{self.context_window} tokens. Shorten the prompt or lower max_new_tokens.",
+                    prompt_tokens=len(ids),
+                    context_window=self.context_window,
+                )
+        expanded = [list(ids) for ids in prompts for _ in range(config.num_samples)]
+        results: list[Generation] = []
+        with self._lock:
+            for start in range(0, len(expanded), self.max_batch_size):
+                batch = expanded[start : start + self.max_batch_size]
+                results.extend(self._decode(batch, config))
+        return results
+
+    def _decode(self, prompts: list[list[int]], config: GenerationConfig) -> list[Generation]:
+        import torch
+
+        started = time.perf_counter()
+        batch = len(prompts)
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((batch, width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        input_ids = input_ids.to(self._device)
+        attention = attention.to(self._device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        sampler = None
+        if config.temperature > 0:
+            sampler = torch.Generator(device=self._device)
+            sampler.manual_seed(config.seed if config.seed is not None else int(time.time_ns()))
+        want_hidden = config.hidden_layer is not None
+        steps: list[_Step] = []
+        done = [False] * batch
+        ended_by_stop = [False] * batch
+        lengths = [0] * batch
+        hidden_at_end: list[torch.Tensor | None] = [None] * batch
+        cache = None
+        with torch.inference_mode():
+            for step in range(config.max_new_tokens):
+                out = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    use_cache=True,
+                    output_hidden_states=want_hidden,
+                    **{self._cache_kw: cache},
+                )
+                cache = getattr(out, self._cache_kw)
+                logits = out.logits[:, -1, :].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                if sampler is None:
+                    chosen = logprobs.argmax(dim=-1)
+                else:
+                    chosen = _sample(logits, config.temperature, config.top_p, sampler)
+                chosen_lp = logprobs.gather(-1, chosen[:, None])[:, 0]
+                top = logprobs.topk(self.top_k, dim=-1)
+                entropy = -(logprobs.exp() * logprobs).nan_to_num().sum(-1)
+                hidden = (
+                    out.hidden_states[config.hidden_layer][:, -1, :].float()
+                    if want_hidden and config.hidden_layer is not None
+                    else None
+                )
+                steps.append(
+                    _Step(
+                        chosen.tolist(), chosen_lp.tolist(), top.indices.tolist(),
+                        top.values.tolist(), entropy.tolist(),
+                    )
+                )
+                for row in range(batch):
+                    if done[row]:
+                        continue
+                    token = steps[-1].chosen[row]
+                    if hidden is not None:
+                        hidden_at_end[row] = hidden[row]
+                    if token in self._eos_ids:
+                        done[row], ended_by_stop[row] = True, True
+                        continue
+                    lengths[row] = step + 1
+                    if config.stop and self._hit_stop(steps, row, config.stop):
+                        done[row], ended_by_stop[row] = True, True
+                if all(done):
+                    break
+                next_ids = torch.tensor(
+                    [self._pad_id if done[r] else steps[-1].chosen[r] for r in range(batch)],
+                    dtype=torch.long,
+                    device=self._device,
+                )
+                input_ids = next_ids[:, None]
+                attention = torch.cat([attention, attention.new_ones((batch, 1))], dim=-1)
+                positions = positions[:, -1:] + 1
+        elapsed = time.perf_counter() - started
+        return [
+            self._assemble(
+                steps, row, lengths[row], ended_by_stop[row], len(prompts[row]), config,
+                hidden_at_end[row], elapsed,
+            )
+            for row in range(batch)
+        ]
+
+    def _hit_stop(self, steps: list[_Step], row: int, stop: tuple[str, ...]) -> bool:
+        ids = [s.chosen[row] for s in steps]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return any(s in text for s in stop)
+
+    def _assemble(
+        self,
+        steps: list[_Step],
+        row: int,
+        length: int,
+        stopped: bool,
+        prompt_tokens: int,
+        config: GenerationConfig,
+        hidden: torch.Tensor | None,
+        elapsed: float,
+    ) -> Generation:
+        keep = [
+            i for i in range(length) if steps[i].chosen[row] not in self._special_ids
+        ]
+        ids = [steps[i].chosen[row] for i in keep]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if config.stop:
+            cut = min((text.find(s) for s in config.stop if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+                # keep the tokens whose decoded text lies before the stop sequence
+                count = len(ids)
+                while count > 0 and len(self.tokenizer.decode(ids[:count], skip_special_tokens=True)) > cut:
+                    count -= 1
+                keep, ids = keep[:count], ids[:count]
+        decode = self.tokenizer.decode
+        return Generation(
+            text=text,
+            token_ids=tuple(ids),
+            tokens=tuple(decode([t]) for t in ids),
+            logprobs=tuple(steps[i].chosen_lp[row] for i in keep),
+            top_logprobs=tuple(
+                tuple(
+                    TokenAlternative(decode([tid]), tid, lp)
+                    for tid, lp in zip(steps[i].top_ids[row], steps[i].top_lps[row], strict=True)
+                )
+                for i in keep
+            ),
+            entropies=tuple(steps[i].entropy[row] for i in keep),
+            finish_reason="stop" if stopped else "length",
+            prompt_tokens=prompt_tokens,
+            model=self.name,
+            latency_s=elapsed,
+            hidden_state=None if hidden is None else np.asarray(hidden.cpu().numpy()),
+            hidden_layer=config.hidden_layer,
+        )
+
+
+@dataclass
+class _Step:
+    chosen: list[int]
+    chosen_lp: list[float]
+    top_ids: list[list[int]]
+    top_lps: list[list[float]]
+    entropy: list[float]
+
+
+def _sample(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+) -> torch.Tensor:
+    import torch
+
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        cumulative = sorted_probs.cumsum(-1)
+        sorted_probs[(cumulative - sorted_probs) > top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

@@ -1,0 +1,142 @@
+"""An in-process LiteLLM provider: ``model="confroute/<bundled name>"`` runs a local model.
+
+It lets a bundled model act as the strong model with no server and no key, through the same
+LiteLLM calls as any hosted provider::
+
+    import confroute.provider, litellm
+    confroute.provider.register_provider()
+    litellm.completion(model="confroute/qwen2.5-coder-1.5b-instruct", messages=[...])
+
+Models are loaded on first use and kept for the life of the process (one per name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from confroute.escalation import LOCAL_PROVIDER, litellm
+from confroute.local import GenerationConfig, LocalModel
+
+__all__ = ["LocalProvider", "get_local_model", "register_provider"]
+
+_models: dict[str, LocalModel] = {}
+_models_lock = threading.Lock()
+_registered = threading.Lock()
+
+
+def get_local_model(name: str) -> LocalModel:
+    """The process-wide :class:`LocalModel` for ``name``, loaded on first use."""
+    with _models_lock:
+        if name not in _models:
+            _models[name] = LocalModel(name)
+        return _models[name]
+
+
+def set_local_model(name: str, model: LocalModel) -> None:
+    """Serve an already loaded model under ``confroute/<name>`` (shares it with the router)."""
+    with _models_lock:
+        _models[name] = model
+
+
+def _config(optional_params: dict[str, Any]) -> GenerationConfig:
+    stop = optional_params.get("stop") or ()
+    temperature = optional_params.get("temperature")
+    return GenerationConfig(
+        max_new_tokens=int(optional_params.get("max_tokens") or 512),
+        temperature=float(temperature) if temperature is not None else 0.0,
+        top_p=float(optional_params.get("top_p") or 1.0),
+        stop=(stop,) if isinstance(stop, str) else tuple(stop),
+    )
+
+
+class LocalProvider(litellm.CustomLLM):  # type: ignore[misc]
+    """LiteLLM ``CustomLLM`` handler that answers with an in-process local model."""
+
+    def _answer(self, model: str, messages: list[Any], optional_params: dict[str, Any]) -> Any:
+        name = model.split("/", 1)[1] if model.startswith(LOCAL_PROVIDER + "/") else model
+        local = get_local_model(name)
+        started = time.perf_counter()
+        [generation] = local.generate([messages], _config(optional_params))
+        response = litellm.ModelResponse(
+            model=f"{LOCAL_PROVIDER}/{name}",
+            choices=[
+                {
+                    "index": 0,
+                    "finish_reason": generation.finish_reason,
+                    "message": {"role": "assistant", "content": generation.text},
+                }
+            ],
+            usage={
+                "prompt_tokens": generation.prompt_tokens,
+                "completion_tokens": generation.completion_tokens,
+                "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+            },
+        )
+        response._hidden_params["response_cost"] = 0.0
+        response._response_ms = (time.perf_counter() - started) * 1000
+        return response
+
+    def completion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
+        """Answer with the local model."""
+        return self._answer(model, messages, kwargs.get("optional_params") or {})
+
+    async def acompletion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
+        """Answer with the local model in a worker thread."""
+        return await asyncio.to_thread(
+            self._answer, model, messages, kwargs.get("optional_params") or {}
+        )
+
+    def streaming(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """Generate, then yield the answer as one chunk per token."""
+        response = self._answer(model, messages, kwargs.get("optional_params") or {})
+        yield from _chunks(response)
+
+    async def astreaming(
+        self, model: str, messages: list[Any], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Async form of :meth:`streaming`."""
+        response = await asyncio.to_thread(
+            self._answer, model, messages, kwargs.get("optional_params") or {}
+        )
+        for chunk in _chunks(response):
+            yield chunk
+
+
+def _chunks(response: Any) -> Iterator[dict[str, Any]]:
+    text: str = response.choices[0].message.content or ""
+    usage = response.usage
+    words = text.split(" ")
+    for index, word in enumerate(words):
+        piece = word if index == len(words) - 1 else word + " "
+        last = index == len(words) - 1
+        yield {
+            "text": piece,
+            "tool_use": None,
+            "is_finished": last,
+            "finish_reason": response.choices[0].finish_reason if last else "",
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            }
+            if last
+            else None,
+            "index": 0,
+        }
+
+
+_handler = LocalProvider()
+
+
+def register_provider() -> None:
+    """Register the ``confroute/`` provider with LiteLLM (idempotent)."""
+    with _registered:
+        if not any(item.get("provider") == LOCAL_PROVIDER for item in litellm.custom_provider_map):
+            litellm.custom_provider_map.append(
+                {"provider": LOCAL_PROVIDER, "custom_handler": _handler}
+            )
+            litellm.utils.custom_llm_setup()

@@ -1,0 +1,493 @@
+"""The routing engine: answer locally, score the answer, escalate when unsure.
+
+Both framework adapters call :class:`ConfRouter`; it has sync, async, batch and streaming paths,
+and reports every decision (escalated, kept, or failed) to its hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pydantic import SecretStr
+
+from confroute import estimators as estimator_registry
+from confroute.decision import DecisionReason, RoutingDecision
+from confroute.errors import ConfigurationError, EscalationError
+from confroute.escalation import LOCAL_PROVIDER, Escalation, EscalationResult
+from confroute.estimators import EstimationContext, Estimator
+from confroute.generation import Generation
+from confroute.local import GenerationConfig, LocalModel
+from confroute.messages import Message, as_messages
+from confroute.models import DEFAULT_LLM, DEFAULT_SLM
+from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
+
+__all__ = ["DEFAULT_THRESHOLD", "ConfRouter", "DecisionHook", "RoutedChunk", "RoutedResponse"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.8
+"""Default fixed threshold on the default estimator (perplexity confidence)."""
+
+DecisionHook = Callable[[RoutingDecision], None]
+"""Called once with every routing decision (adapters turn it into framework callbacks)."""
+
+PromptInput = str | Sequence[Mapping[str, Any]]
+"""A plain question, or a conversation of OpenAI-shaped messages."""
+
+
+@dataclass
+class RoutedResponse:
+    """The answer returned to the caller, with the decision that produced it.
+
+    Attributes:
+        text: The answer text.
+        decision: The routing decision (also sent to the hooks).
+        local: The local model's generation (None when the prompt did not fit the SLM).
+        remote: The strong model's result when it answered.
+        tool_calls: Tool calls in the OpenAI shape (from whichever model answered).
+    """
+
+    text: str
+    decision: RoutingDecision
+    local: Generation | None = None
+    remote: EscalationResult | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def logprobs(self) -> dict[str, Any] | None:
+        """Log-probabilities of the returned answer in the OpenAI shape, when known."""
+        if self.remote is not None and self.decision.answered_by == self.remote.model:
+            return self.remote.logprobs
+        return self.local.openai_logprobs() if self.local is not None else None
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens of the model that answered."""
+        if self.remote is not None and self.remote.prompt_tokens is not None:
+            return self.remote.prompt_tokens
+        return self.decision.local_prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens of the model that answered."""
+        if self.remote is not None and self.remote.completion_tokens is not None:
+            return self.remote.completion_tokens
+        return self.decision.local_completion_tokens
+
+
+@dataclass
+class RoutedChunk:
+    """One piece of a streamed answer; the last one carries the full response."""
+
+    text: str = ""
+    response: RoutedResponse | None = None
+
+
+@dataclass
+class _Scored:
+    """A local answer (or its absence) with the policy's verdict on it."""
+
+    messages: list[Message]
+    generation: Generation | None
+    confidence: float | None
+    verdict: Verdict
+    reason: DecisionReason
+    local_latency_s: float
+
+
+class ConfRouter:
+    """Answer with a local model; escalate to a strong model through LiteLLM when unsure.
+
+    Example:
+        >>> router = ConfRouter()  # doctest: +SKIP  (bundled 0.5B -> bundled 1.5B, offline)
+        >>> response = router.route("What is 17*23?")  # doctest: +SKIP
+        >>> response.decision.escalated, response.text  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        local_model: str | os.PathLike[str] | LocalModel = DEFAULT_SLM,
+        strong_model: str | Escalation | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}",
+        *,
+        estimator: str | Estimator = "perplexity",
+        threshold: float | None = None,
+        policy: RoutingPolicy | None = None,
+        api_base: str | None = None,
+        api_key: str | SecretStr | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 2,
+        fallbacks: Sequence[str] = (),
+        on_escalation_error: Literal["return_local", "raise"] = "return_local",
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        hooks: Sequence[DecisionHook] = (),
+        device: str = "auto",
+    ) -> None:
+        """Build a router.
+
+        Args:
+            local_model: A :class:`LocalModel`, or what to load (bundled name, directory,
+                ``.gguf`` file or hub id).
+            strong_model: A LiteLLM model string, an :class:`Escalation`, or None for
+                local-only routing (would-be escalations are reported with reason
+                ``local_only``). The default is the bundled 1.5B model, in process.
+            estimator: Name of an uncertainty estimator, or an instance.
+            threshold: Escalate when confidence is below it (default
+                :data:`DEFAULT_THRESHOLD`). Give either ``threshold`` or ``policy``.
+            policy: A routing policy (for example a target escalation rate).
+            api_base: Base URL for the strong model (OpenAI-compatible servers).
+            api_key: Key for the strong model; kept secret.
+            timeout: Seconds per escalation call.
+            max_retries: Retries per strong model.
+            fallbacks: Models tried in order when ``strong_model`` fails.
+            on_escalation_error: ``"return_local"`` answers with the local answer (the
+                decision records the error); ``"raise"`` raises :class:`EscalationError`.
+            max_new_tokens: Default answer length cap of the local model.
+            temperature: Default temperature (0 = greedy) for both models.
+            hooks: Callables that receive every :class:`RoutingDecision`.
+            device: Device for a local model loaded by name.
+        """
+        if threshold is not None and policy is not None:
+            raise ConfigurationError("Give either threshold or policy, not both.")
+        if on_escalation_error not in ("return_local", "raise"):
+            raise ConfigurationError(
+                "on_escalation_error must be 'return_local' or 'raise', got "
+                f"{on_escalation_error!r}."
+            )
+        self.estimator = estimator_registry.get(estimator)
+        self.policy: RoutingPolicy = policy or FixedThreshold(
+            DEFAULT_THRESHOLD if threshold is None else threshold
+        )
+        self.defaults = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+        if isinstance(strong_model, Escalation) or strong_model is None:
+            self.escalation = strong_model
+        else:
+            self.escalation = Escalation(
+                strong_model, api_base=api_base, api_key=api_key, timeout=timeout,
+                max_retries=max_retries, fallbacks=fallbacks,
+            )
+        self.on_escalation_error = on_escalation_error
+        self.hooks: list[DecisionHook] = list(hooks)
+        self.local = (
+            local_model
+            if isinstance(local_model, LocalModel)
+            else LocalModel(local_model, device=device)
+        )
+
+    def __repr__(self) -> str:
+        """Models, estimator and policy; never a key."""
+        return (
+            f"ConfRouter(local={self.local.name!r}, strong={self.escalation!r}, "
+            f"estimator={self.estimator.name!r}, policy={self.policy!r})"
+        )
+
+    # -- shared steps ----------------------------------------------------------------------
+
+    def _config(
+        self, max_new_tokens: int | None, temperature: float | None, stop: Sequence[str] | None
+    ) -> GenerationConfig:
+        return replace(
+            self.defaults,
+            max_new_tokens=max_new_tokens or self.defaults.max_new_tokens,
+            temperature=self.defaults.temperature if temperature is None else temperature,
+            stop=tuple(stop or ()),
+        )
+
+    def _score(
+        self, messages: list[Message], generation: Generation | None, local_latency_s: float
+    ) -> _Scored:
+        started = time.perf_counter()
+        if generation is None:
+            verdict = Verdict(True, self.policy.decide(None).threshold, "context_overflow")
+            return _Scored(messages, None, None, verdict, "context_overflow", local_latency_s)
+        context = EstimationContext(messages=messages, local_model=self.local)
+        confidence = self.estimator.confidence(generation, context)
+        verdict = self.policy.decide(confidence)
+        reason: DecisionReason = verdict.reason  # type: ignore[assignment]
+        if verdict.escalate and self.escalation is None:
+            reason = "local_only"
+        elapsed = local_latency_s + time.perf_counter() - started
+        return _Scored(messages, generation, confidence, verdict, reason, elapsed)
+
+    def _decision(
+        self,
+        scored: _Scored,
+        *,
+        remote: EscalationResult | None = None,
+        error: EscalationError | None = None,
+    ) -> RoutingDecision:
+        generation = scored.generation
+        escalate = scored.verdict.escalate and self.escalation is not None
+        if remote is not None:
+            answered_by = remote.model
+        else:
+            answered_by = self.local.name
+        return RoutingDecision(
+            estimator=self.estimator.name,
+            confidence=scored.confidence,
+            threshold=scored.verdict.threshold,
+            escalated=escalate,
+            reason=scored.reason,
+            local_model=self.local.name,
+            remote_model=(remote.model if remote else error.provider if error else None),
+            answered_by=answered_by,
+            local_latency_s=scored.local_latency_s,
+            remote_latency_s=remote.latency_s if remote else None,
+            local_prompt_tokens=generation.prompt_tokens if generation else 0,
+            local_completion_tokens=generation.completion_tokens if generation else 0,
+            remote_prompt_tokens=remote.prompt_tokens if remote else None,
+            remote_completion_tokens=remote.completion_tokens if remote else None,
+            cost_usd=remote.cost_usd if remote else None,
+            attempts=remote.attempts if remote else error.attempts if error else 0,
+            error=str(error) if error else None,
+        )
+
+    def _emit(self, decision: RoutingDecision) -> None:
+        logger.debug(
+            "routing decision %s: escalated=%s reason=%s confidence=%s threshold=%.3f",
+            decision.id, decision.escalated, decision.reason, decision.confidence,
+            decision.threshold,
+        )
+        for hook in self.hooks:
+            try:
+                hook(decision)
+            except Exception:
+                logger.exception("A decision hook raised; the answer is returned regardless.")
+
+    def _finish(
+        self,
+        scored: _Scored,
+        remote: EscalationResult | None = None,
+        error: EscalationError | None = None,
+    ) -> RoutedResponse:
+        decision = self._decision(scored, remote=remote, error=error)
+        self._emit(decision)
+        if error is not None and (self.on_escalation_error == "raise" or scored.generation is None):
+            raise error
+        if remote is not None:
+            return RoutedResponse(
+                remote.text, decision, scored.generation, remote, list(remote.tool_calls)
+            )
+        text = scored.generation.text if scored.generation is not None else ""
+        return RoutedResponse(text, decision, scored.generation)
+
+    def _escalation_for(self, scored: _Scored) -> Escalation | None:
+        """The escalation to run for this answer, or None to keep it local."""
+        return self.escalation if scored.verdict.escalate else None
+
+    def _generate(
+        self, conversations: list[list[Message]], config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> tuple[list[Generation | None], float]:
+        """Generate for every conversation that fits the context window, in one batch."""
+        started = time.perf_counter()
+        prompts: list[list[int] | None] = []
+        for conversation in conversations:
+            ids = self.local.encode(self.local.render(conversation, tools))
+            fits = len(ids) + config.max_new_tokens <= self.local.context_window
+            prompts.append(ids if fits else None)
+        fitting = [p for p in prompts if p is not None]
+        generated = iter(self.local.generate_from_ids(fitting, config) if fitting else [])
+        results = [next(generated) if p is not None else None for p in prompts]
+        return results, time.perf_counter() - started
+
+    def _escalate_kwargs(
+        self, config: GenerationConfig, max_tokens: int | None,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> dict[str, Any]:
+        return {
+            "temperature": config.temperature,
+            "max_tokens": max_tokens,
+            "stop": list(config.stop) or None,
+            "tools": tools,
+        }
+
+    # -- public API ------------------------------------------------------------------------
+
+    def route(
+        self,
+        prompt: PromptInput,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> RoutedResponse:
+        """Answer one prompt or conversation, escalating when the local answer is unsure.
+
+        Raises:
+            InvalidRequestError: The messages cannot be answered as given.
+            EscalationError: Escalation failed and ``on_escalation_error="raise"`` (or there
+                is no local answer to fall back on).
+        """
+        return self.route_batch(
+            [prompt], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+            tools=tools,
+        )[0]
+
+    def route_batch(
+        self,
+        prompts: Sequence[PromptInput],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        max_concurrency: int = 8,
+    ) -> list[RoutedResponse]:
+        """Answer many prompts: one batched local generation, escalations in parallel."""
+        conversations = [as_messages(p) for p in prompts]
+        config = self._config(max_new_tokens, temperature, stop)
+        scored = self._generate_and_score(conversations, config, tools)
+        kwargs = self._escalate_kwargs(config, max_new_tokens, tools)
+
+        def finish(item: _Scored) -> RoutedResponse:
+            escalation = self._escalation_for(item)
+            if escalation is None:
+                return self._finish(item)
+            try:
+                remote = escalation.complete(item.messages, **kwargs)
+            except EscalationError as error:
+                return self._finish(item, error=error)
+            return self._finish(item, remote=remote)
+
+        if sum(self._escalation_for(s) is not None for s in scored) <= 1:
+            return [finish(s) for s in scored]
+        with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+            return list(pool.map(finish, scored))
+
+    async def aroute(
+        self,
+        prompt: PromptInput,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> RoutedResponse:
+        """Async form of :meth:`route`: local work in a worker thread, escalation awaited."""
+        [response] = await self.aroute_batch(
+            [prompt], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+            tools=tools,
+        )
+        return response
+
+    async def aroute_batch(
+        self,
+        prompts: Sequence[PromptInput],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[RoutedResponse]:
+        """Async form of :meth:`route_batch`; escalations run concurrently."""
+        conversations = [as_messages(p) for p in prompts]
+        config = self._config(max_new_tokens, temperature, stop)
+        scored = await asyncio.to_thread(self._generate_and_score, conversations, config, tools)
+        kwargs = self._escalate_kwargs(config, max_new_tokens, tools)
+
+        async def finish(item: _Scored) -> RoutedResponse:
+            escalation = self._escalation_for(item)
+            if escalation is None:
+                return self._finish(item)
+            try:
+                remote = await escalation.acomplete(item.messages, **kwargs)
+            except EscalationError as error:
+                return self._finish(item, error=error)
+            return self._finish(item, remote=remote)
+
+        return list(await asyncio.gather(*(finish(s) for s in scored)))
+
+    def _generate_and_score(
+        self, conversations: list[list[Message]], config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> list[_Scored]:
+        generations, latency = self._generate(conversations, config, tools)
+        per_item = latency / max(len(conversations), 1)
+        return [self._score(c, g, per_item) for c, g in zip(conversations, generations, strict=True)]
+
+    def stream(
+        self,
+        prompt: PromptInput,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Iterator[RoutedChunk]:
+        """Stream an answer.
+
+        The local answer is held back until its confidence is known, then released in one
+        piece; an escalated answer streams the strong model's tokens as they arrive. The last
+        chunk carries the :class:`RoutedResponse` (with the decision).
+        """
+        config = self._config(max_new_tokens, temperature, stop)
+        [scored] = self._generate_and_score([as_messages(prompt)], config, tools)
+        escalation = self._escalation_for(scored)
+        if escalation is None:
+            response = self._finish(scored)
+            yield RoutedChunk(text=response.text)
+            yield RoutedChunk(response=response)
+            return
+        kwargs = self._escalate_kwargs(config, max_new_tokens, tools)
+        streamed = False
+        try:
+            for delta in escalation.stream(scored.messages, **kwargs):
+                if delta.result is not None:
+                    yield RoutedChunk(response=self._finish(scored, remote=delta.result))
+                    return
+                streamed = True
+                yield RoutedChunk(text=delta.text)
+        except EscalationError as error:
+            if streamed:
+                self._emit(self._decision(scored, error=error))
+                raise
+            response = self._finish(scored, error=error)
+            yield RoutedChunk(text=response.text)
+            yield RoutedChunk(response=response)
+
+    async def astream(
+        self,
+        prompt: PromptInput,
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: Sequence[str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> AsyncIterator[RoutedChunk]:
+        """Async form of :meth:`stream`."""
+        config = self._config(max_new_tokens, temperature, stop)
+        [scored] = await asyncio.to_thread(
+            self._generate_and_score, [as_messages(prompt)], config, tools
+        )
+        escalation = self._escalation_for(scored)
+        if escalation is None:
+            response = self._finish(scored)
+            yield RoutedChunk(text=response.text)
+            yield RoutedChunk(response=response)
+            return
+        kwargs = self._escalate_kwargs(config, max_new_tokens, tools)
+        streamed = False
+        try:
+            async for delta in escalation.astream(scored.messages, **kwargs):
+                if delta.result is not None:
+                    yield RoutedChunk(response=self._finish(scored, remote=delta.result))
+                    return
+                streamed = True
+                yield RoutedChunk(text=delta.text)
+        except EscalationError as error:
+            if streamed:
+                self._emit(self._decision(scored, error=error))
+                raise
+            response = self._finish(scored, error=error)
+            yield RoutedChunk(text=response.text)
+            yield RoutedChunk(response=response)
+
