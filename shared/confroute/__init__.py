@@ -5,6 +5,12 @@ The engine is :class:`ConfRouter`; both framework adapters call it.
 
 from __future__ import annotations
 
+import os
+
+# Offline by default: LiteLLM reads its cost map from the installed package instead of fetching
+# it. This must happen before LiteLLM is first imported, so it sits at the package's top.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 from confroute.decision import RoutingDecision
 from confroute.errors import (
     CacheCorruptError,

@@ -15,6 +15,7 @@ DecisionReason = Literal[
     "low_confidence",
     "no_confidence",
     "context_overflow",
+    "malformed_tool_call",
     "local_only",
 ]
 """Why a request was kept local or escalated."""

@@ -1,7 +1,7 @@
 """Escalation to a strong model through LiteLLM: any provider, with retries and fallbacks.
 
-Import order matters offline: ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set (unless the user set
-it) before LiteLLM is imported, so the cost map is read from the installed package, not fetched.
+``confroute/__init__.py`` sets ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (unless the user set it)
+before LiteLLM is imported, so the cost map is read from the installed package, not fetched.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from confroute.errors import ConfigurationError, EscalationError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm  # noqa: E402
+import contextlib
+
+import litellm
 
 __all__ = ["Escalation", "EscalationResult", "StreamDelta"]
 
@@ -199,11 +201,9 @@ class Escalation:
         headers = getattr(response, "headers", None) or {}
         retry_after = headers.get("retry-after") if hasattr(headers, "get") else None
         if retry_after is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 delay = max(delay, float(retry_after))
-            except ValueError:
-                pass
-        return min(delay, self.timeout)
+        return float(min(delay, self.timeout))
 
     def _on_error(
         self, model: str, attempt: int, error: BaseException, errors: list[str], streamed: bool
@@ -220,8 +220,9 @@ class Escalation:
     def _plan(self) -> list[str]:
         return [self.model, *self.fallbacks]
 
-    def _result(self, model: str, response: Any, started: float, attempts: int,
-                errors: list[str]) -> EscalationResult:
+    def _result(
+        self, model: str, response: Any, started: float, attempts: int, errors: list[str]
+    ) -> EscalationResult:
         choice = response.choices[0]
         message = choice.message
         tool_calls = [
@@ -252,7 +253,7 @@ class Escalation:
             return 0.0
         try:
             return float(litellm.completion_cost(completion_response=response))
-        except Exception:  # noqa: BLE001 - unknown models have no price; report None
+        except Exception:
             logger.debug("No price for %s in LiteLLM's cost map.", model)
             return None
 
@@ -283,17 +284,22 @@ class Escalation:
             EscalationError: Every model failed; it lists each failure (secrets redacted).
         """
         started = time.perf_counter()
-        attempts, errors = 0, []
+        attempts, errors = 0, list[str]()
         for model in self._plan():
             for attempt in range(self.max_retries + 1):
                 attempts += 1
                 params = self._request(
-                    model, messages, temperature=temperature, max_tokens=max_tokens, stop=stop,
-                    tools=tools, stream=False,
+                    model,
+                    messages,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    stop=stop,
+                    tools=tools,
+                    stream=False,
                 )
                 try:
                     response = litellm.completion(**params)
-                except Exception as error:  # noqa: BLE001 - every provider error is reported
+                except Exception as error:
                     delay = self._on_error(model, attempt, error, errors, streamed=False)
                     if delay is None:
                         break
@@ -313,17 +319,22 @@ class Escalation:
     ) -> EscalationResult:
         """Async form of :meth:`complete` (``litellm.acompletion``)."""
         started = time.perf_counter()
-        attempts, errors = 0, []
+        attempts, errors = 0, list[str]()
         for model in self._plan():
             for attempt in range(self.max_retries + 1):
                 attempts += 1
                 params = self._request(
-                    model, messages, temperature=temperature, max_tokens=max_tokens, stop=stop,
-                    tools=tools, stream=False,
+                    model,
+                    messages,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    stop=stop,
+                    tools=tools,
+                    stream=False,
                 )
                 try:
                     response = await litellm.acompletion(**params)
-                except Exception as error:  # noqa: BLE001 - every provider error is reported
+                except Exception as error:
                     delay = self._on_error(model, attempt, error, errors, streamed=False)
                     if delay is None:
                         break
@@ -347,13 +358,18 @@ class Escalation:
         :class:`EscalationError` (the text already yielded cannot be taken back).
         """
         started = time.perf_counter()
-        attempts, errors = 0, []
+        attempts, errors = 0, list[str]()
         for model in self._plan():
             for attempt in range(self.max_retries + 1):
                 attempts += 1
                 params = self._request(
-                    model, messages, temperature=temperature, max_tokens=max_tokens, stop=stop,
-                    tools=tools, stream=True,
+                    model,
+                    messages,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    stop=stop,
+                    tools=tools,
+                    stream=True,
                 )
                 chunks: list[Any] = []
                 try:
@@ -362,7 +378,7 @@ class Escalation:
                         text = _delta_text(chunk)
                         if text:
                             yield StreamDelta(text=text)
-                except Exception as error:  # noqa: BLE001 - every provider error is reported
+                except Exception as error:
                     delay = self._on_error(model, attempt, error, errors, streamed=bool(chunks))
                     if chunks:
                         raise self._failure(attempts, errors) from None
@@ -386,13 +402,18 @@ class Escalation:
     ) -> AsyncIterator[StreamDelta]:
         """Async form of :meth:`stream`."""
         started = time.perf_counter()
-        attempts, errors = 0, []
+        attempts, errors = 0, list[str]()
         for model in self._plan():
             for attempt in range(self.max_retries + 1):
                 attempts += 1
                 params = self._request(
-                    model, messages, temperature=temperature, max_tokens=max_tokens, stop=stop,
-                    tools=tools, stream=True,
+                    model,
+                    messages,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    stop=stop,
+                    tools=tools,
+                    stream=True,
                 )
                 chunks: list[Any] = []
                 try:
@@ -402,7 +423,7 @@ class Escalation:
                         text = _delta_text(chunk)
                         if text:
                             yield StreamDelta(text=text)
-                except Exception as error:  # noqa: BLE001 - every provider error is reported
+                except Exception as error:
                     delay = self._on_error(model, attempt, error, errors, streamed=bool(chunks))
                     if chunks:
                         raise self._failure(attempts, errors) from None

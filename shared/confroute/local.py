@@ -22,6 +22,7 @@ from confroute.errors import ConfigurationError, ContextOverflowError
 from confroute.generation import Generation, TokenAlternative
 from confroute.messages import Message, validate_messages
 from confroute.models import DEFAULT_SLM, load_pretrained
+from confroute.tools import normalize_tool_calls_for_template
 
 if TYPE_CHECKING:
     import torch
@@ -132,7 +133,11 @@ class LocalModel:
         resolved_device = _pick_device(device)
         weights = load_pretrained(model, _pick_dtype(dtype, resolved_device), resolved_device)
         self._setup(
-            weights.model, weights.tokenizer, weights.name, weights.fingerprint, top_k,
+            weights.model,
+            weights.tokenizer,
+            weights.name,
+            weights.fingerprint,
+            top_k,
             max_batch_size,
         )
 
@@ -198,10 +203,12 @@ class LocalModel:
     # -- prompts ---------------------------------------------------------------------------
 
     def render(
-        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
         """The prompt text for a conversation, with the generation prompt appended."""
-        clean = validate_messages(messages)
+        clean = [normalize_tool_calls_for_template(m) for m in validate_messages(messages)]
         template = None if self.tokenizer.chat_template else _FALLBACK_TEMPLATE
         text = self.tokenizer.apply_chat_template(
             clean,
@@ -324,8 +331,11 @@ class LocalModel:
                 )
                 steps.append(
                     _Step(
-                        chosen.tolist(), chosen_lp.tolist(), top.indices.tolist(),
-                        top.values.tolist(), entropy.tolist(),
+                        chosen.tolist(),
+                        chosen_lp.tolist(),
+                        top.indices.tolist(),
+                        top.values.tolist(),
+                        entropy.tolist(),
                     )
                 )
                 for row in range(batch):
@@ -353,8 +363,14 @@ class LocalModel:
         elapsed = time.perf_counter() - started
         return [
             self._assemble(
-                steps, row, lengths[row], ended_by_stop[row], len(prompts[row]), config,
-                hidden_at_end[row], elapsed,
+                steps,
+                row,
+                lengths[row],
+                ended_by_stop[row],
+                len(prompts[row]),
+                config,
+                hidden_at_end[row],
+                elapsed,
             )
             for row in range(batch)
         ]
@@ -375,9 +391,7 @@ class LocalModel:
         hidden: torch.Tensor | None,
         elapsed: float,
     ) -> Generation:
-        keep = [
-            i for i in range(length) if steps[i].chosen[row] not in self._special_ids
-        ]
+        keep = [i for i in range(length) if steps[i].chosen[row] not in self._special_ids]
         ids = [steps[i].chosen[row] for i in keep]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         if config.stop:
@@ -386,7 +400,10 @@ class LocalModel:
                 text = text[:cut]
                 # keep the tokens whose decoded text lies before the stop sequence
                 count = len(ids)
-                while count > 0 and len(self.tokenizer.decode(ids[:count], skip_special_tokens=True)) > cut:
+                while (
+                    count > 0
+                    and len(self.tokenizer.decode(ids[:count], skip_special_tokens=True)) > cut
+                ):
                     count -= 1
                 keep, ids = keep[:count], ids[:count]
         decode = self.tokenizer.decode

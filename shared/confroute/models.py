@@ -283,7 +283,9 @@ def _converted_is_valid(directory: Path, source_sha256: str) -> bool:
         return False
     for file_name, record in manifest.get("files", {}).items():
         if not _matches(directory / file_name, record):
-            logger.warning("Cached %s failed its sha256 check; rebuilding the copy.", directory / file_name)
+            logger.warning(
+                "Cached %s failed its sha256 check; rebuilding the copy.", directory / file_name
+            )
             return False
     return True
 
@@ -319,7 +321,9 @@ def _convert_gguf(gguf: Path, directory: Path, source_sha256: str, dtype: torch.
     os.replace(tmp, directory)
 
 
-def cached_copy(gguf: Path, source_sha256: str, dtype: torch.dtype, root: Path | None = None) -> Path:
+def cached_copy(
+    gguf: Path, source_sha256: str, dtype: torch.dtype, root: Path | None = None
+) -> Path:
     """Return a verified safetensors copy of a GGUF model, converting it on first use."""
     suffix = str(dtype).removeprefix("torch.")
     directory = (root or cache_dir()) / "models" / f"{source_sha256[:16]}-{suffix}"
@@ -363,10 +367,10 @@ def load_pretrained(name: str | os.PathLike[str], dtype: torch.dtype, device: st
             gguf = Path(source.location)
             fingerprint = sha256_file(gguf)
         directory = cached_copy(gguf, fingerprint, dtype)
+        location = str(directory)
     else:
-        directory = Path(source.location) if source.kind == "directory" else None
+        location = source.location
         fingerprint = source.location
-    location = str(directory) if directory is not None else source.location
     _progress(f"loading {source.name}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
@@ -379,5 +383,6 @@ def load_pretrained(name: str | os.PathLike[str], dtype: torch.dtype, device: st
         ) from error
     model.to(device)
     model.eval()
-    return LoadedWeights(model=model, tokenizer=tokenizer, name=source.name, fingerprint=fingerprint)
-
+    return LoadedWeights(
+        model=model, tokenizer=tokenizer, name=source.name, fingerprint=fingerprint
+    )

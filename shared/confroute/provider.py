@@ -18,8 +18,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from confroute.escalation import LOCAL_PROVIDER, litellm
+import litellm
+
+from confroute.escalation import LOCAL_PROVIDER
 from confroute.local import GenerationConfig, LocalModel
+from confroute.tools import parse_tool_calls
 
 __all__ = ["LocalProvider", "get_local_model", "register_provider"]
 
@@ -60,16 +63,22 @@ class LocalProvider(litellm.CustomLLM):  # type: ignore[misc]
         name = model.split("/", 1)[1] if model.startswith(LOCAL_PROVIDER + "/") else model
         local = get_local_model(name)
         started = time.perf_counter()
-        [generation] = local.generate([messages], _config(optional_params))
+        tools = optional_params.get("tools") or None
+        [generation] = local.generate([messages], _config(optional_params), tools=tools)
+        message: dict[str, Any] = {"role": "assistant", "content": generation.text}
+        finish_reason: str = generation.finish_reason
+        if tools:
+            parsed = parse_tool_calls(generation.text, tools)
+            if parsed.calls:
+                message = {
+                    "role": "assistant",
+                    "content": parsed.content or None,
+                    "tool_calls": parsed.calls,
+                }
+                finish_reason = "tool_calls"
         response = litellm.ModelResponse(
             model=f"{LOCAL_PROVIDER}/{name}",
-            choices=[
-                {
-                    "index": 0,
-                    "finish_reason": generation.finish_reason,
-                    "message": {"role": "assistant", "content": generation.text},
-                }
-            ],
+            choices=[{"index": 0, "finish_reason": finish_reason, "message": message}],
             usage={
                 "prompt_tokens": generation.prompt_tokens,
                 "completion_tokens": generation.completion_tokens,
@@ -90,7 +99,9 @@ class LocalProvider(litellm.CustomLLM):  # type: ignore[misc]
             self._answer, model, messages, kwargs.get("optional_params") or {}
         )
 
-    def streaming(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def streaming(
+        self, model: str, messages: list[Any], *args: Any, **kwargs: Any
+    ) -> Iterator[Any]:
         """Generate, then yield the answer as one chunk per token."""
         response = self._answer(model, messages, kwargs.get("optional_params") or {})
         yield from _chunks(response)

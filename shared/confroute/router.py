@@ -27,6 +27,7 @@ from confroute.local import GenerationConfig, LocalModel
 from confroute.messages import Message, as_messages
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
+from confroute.tools import ParsedToolCalls, parse_tool_calls
 
 __all__ = ["DEFAULT_THRESHOLD", "ConfRouter", "DecisionHook", "RoutedChunk", "RoutedResponse"]
 
@@ -100,6 +101,7 @@ class _Scored:
     verdict: Verdict
     reason: DecisionReason
     local_latency_s: float
+    parsed: ParsedToolCalls | None = None
 
 
 class ConfRouter:
@@ -170,8 +172,12 @@ class ConfRouter:
             self.escalation = strong_model
         else:
             self.escalation = Escalation(
-                strong_model, api_base=api_base, api_key=api_key, timeout=timeout,
-                max_retries=max_retries, fallbacks=fallbacks,
+                strong_model,
+                api_base=api_base,
+                api_key=api_key,
+                timeout=timeout,
+                max_retries=max_retries,
+                fallbacks=fallbacks,
             )
         self.on_escalation_error = on_escalation_error
         self.hooks: list[DecisionHook] = list(hooks)
@@ -201,7 +207,11 @@ class ConfRouter:
         )
 
     def _score(
-        self, messages: list[Message], generation: Generation | None, local_latency_s: float
+        self,
+        messages: list[Message],
+        generation: Generation | None,
+        local_latency_s: float,
+        tools: Sequence[Mapping[str, Any]] | None,
     ) -> _Scored:
         started = time.perf_counter()
         if generation is None:
@@ -211,10 +221,15 @@ class ConfRouter:
         confidence = self.estimator.confidence(generation, context)
         verdict = self.policy.decide(confidence)
         reason: DecisionReason = verdict.reason  # type: ignore[assignment]
+        parsed = parse_tool_calls(generation.text, tools) if tools else None
+        if parsed is not None and parsed.malformed:
+            logger.debug("Local tool call is malformed: %s", parsed.malformed)
+            verdict = Verdict(True, verdict.threshold, "malformed_tool_call")
+            reason = "malformed_tool_call"
         if verdict.escalate and self.escalation is None:
             reason = "local_only"
         elapsed = local_latency_s + time.perf_counter() - started
-        return _Scored(messages, generation, confidence, verdict, reason, elapsed)
+        return _Scored(messages, generation, confidence, verdict, reason, elapsed, parsed)
 
     def _decision(
         self,
@@ -225,10 +240,7 @@ class ConfRouter:
     ) -> RoutingDecision:
         generation = scored.generation
         escalate = scored.verdict.escalate and self.escalation is not None
-        if remote is not None:
-            answered_by = remote.model
-        else:
-            answered_by = self.local.name
+        answered_by = remote.model if remote is not None else self.local.name
         return RoutingDecision(
             estimator=self.estimator.name,
             confidence=scored.confidence,
@@ -252,7 +264,10 @@ class ConfRouter:
     def _emit(self, decision: RoutingDecision) -> None:
         logger.debug(
             "routing decision %s: escalated=%s reason=%s confidence=%s threshold=%.3f",
-            decision.id, decision.escalated, decision.reason, decision.confidence,
+            decision.id,
+            decision.escalated,
+            decision.reason,
+            decision.confidence,
             decision.threshold,
         )
         for hook in self.hooks:
@@ -275,6 +290,10 @@ class ConfRouter:
             return RoutedResponse(
                 remote.text, decision, scored.generation, remote, list(remote.tool_calls)
             )
+        if scored.parsed is not None and not scored.parsed.malformed:
+            return RoutedResponse(
+                scored.parsed.content, decision, scored.generation, None, scored.parsed.calls
+            )
         text = scored.generation.text if scored.generation is not None else ""
         return RoutedResponse(text, decision, scored.generation)
 
@@ -283,7 +302,9 @@ class ConfRouter:
         return self.escalation if scored.verdict.escalate else None
 
     def _generate(
-        self, conversations: list[list[Message]], config: GenerationConfig,
+        self,
+        conversations: list[list[Message]],
+        config: GenerationConfig,
         tools: Sequence[Mapping[str, Any]] | None,
     ) -> tuple[list[Generation | None], float]:
         """Generate for every conversation that fits the context window, in one batch."""
@@ -299,7 +320,9 @@ class ConfRouter:
         return results, time.perf_counter() - started
 
     def _escalate_kwargs(
-        self, config: GenerationConfig, max_tokens: int | None,
+        self,
+        config: GenerationConfig,
+        max_tokens: int | None,
         tools: Sequence[Mapping[str, Any]] | None,
     ) -> dict[str, Any]:
         return {
@@ -328,7 +351,10 @@ class ConfRouter:
                 is no local answer to fall back on).
         """
         return self.route_batch(
-            [prompt], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+            [prompt],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop=stop,
             tools=tools,
         )[0]
 
@@ -374,7 +400,10 @@ class ConfRouter:
     ) -> RoutedResponse:
         """Async form of :meth:`route`: local work in a worker thread, escalation awaited."""
         [response] = await self.aroute_batch(
-            [prompt], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+            [prompt],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop=stop,
             tools=tools,
         )
         return response
@@ -407,12 +436,17 @@ class ConfRouter:
         return list(await asyncio.gather(*(finish(s) for s in scored)))
 
     def _generate_and_score(
-        self, conversations: list[list[Message]], config: GenerationConfig,
+        self,
+        conversations: list[list[Message]],
+        config: GenerationConfig,
         tools: Sequence[Mapping[str, Any]] | None,
     ) -> list[_Scored]:
         generations, latency = self._generate(conversations, config, tools)
         per_item = latency / max(len(conversations), 1)
-        return [self._score(c, g, per_item) for c, g in zip(conversations, generations, strict=True)]
+        return [
+            self._score(c, g, per_item, tools)
+            for c, g in zip(conversations, generations, strict=True)
+        ]
 
     def stream(
         self,
@@ -490,4 +524,3 @@ class ConfRouter:
             response = self._finish(scored, error=error)
             yield RoutedChunk(text=response.text)
             yield RoutedChunk(response=response)
-

@@ -1,0 +1,233 @@
+"""Test doubles shared by the unit suites: a tiny random model and scripted generations.
+
+Nothing here touches the network or downloads weights: the tokenizer is trained in memory on a
+few sentences and the model is a randomly initialised 8-layer Qwen2 of a few thousand weights.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confroute.generation import Generation, TokenAlternative
+from confroute.local import GenerationConfig, LocalModel
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    "What is 17*23? The answer is 391.",
+    "The capital of France is Paris.",
+    "user assistant system tool call result",
+    "0 1 2 3 4 5 6 7 8 9 + - * / = ? ! . , : ; ( ) [ ] { }",
+    "Yes no true false maybe A B C D E",
+] * 4
+
+
+def tiny_tokenizer() -> Any:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        _CORPUS,
+        vocab_size=400,
+        min_frequency=1,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_model(vocab_size: int, eos_id: int, pad_id: int, seed: int = 0) -> Any:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        bos_token_id=pad_id,
+        tie_word_embeddings=False,
+    )
+    return Qwen2ForCausalLM(config).eval()
+
+
+def tiny_local_model(seed: int = 0) -> LocalModel:
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, seed)
+    return LocalModel.from_model(model, tokenizer, name="tiny-random", fingerprint="tiny-sha")
+
+
+def scripted_generation(
+    text: str,
+    token_probs: Sequence[float],
+    *,
+    finish_reason: str = "stop",
+    prompt_tokens: int = 7,
+    model: str = "scripted",
+) -> Generation:
+    """A generation whose tokens are the characters of ``text`` with the given probabilities."""
+    pieces = list(text) if len(text) == len(token_probs) else [text] * len(token_probs)
+    logprobs = tuple(math.log(p) for p in token_probs)
+    return Generation(
+        text=text,
+        token_ids=tuple(range(len(token_probs))),
+        tokens=tuple(pieces),
+        logprobs=logprobs,
+        top_logprobs=tuple(
+            (TokenAlternative(t, i, lp),)
+            for i, (t, lp) in enumerate(zip(pieces, logprobs, strict=False))
+        ),
+        entropies=tuple(-p * math.log(p) for p in token_probs),
+        finish_reason=finish_reason,  # type: ignore[arg-type]
+        prompt_tokens=prompt_tokens,
+        model=model,
+    )
+
+
+@dataclass
+class ScriptedLocalModel(LocalModel):
+    """A LocalModel (real template and tokenizer) whose answers come from a script.
+
+    ``script`` maps the last user message to (text, per-token probabilities); anything else
+    gets ``default``.
+    """
+
+    script: dict[str, tuple[str, Sequence[float]]] = field(default_factory=dict)
+    default: tuple[str, Sequence[float]] = ("I am not sure.", (0.5, 0.5, 0.5))
+    calls: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        base = tiny_local_model()
+        self._setup(base.model, base.tokenizer, "scripted-slm", "scripted-sha", 5, 8)
+        self.context_window = 256
+        self._by_prompt: dict[tuple[int, ...], tuple[str, Sequence[float]]] = {}
+        self._mutex = threading.Lock()
+
+    def render(self, messages: Any, tools: Any = None) -> str:
+        text = super().render(messages, tools)
+        last_user = [m for m in messages if m["role"] == "user"][-1]["content"]
+        ids = tuple(self.encode(text))
+        with self._mutex:
+            self._by_prompt[ids] = self.script.get(last_user, self.default)
+        return text
+
+    def generate_from_ids(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig
+    ) -> list[Generation]:
+        self.calls.append(len(prompts))
+        out = []
+        for ids in prompts:
+            text, probs = self._by_prompt[tuple(ids)]
+            out.append(scripted_generation(text, probs, prompt_tokens=len(ids), model=self.name))
+        return out
+
+
+@dataclass
+class ScriptedProvider:
+    """Behaviour of the ``scripted/`` LiteLLM provider used by unit tests.
+
+    ``answers`` is consumed in order: a string is returned as the answer, an exception raised.
+    When it runs out, ``default`` is returned.
+    """
+
+    answers: list[Any] = field(default_factory=list)
+    default: str = "strong answer"
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def next(self, request: dict[str, Any]) -> str:
+        self.calls.append(request)
+        if self.answers:
+            item = self.answers.pop(0)
+            if isinstance(item, BaseException):
+                raise item
+            return str(item)
+        return self.default
+
+
+def install_scripted_provider(behaviour: ScriptedProvider) -> Callable[[], None]:
+    """Register ``scripted/`` with LiteLLM; returns a function that removes it."""
+    import litellm
+    from litellm import CustomLLM, ModelResponse
+
+    def respond(model: str, messages: list[Any], kwargs: dict[str, Any]) -> Any:
+        optional = kwargs.get("optional_params") or {}
+        text = behaviour.next(
+            {
+                "model": model,
+                "messages": messages,
+                "optional_params": optional,
+                "api_key": kwargs.get("api_key"),
+            }
+        )
+        return ModelResponse(
+            model=model,
+            choices=[
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+            usage={"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+        )
+
+    class Handler(CustomLLM):  # type: ignore[misc]
+        def completion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
+            return respond(model, messages, kwargs)
+
+        async def acompletion(
+            self, model: str, messages: list[Any], *args: Any, **kwargs: Any
+        ) -> Any:
+            return respond(model, messages, kwargs)
+
+        def streaming(
+            self, model: str, messages: list[Any], *args: Any, **kwargs: Any
+        ) -> Iterator[Any]:
+            response = respond(model, messages, kwargs)
+            words = response.choices[0].message.content.split(" ")
+            for i, word in enumerate(words):
+                last = i == len(words) - 1
+                yield {
+                    "text": word if last else word + " ",
+                    "tool_use": None,
+                    "is_finished": last,
+                    "finish_reason": "stop" if last else "",
+                    "usage": None,
+                    "index": 0,
+                }
+
+        async def astreaming(
+            self, model: str, messages: list[Any], *args: Any, **kwargs: Any
+        ) -> Any:
+            for chunk in self.streaming(model, messages, *args, **kwargs):
+                yield chunk
+
+    entry = {"provider": "scripted", "custom_handler": Handler()}
+    litellm.custom_provider_map.append(entry)
+    litellm.utils.custom_llm_setup()
+
+    def remove() -> None:
+        litellm.custom_provider_map.remove(entry)
+
+    return remove
