@@ -63,7 +63,7 @@ def tiny_model(vocab_size: int, eos_id: int, pad_id: int, seed: int = 0) -> Any:
         num_hidden_layers=8,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=1024,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
         bos_token_id=pad_id,
@@ -120,7 +120,7 @@ class ScriptedLocalModel(LocalModel):
     def __post_init__(self) -> None:
         base = tiny_local_model()
         self._setup(base.model, base.tokenizer, "scripted-slm", "scripted-sha", 5, 8)
-        self.context_window = 256
+        self.context_window = 1024
         self._by_prompt: dict[tuple[int, ...], tuple[str, Sequence[float]]] = {}
         self._mutex = threading.Lock()
 

@@ -27,6 +27,9 @@ import litellm
 
 __all__ = ["Escalation", "EscalationResult", "StreamDelta"]
 
+# LiteLLM prints provider hints to stdout on some errors; a library must not write to stdout.
+litellm.suppress_debug_info = True
+
 logger = logging.getLogger(__name__)
 
 LOCAL_PROVIDER = "confroute"

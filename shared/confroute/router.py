@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from confroute import estimators as estimator_registry
 from confroute.decision import DecisionReason, RoutingDecision
-from confroute.errors import ConfigurationError, EscalationError
+from confroute.errors import ConfigurationError, ContextOverflowError, EscalationError
 from confroute.escalation import LOCAL_PROVIDER, Escalation, EscalationResult
 from confroute.estimators import EstimationContext, Estimator
 from confroute.generation import Generation
@@ -286,6 +286,14 @@ class ConfRouter:
         self._emit(decision)
         if error is not None and (self.on_escalation_error == "raise" or scored.generation is None):
             raise error
+        if scored.generation is None and remote is None:
+            raise ContextOverflowError(
+                f"The prompt does not fit {self.local.name}'s context window of "
+                f"{self.local.context_window} tokens and no strong model is configured. Shorten "
+                "the prompt, lower max_new_tokens, or configure a strong model.",
+                prompt_tokens=-1,
+                context_window=self.local.context_window,
+            )
         if remote is not None:
             return RoutedResponse(
                 remote.text, decision, scored.generation, remote, list(remote.tool_calls)

@@ -1,0 +1,132 @@
+"""The in-process ``confroute/`` LiteLLM provider and ``confroute ask`` on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import litellm
+import pytest
+
+from confroute import provider as local_provider
+from confroute.escalation import Escalation
+from confroute.local import LocalModel
+from tests.fakes import ScriptedProvider
+
+MESSAGES = [{"role": "user", "content": "What is 17*23?"}]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_lm: LocalModel) -> str:
+    local_provider.register_provider()
+    local_provider.set_local_model("tiny-test", tiny_lm)
+    return "confroute/tiny-test"
+
+
+def test_provider_answers_through_litellm(served: str, tiny_lm: LocalModel) -> None:
+    response = litellm.completion(model=served, messages=MESSAGES, max_tokens=4)
+    [expected] = tiny_lm.generate([MESSAGES])
+    assert response.choices[0].message.content == tiny_lm.tokenizer.decode(
+        list(expected.token_ids[:4])
+    )
+    assert response.usage.completion_tokens == 4
+
+
+async def test_provider_async_and_stream(served: str) -> None:
+    sync = litellm.completion(model=served, messages=MESSAGES, max_tokens=5)
+    asynchronous = await litellm.acompletion(model=served, messages=MESSAGES, max_tokens=5)
+    assert asynchronous.choices[0].message.content == sync.choices[0].message.content
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in litellm.completion(model=served, messages=MESSAGES, max_tokens=5, stream=True)
+    ]
+    assert "".join(pieces) == sync.choices[0].message.content
+
+
+def test_escalation_to_provider_costs_nothing(served: str) -> None:
+    result = Escalation(served).complete(MESSAGES, max_tokens=3)
+    assert result.cost_usd == 0.0
+    assert result.model == served
+    assert result.completion_tokens == 3
+
+
+def test_unknown_price_is_none(provider: ScriptedProvider) -> None:
+    assert Escalation("scripted/x").complete(MESSAGES).cost_usd is None
+
+
+def test_escalation_stream_yields_text_then_result(provider: ScriptedProvider) -> None:
+    provider.default = "a b c"
+    deltas = list(Escalation("scripted/x").stream(MESSAGES))
+    assert "".join(d.text for d in deltas) == "a b c"
+    assert deltas[-1].result is not None and deltas[-1].result.text == "a b c"
+
+
+def test_not_retryable_errors_skip_to_fallback(provider: ScriptedProvider) -> None:
+    provider.answers = [litellm.AuthenticationError("no", "scripted", "x"), "ok"]
+    escalation = Escalation("scripted/x", fallbacks=["scripted/y"], max_retries=3, backoff_s=0)
+    result = escalation.complete(MESSAGES)
+    assert (result.text, result.model, result.attempts) == ("ok", "scripted/y", 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_lm: LocalModel) -> Path:
+    directory = tmp_path_factory.mktemp("tiny-model")
+    tiny_lm.model.save_pretrained(directory)
+    tiny_lm.tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize(("threshold", "escalated"), [("0.0", False), ("1.0", True)])
+def test_cli_ask_json(
+    tiny_dir: Path,
+    provider: ScriptedProvider,
+    capsys: pytest.CaptureFixture[str],
+    threshold: str,
+    escalated: bool,
+) -> None:
+    from confroute import cli
+
+    args = ["ask", "What is 17*23?", "--slm", str(tiny_dir), "--llm", "scripted/strong"]
+    assert cli.main([*args, "--threshold", threshold, "--json", "--max-new-tokens", "4"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["escalated"] is escalated
+    assert payload["threshold"] == float(threshold)
+    assert payload["estimator"] == "perplexity"
+    assert payload["model"] == ("scripted/strong" if escalated else str(tiny_dir))
+    assert (payload["answer"] == "strong answer") is escalated
+    assert {
+        "answer",
+        "model",
+        "escalated",
+        "confidence",
+        "threshold",
+        "estimator",
+        "reason",
+    } <= set(payload)
+
+
+def test_cli_ask_text_output(
+    tiny_dir: Path, provider: ScriptedProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from confroute import cli
+
+    args = ["ask", "hi", "--slm", str(tiny_dir), "--llm", "scripted/strong", "--threshold", "1.0"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("strong answer\n")
+    assert "answered by : scripted/strong (escalated)" in out
+    assert "reason      : low_confidence" in out
+
+
+def test_cli_env_overrides(
+    tiny_dir: Path,
+    provider: ScriptedProvider,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from confroute import cli
+
+    monkeypatch.setenv("CONFROUTE_SLM", str(tiny_dir))
+    monkeypatch.setenv("CONFROUTE_LLM", "scripted/from-env")
+    assert cli.main(["ask", "hi", "--threshold", "1.0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "scripted/from-env"
