@@ -8,12 +8,14 @@ from __future__ import annotations
 
 __all__ = [
     "CacheCorruptError",
+    "CalibrationError",
     "ConfRouteError",
     "ConfigurationError",
     "ContextOverflowError",
     "EscalationError",
     "InvalidRequestError",
     "ModelNotFoundError",
+    "ProfileMismatchError",
     "WeightsNotInstalledError",
 ]
 
@@ -68,3 +70,11 @@ class ContextOverflowError(InvalidRequestError):
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.context_window = context_window
+
+
+class CalibrationError(ConfigurationError):
+    """A calibration profile or set cannot be built or used (empty set, corrupt file, bad rate)."""
+
+
+class ProfileMismatchError(CalibrationError):
+    """A calibration profile was made for another model or estimator; names both fingerprints."""

@@ -1,0 +1,375 @@
+"""Calibration profiles: what an SLM and estimator produce on a calibration set, as numbers only.
+
+The paper's generalization result: confidence distributions depend mostly on the SLM and the
+estimator, not on the downstream data. So a calibration set pooled from many datasets (the
+confidence range split into 30 bins, 10% of each bin sampled) gives thresholds for a target
+escalation rate that transfer to unseen data without labels from it.
+
+A :class:`CalibrationProfile` is frozen and stored as JSON (never pickle). It carries a
+fingerprint (model weights hash, estimator and its parameters, prompt style, answer format,
+confroute version) so that a profile made for another model is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from confroute.errors import CalibrationError, ProfileMismatchError
+
+__all__ = [
+    "CalibrationProfile",
+    "ManifestEntry",
+    "PoolItem",
+    "ProfileFingerprint",
+    "RoutingPoint",
+    "build_calibration_set",
+    "check_rate",
+]
+
+PROFILE_FORMAT = 1
+
+
+def check_rate(rate: float, name: str = "escalation_rate") -> float:
+    """Return ``rate`` as a float in [0, 1], or raise :class:`CalibrationError`."""
+    value = float(rate)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise CalibrationError(f"{name} must be in [0, 1], got {rate!r}.")
+    return value
+
+
+class ProfileFingerprint(BaseModel):
+    """What a profile was measured with; a profile only transfers to the same setting."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    """Display name of the SLM."""
+    model_fingerprint: str
+    """sha256 of the SLM weights (GGUF) or its hub id / path."""
+    estimator: str
+    """Estimator name."""
+    estimator_params: dict[str, Any] = Field(default_factory=dict)
+    """Estimator settings that change its output."""
+    prompt_style: str = "default"
+    """Name of the prompt format used to score the calibration items."""
+    answer_format: str = "any"
+    """Answer format the profile is for (``letter:4``, ``yes_no``, ``number``, ``any``, ...)."""
+    confroute_version: str = ""
+    """confroute version that built the profile."""
+
+    def short(self) -> str:
+        """One line naming the model, its hash prefix and the estimator."""
+        return (
+            f"{self.model_name} (weights {self.model_fingerprint[:12]}), "
+            f"estimator {self.estimator}, format {self.answer_format}"
+        )
+
+
+class ManifestEntry(BaseModel):
+    """One calibration item: where it came from (no dataset text)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    item_id: str
+
+
+class PoolItem(BaseModel):
+    """One scored instance of the calibration pool."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    item_id: str
+    confidence: float | None
+    """The estimator's confidence; None (no confidence) counts as 0."""
+    correct: bool | None = None
+    """Whether the SLM answered correctly, when labels exist."""
+    strong_correct: bool | None = None
+    """Whether the strong model answered correctly, when measured."""
+
+
+class RoutingPoint(BaseModel):
+    """One point of a predicted routing curve."""
+
+    escalation_rate: float
+    threshold: float
+    kept_accuracy: float | None
+    """SLM accuracy on the answers kept local (None without labels)."""
+    system_accuracy: float | None
+    """Accuracy of the routed system (None without strong-model labels)."""
+
+
+class CalibrationProfile(BaseModel):
+    """The confidence distribution of one SLM + estimator on a calibration set.
+
+    ``confidences`` is sorted ascending; ``correct`` / ``strong_correct``, when present, are
+    aligned with it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    format: int = PROFILE_FORMAT
+    """File format version."""
+    fingerprint: ProfileFingerprint
+    """What the profile was measured with."""
+    confidences: tuple[float, ...]
+    """Calibration confidences, ascending."""
+    correct: tuple[bool, ...] | None = None
+    """SLM correctness per confidence, when labels exist."""
+    strong_correct: tuple[bool, ...] | None = None
+    """Strong-model correctness per confidence, when measured."""
+    manifest: tuple[ManifestEntry, ...] = ()
+    """The calibration items (dataset, item id), aligned with ``confidences``."""
+    construction: dict[str, Any] = Field(default_factory=dict)
+    """How the set was built (bins, fraction, seed, pool size, datasets)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> CalibrationProfile:
+        if not self.confidences:
+            raise ValueError("a calibration profile needs at least one confidence")
+        values = np.asarray(self.confidences, dtype=float)
+        if np.any(~np.isfinite(values)) or values.min() < 0 or values.max() > 1:
+            raise ValueError("confidences must be finite numbers in [0, 1]")
+        if np.any(np.diff(values) < 0):
+            raise ValueError("confidences must be sorted ascending")
+        for name in ("correct", "strong_correct"):
+            labels = getattr(self, name)
+            if labels is not None and len(labels) != len(self.confidences):
+                raise ValueError(f"{name} must have one label per confidence")
+        if self.manifest and len(self.manifest) != len(self.confidences):
+            raise ValueError("manifest must have one entry per confidence")
+        return self
+
+    # -- construction and storage ----------------------------------------------------------
+
+    @classmethod
+    def from_pool(
+        cls,
+        items: Sequence[PoolItem],
+        fingerprint: ProfileFingerprint,
+        construction: dict[str, Any] | None = None,
+    ) -> CalibrationProfile:
+        """A profile holding every item of ``items`` (no sampling)."""
+        if not items:
+            raise CalibrationError(
+                "The calibration set is empty: score at least one item (check the data "
+                "directory and --limit)."
+            )
+        ordered = sorted(items, key=lambda i: (i.confidence or 0.0, i.dataset, i.item_id))
+        has_labels = all(i.correct is not None for i in ordered)
+        has_strong = all(i.strong_correct is not None for i in ordered)
+        return cls(
+            fingerprint=fingerprint,
+            confidences=tuple(float(i.confidence or 0.0) for i in ordered),
+            correct=tuple(bool(i.correct) for i in ordered) if has_labels else None,
+            strong_correct=tuple(bool(i.strong_correct) for i in ordered) if has_strong else None,
+            manifest=tuple(ManifestEntry(dataset=i.dataset, item_id=i.item_id) for i in ordered),
+            construction=construction or {},
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the profile as JSON."""
+        Path(path).write_text(self.model_dump_json(indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibrationProfile:
+        """Read a profile written by :meth:`save`.
+
+        Raises:
+            CalibrationError: The file is missing, not JSON, or not a valid profile.
+        """
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as error:
+            raise CalibrationError(f"Cannot read calibration profile {path}: {error}") from error
+        except json.JSONDecodeError as error:
+            raise CalibrationError(
+                f"{path} is not valid JSON ({error}); rebuild it with `confroute calibrate`."
+            ) from error
+        if isinstance(data, dict) and data.get("format", PROFILE_FORMAT) != PROFILE_FORMAT:
+            raise CalibrationError(
+                f"{path} has profile format {data.get('format')}; this confroute reads format "
+                f"{PROFILE_FORMAT}. Rebuild it with `confroute calibrate`."
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise CalibrationError(
+                f"{path} is not a valid calibration profile: {error.errors()[0]['msg']}. "
+                "Rebuild it with `confroute calibrate`."
+            ) from error
+
+    def check_compatible(
+        self,
+        model_fingerprint: str,
+        estimator: str,
+        *,
+        model_name: str = "",
+        strict: bool = True,
+    ) -> None:
+        """Refuse (or, with ``strict=False``, warn about) a profile made for another setting.
+
+        Raises:
+            ProfileMismatchError: The model weights or the estimator differ and ``strict``.
+        """
+        problems = []
+        if self.fingerprint.model_fingerprint != model_fingerprint:
+            problems.append(
+                f"model weights {model_fingerprint[:12]} ({model_name or 'this model'}) vs "
+                f"{self.fingerprint.model_fingerprint[:12]} ({self.fingerprint.model_name})"
+            )
+        if self.fingerprint.estimator != estimator:
+            problems.append(f"estimator {estimator!r} vs {self.fingerprint.estimator!r}")
+        if not problems:
+            return
+        message = (
+            "The calibration profile was made for another setting: "
+            + "; ".join(problems)
+            + ". Build a profile for this model and estimator with `confroute calibrate`, "
+            "or pass strict=False to use it anyway."
+        )
+        if strict:
+            raise ProfileMismatchError(message)
+        warnings.warn(message, stacklevel=2)
+
+    # -- what a profile answers ------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of calibration items."""
+        return len(self.confidences)
+
+    def threshold_for(self, escalation_rate: float) -> float:
+        """The threshold that escalates ``escalation_rate`` of the calibration set.
+
+        Escalation happens when confidence < threshold, so the threshold is placed midway
+        between the k-th and (k+1)-th smallest confidence, k = round(rate * n). Rate 0 gives
+        0.0 (escalate nothing), rate 1 gives 1.0 (escalate everything).
+        """
+        rate = check_rate(escalation_rate)
+        n = self.size
+        k = round(rate * n)
+        if k <= 0:
+            return 0.0
+        if k >= n:
+            return 1.0
+        low, high = self.confidences[k - 1], self.confidences[k]
+        return float((low + high) / 2) if high > low else float(high)
+
+    def escalation_rate_at(self, threshold: float) -> float:
+        """Fraction of the calibration set that ``threshold`` escalates."""
+        if threshold >= 1.0:
+            return 1.0
+        below = np.searchsorted(np.asarray(self.confidences), threshold, side="left")
+        return float(below / self.size)
+
+    def predicted_routing_curve(self, rates: Sequence[float] | None = None) -> list[RoutingPoint]:
+        """The routing curve the profile predicts for unseen data.
+
+        At each rate r the r least confident answers are escalated; ``kept_accuracy`` is the
+        SLM's accuracy on the rest and ``system_accuracy`` counts escalated items as right when
+        the strong model was (both None where the labels are missing).
+        """
+        grid = [
+            check_rate(r, "rate") for r in (rates if rates is not None else np.linspace(0, 1, 11))
+        ]
+        n = self.size
+        points = []
+        for rate in grid:
+            k = round(rate * n)
+            kept = self.correct[k:] if self.correct is not None else None
+            kept_accuracy = (sum(kept) / len(kept)) if kept else None
+            system = None
+            if self.correct is not None and self.strong_correct is not None:
+                system = (sum(self.strong_correct[:k]) + sum(self.correct[k:])) / n
+            points.append(
+                RoutingPoint(
+                    escalation_rate=rate,
+                    threshold=self.threshold_for(rate),
+                    kept_accuracy=kept_accuracy,
+                    system_accuracy=system,
+                )
+            )
+        return points
+
+    def summary(self) -> dict[str, Any]:
+        """Size, quantiles, accuracy and datasets, for display."""
+        values = np.asarray(self.confidences)
+        quantiles = {
+            f"q{int(q * 100):02d}": float(np.quantile(values, q)) for q in (0.1, 0.3, 0.5, 0.7, 0.9)
+        }
+        datasets: dict[str, int] = {}
+        for entry in self.manifest:
+            datasets[entry.dataset] = datasets.get(entry.dataset, 0) + 1
+        return {
+            "fingerprint": self.fingerprint.short(),
+            "items": self.size,
+            "mean_confidence": float(values.mean()),
+            **quantiles,
+            "slm_accuracy": (sum(self.correct) / self.size) if self.correct is not None else None,
+            "datasets": datasets,
+        }
+
+
+def build_calibration_set(
+    pool: Sequence[PoolItem],
+    fingerprint: ProfileFingerprint,
+    *,
+    bins: int = 30,
+    fraction: float = 0.1,
+    seed: int = 0,
+) -> CalibrationProfile:
+    """The paper's calibration set: split the confidence range into bins, sample from each.
+
+    Each bin contributes ``fraction`` of its items (stochastic rounding keeps the expected
+    share exact, so the sampled distribution follows the pool's).
+
+    Args:
+        pool: Scored instances pooled over many datasets.
+        fingerprint: What the pool was scored with.
+        bins: Number of equal-width confidence bins over the pool's range.
+        fraction: Share of each bin to sample, in (0, 1].
+        seed: Seed of the sampler.
+
+    Raises:
+        CalibrationError: The pool is empty, or ``bins`` / ``fraction`` are invalid.
+    """
+    if not pool:
+        raise CalibrationError(
+            "The calibration pool is empty: score at least one item before building a set."
+        )
+    if bins < 1:
+        raise CalibrationError(f"bins must be >= 1, got {bins}.")
+    if not 0.0 < fraction <= 1.0:
+        raise CalibrationError(f"fraction must be in (0, 1], got {fraction}.")
+    rng = np.random.default_rng(seed)
+    values = np.asarray([item.confidence or 0.0 for item in pool], dtype=float)
+    low, high = float(values.min()), float(values.max())
+    edges = np.linspace(low, high, bins + 1) if high > low else np.array([low, low + 1.0])
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    chosen: list[PoolItem] = []
+    for b in range(len(edges) - 1):
+        members = np.flatnonzero(index == b)
+        if members.size == 0:
+            continue
+        expected = fraction * members.size
+        count = int(math.floor(expected) + (rng.random() < expected - math.floor(expected)))
+        picked = rng.choice(members, size=min(count, members.size), replace=False)
+        chosen.extend(pool[int(i)] for i in sorted(picked))
+    construction = {
+        "bins": bins,
+        "fraction": fraction,
+        "seed": seed,
+        "pool_size": len(pool),
+        "datasets": sorted({item.dataset for item in pool}),
+    }
+    return CalibrationProfile.from_pool(chosen, fingerprint, construction)
