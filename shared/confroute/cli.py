@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from confroute.calibrate_cli import add_parsers as add_calibration_parsers
+from confroute.calibrate_cli import run_calibrate, run_profile
 from confroute.errors import ConfRouteError
 from confroute.models import BUNDLED_MODELS, DEFAULT_LLM, DEFAULT_SLM
 
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--system", default=None, help="a system prompt")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     commands.add_parser("models", help="list the bundled models and whether they are installed")
+    add_calibration_parsers(commands, DEFAULT_SLM, estimators.available())
     return parser
 
 
@@ -121,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ask":
             return _ask(args)
+        if args.command == "calibrate":
+            return run_calibrate(args)
+        if args.command == "profile":
+            return run_profile(args)
         return _models()
     except ConfRouteError as error:
         print(f"confroute: error: {error}", file=sys.stderr)

@@ -130,3 +130,39 @@ def test_cli_env_overrides(
     monkeypatch.setenv("CONFROUTE_LLM", "scripted/from-env")
     assert cli.main(["ask", "hi", "--threshold", "1.0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "scripted/from-env"
+
+
+def test_cli_calibrate_and_profile_show(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from confroute import cli
+    from confroute.calibration import CalibrationProfile
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"id": str(i), "prompt": f"What is {i}+{i}?", "correct": i % 2 == 0} for i in range(6)]
+    prompts.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "profile.json"
+    args = ["calibrate", str(prompts), "-o", str(out), "--slm", str(tiny_dir)]
+    assert cli.main([*args, "--max-new-tokens", "3", "--batch-size", "4"]) == 0
+    profile = CalibrationProfile.load(out)
+    assert profile.size == 6
+    assert profile.correct is not None and sum(profile.correct) == 3
+    assert profile.fingerprint.model_fingerprint == str(tiny_dir)
+    assert {e.item_id for e in profile.manifest} == {str(i) for i in range(6)}
+    capsys.readouterr()
+    pytest.importorskip("matplotlib", reason="profile plots need the bench extra")
+    assert cli.main(["profile", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "items            6" in shown
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_cli_calibrate_empty_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from confroute import cli
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert cli.main(["calibrate", str(empty), "-o", str(tmp_path / "p.json")]) == 2
+    assert "empty" in capsys.readouterr().err

@@ -1,0 +1,171 @@
+"""``confroute calibrate`` and ``confroute profile show``: thin CLI wrappers over the library.
+
+The calibration logic lives in :mod:`confroute.calibration` (a pure function returning a frozen
+profile); this module only reads prompts, scores them with a local-only router, and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from confroute.calibration import (
+    CalibrationProfile,
+    PoolItem,
+    ProfileFingerprint,
+    build_calibration_set,
+)
+from confroute.errors import CalibrationError, InvalidRequestError
+
+__all__ = ["add_parsers", "read_prompts", "run_calibrate", "run_profile", "score_pool"]
+
+
+def add_parsers(commands: Any, default_slm: str, estimators: Sequence[str]) -> None:
+    """Add the ``calibrate`` and ``profile`` subcommands to the main parser."""
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="build a calibration profile from a JSONL of prompts",
+        description="Score prompts with the local model and estimator and save the calibration "
+        "set's profile (JSON). Each JSONL line: {'id', 'prompt' or 'messages', optional "
+        "'dataset', optional 'correct': true/false}.",
+    )
+    calibrate.add_argument("prompts", type=Path, help="JSONL file of prompts")
+    calibrate.add_argument("--output", "-o", type=Path, required=True, help="profile JSON to write")
+    calibrate.add_argument("--slm", default=default_slm, help="local model (default %(default)s)")
+    calibrate.add_argument("--estimator", default="perplexity", choices=list(estimators))
+    calibrate.add_argument("--bins", type=int, default=30, help="confidence bins (default 30)")
+    calibrate.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="share of each bin to keep (the paper samples 0.1 of a large pool; default 1.0 "
+        "keeps every scored item)",
+    )
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--batch-size", type=int, default=8)
+    calibrate.add_argument("--max-new-tokens", type=int, default=64)
+    calibrate.add_argument("--prompt-style", default="default", help="name recorded in the profile")
+    profile = commands.add_parser("profile", help="inspect a calibration profile")
+    actions = profile.add_subparsers(dest="profile_command", required=True)
+    show = actions.add_parser("show", help="print a summary and save a histogram plot")
+    show.add_argument("file", type=Path)
+    show.add_argument("--plot", type=Path, default=None, help="PNG path (default FILE.png)")
+
+
+def read_prompts(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a prompts JSONL file, checked."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise CalibrationError(f"Cannot read {path}: {error}") from error
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise CalibrationError(f"{path}:{number} is not JSON: {error}") from error
+        if not isinstance(row, dict) or ("prompt" not in row and "messages" not in row):
+            raise CalibrationError(f"{path}:{number} needs a 'prompt' or 'messages' field.")
+        row.setdefault("id", str(number))
+        row.setdefault("dataset", path.stem)
+        yield row
+
+
+def score_pool(
+    router: Any, rows: Sequence[dict[str, Any]], batch_size: int, progress: bool = True
+) -> list[PoolItem]:
+    """Score every row with a (local-only) router; one batched generation per batch."""
+    from tqdm import tqdm
+
+    items: list[PoolItem] = []
+    bar = tqdm(
+        total=len(rows), desc="scoring", unit="prompt", disable=not progress, file=sys.stderr
+    )
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        prompts = [row.get("messages") or row["prompt"] for row in batch]
+        responses = router.route_batch(prompts)
+        for row, response in zip(batch, responses, strict=True):
+            items.append(
+                PoolItem(
+                    dataset=str(row["dataset"]),
+                    item_id=str(row["id"]),
+                    confidence=response.decision.confidence,
+                    correct=row.get("correct"),
+                )
+            )
+        bar.update(len(batch))
+    bar.close()
+    return items
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Build and save a profile from a prompts file."""
+    import confroute
+    from confroute.router import ConfRouter
+
+    rows = list(read_prompts(args.prompts))
+    if not rows:
+        raise CalibrationError(f"{args.prompts} holds no prompts: the calibration set is empty.")
+    router = ConfRouter(
+        args.slm, None, estimator=args.estimator, threshold=0.0, max_new_tokens=args.max_new_tokens
+    )
+    pool = score_pool(router, rows, args.batch_size)
+    fingerprint = ProfileFingerprint(
+        model_name=router.local.name,
+        model_fingerprint=router.local.fingerprint,
+        estimator=router.estimator.name,
+        estimator_params=router.estimator.params(),
+        prompt_style=args.prompt_style,
+        confroute_version=confroute.__version__,
+    )
+    profile = build_calibration_set(
+        pool, fingerprint, bins=args.bins, fraction=args.fraction, seed=args.seed
+    )
+    profile.save(args.output)
+    print(f"wrote {args.output}: {profile.size} of {len(pool)} scored items")
+    _print_summary(profile)
+    return 0
+
+
+def _print_summary(profile: CalibrationProfile) -> None:
+    for key, value in profile.summary().items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"{key:16s} {shown}")
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    """``profile show``: summary on stdout, histogram PNG beside the file."""
+    profile = CalibrationProfile.load(args.file)
+    _print_summary(profile)
+    plot = args.plot or args.file.with_suffix(".png")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise InvalidRequestError(
+            "Plotting needs matplotlib: pip install 'confroute[bench]'"
+        ) from error
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    if profile.correct is not None:
+        right = [c for c, ok in zip(profile.confidences, profile.correct, strict=True) if ok]
+        wrong = [c for c, ok in zip(profile.confidences, profile.correct, strict=True) if not ok]
+        axis.hist([right, wrong], bins=30, range=(0, 1), stacked=True, label=["correct", "wrong"])
+        axis.legend()
+    else:
+        axis.hist(profile.confidences, bins=30, range=(0, 1))
+    axis.set_xlabel(f"confidence ({profile.fingerprint.estimator})")
+    axis.set_ylabel("items")
+    axis.set_title(profile.fingerprint.short(), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(plot, dpi=120)
+    plt.close(figure)
+    print(f"histogram      {plot}")
+    return 0
