@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,17 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["GenerationConfig", "LocalModel"]
+__all__ = ["GenerationConfig", "KeptPrefix", "LocalModel", "StepMonitor", "StepMonitorFactory"]
+
+logger = logging.getLogger(__name__)
+
+# -- step monitor hook (used by confroute.serving.early) ------------------------------------
+StepMonitor = Callable[[int, Sequence[int], Sequence[float], Sequence[float]], Sequence[bool]]
+"""Called after every decoding step with (step, chosen token ids, their log-probabilities,
+entropies), one entry per batch row; returns one flag per row, True to stop that row now."""
+StepMonitorFactory = Callable[[int], StepMonitor]
+"""Called once per decoded batch with its number of rows; returns that batch's monitor."""
+# -- end of step monitor hook -------------------------------------------------------------
 
 _FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -49,6 +60,14 @@ class GenerationConfig:
         hidden_layer: Return the hidden state of this layer (negative counts from the last,
             ``-8`` is the 8th-to-last) at the last answer token; None returns none.
         seed: Seed of the sampler, for reproducible samples.
+        keep_cache: Keep the key/value cache of prompt plus answer in each generation's
+            ``extras["prefix"]`` (a :class:`KeptPrefix`), so that a follow-up turn
+            (:meth:`LocalModel.next_token_logprobs`, :meth:`LocalModel.continue_greedy`)
+            prefills only the new tokens.
+        step_monitor: Optional hook (see :data:`StepMonitorFactory`) that may stop rows during
+            decoding; a stopped row ends with ``finish_reason="length"`` and
+            ``extras["stopped_early_at"]`` set to its answer length in steps. Used by early
+            escalation (:mod:`confroute.serving.early`).
     """
 
     max_new_tokens: int = 256
@@ -58,12 +77,14 @@ class GenerationConfig:
     num_samples: int = 1
     hidden_layer: int | None = None
     seed: int | None = None
+    keep_cache: bool = False
+    step_monitor: StepMonitorFactory | None = None
 
     def __post_init__(self) -> None:
         """Reject settings that cannot work."""
         if self.max_new_tokens < 1:
             raise ConfigurationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
-        if self.temperature < 0:
+        if not self.temperature >= 0:  # also refuses NaN
             raise ConfigurationError(f"temperature must be >= 0, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
             raise ConfigurationError(f"top_p must be in (0, 1], got {self.top_p}.")
@@ -195,6 +216,8 @@ class LocalModel:
         # transformers >= 5.2x renamed ``past_key_values`` to ``cache``; accept both.
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.last_follow_up_reused = 0
+        """Prompt tokens the last follow-up read from a kept cache (0: prefilled in full)."""
 
     def __repr__(self) -> str:
         """Name and device, never weights."""
@@ -300,9 +323,12 @@ class LocalModel:
         want_hidden = config.hidden_layer is not None
         steps: list[_Step] = []
         done = [False] * batch
+        done_at: list[int | None] = [None] * batch
         ended_by_stop = [False] * batch
         lengths = [0] * batch
         hidden_at_end: list[torch.Tensor | None] = [None] * batch
+        monitor = config.step_monitor(batch) if config.step_monitor is not None else None
+        stopped_early = [False] * batch
         cache = None
         with torch.inference_mode():
             for step in range(config.max_new_tokens):
@@ -345,11 +371,17 @@ class LocalModel:
                     if hidden is not None:
                         hidden_at_end[row] = hidden[row]
                     if token in self._eos_ids:
-                        done[row], ended_by_stop[row] = True, True
+                        done[row], ended_by_stop[row], done_at[row] = True, True, step
                         continue
                     lengths[row] = step + 1
                     if config.stop and self._hit_stop(steps, row, config.stop):
-                        done[row], ended_by_stop[row] = True, True
+                        done[row], ended_by_stop[row], done_at[row] = True, True, step
+                if monitor is not None:  # step monitor hook (confroute.serving.early)
+                    last = steps[-1]
+                    flags = monitor(step, last.chosen, last.chosen_lp, last.entropy)
+                    for row, stop_now in enumerate(flags):
+                        if stop_now and not done[row]:
+                            done[row], done_at[row], stopped_early[row] = True, step, True
                 if all(done):
                     break
                 next_ids = torch.tensor(
@@ -361,7 +393,7 @@ class LocalModel:
                 attention = torch.cat([attention, attention.new_ones((batch, 1))], dim=-1)
                 positions = positions[:, -1:] + 1
         elapsed = time.perf_counter() - started
-        return [
+        generations = [
             self._assemble(
                 steps,
                 row,
@@ -374,6 +406,89 @@ class LocalModel:
             )
             for row in range(batch)
         ]
+        for row, generation in enumerate(generations):  # step monitor hook
+            if stopped_early[row]:
+                generation.extras["stopped_early_at"] = lengths[row]
+        if config.keep_cache and cache is not None and hasattr(cache, "layers"):
+            for row, generation in enumerate(generations):
+                # Tokens chosen at steps 0..fed-1 were fed back, so the cache holds them; the
+                # last chosen token (end of turn, stop, or the cap) never was.
+                fed = done_at[row] if done_at[row] is not None else len(steps) - 1
+                answer = [steps[i].chosen[row] for i in range(fed or 0)]
+                generation.extras["prefix"] = KeptPrefix(
+                    cache, row, width - len(prompts[row]), (*prompts[row], *answer)
+                )
+        return generations
+
+    # -- follow-up turns that reuse the kept cache ------------------------------------------
+
+    def next_token_logprobs(
+        self, token_ids: Sequence[int], prefix: KeptPrefix | None = None
+    ) -> np.ndarray:
+        """Log-probabilities (natural log, whole vocabulary) of the token after ``token_ids``.
+
+        With ``prefix`` (a generation's ``extras["prefix"]``, see
+        :attr:`GenerationConfig.keep_cache`), the longest common prefix of ``token_ids`` and
+        the kept sequence is read from the cache and only the rest is prefilled.
+        """
+        import torch
+
+        with self._lock, torch.inference_mode():
+            logits, _ = self._prefill(list(token_ids), prefix)
+            return np.asarray(torch.log_softmax(logits, dim=-1).cpu().numpy())
+
+    def continue_greedy(
+        self, token_ids: Sequence[int], max_new_tokens: int, prefix: KeptPrefix | None = None
+    ) -> str:
+        """Greedy continuation of ``token_ids`` (special tokens dropped), reusing ``prefix``."""
+        import torch
+
+        chosen: list[int] = []
+        with self._lock, torch.inference_mode():
+            ids = list(token_ids)
+            logits, cache = self._prefill(ids, prefix)
+            position = len(ids)
+            for _ in range(max_new_tokens):
+                token = int(logits.argmax())
+                if token in self._eos_ids:
+                    break
+                chosen.append(token)
+                position += 1
+                out = self.model(
+                    input_ids=torch.tensor([[token]], device=self._device),
+                    attention_mask=torch.ones((1, position), dtype=torch.long, device=self._device),
+                    position_ids=torch.tensor([[position - 1]], device=self._device),
+                    use_cache=True,
+                    **{self._cache_kw: cache},
+                )
+                cache = getattr(out, self._cache_kw)
+                logits = out.logits[0, -1, :].float()
+        return str(self.tokenizer.decode(chosen, skip_special_tokens=True))
+
+    def _prefill(self, ids: list[int], prefix: KeptPrefix | None) -> tuple[torch.Tensor, Any]:
+        """Run the tokens not covered by ``prefix``; return the last logits and the cache."""
+        import torch
+
+        if not ids:
+            raise ConfigurationError("A follow-up needs at least one token.")
+        reused = 0
+        cache = None
+        if prefix is not None:
+            reused = min(_common_prefix(prefix.token_ids, ids), len(ids) - 1)
+            if reused > 0:
+                cache = prefix.slice(reused)
+        self.last_follow_up_reused = reused
+        logger.debug("follow-up: %d tokens from cache, %d prefilled", reused, len(ids) - reused)
+        new = torch.tensor([ids[reused:]], dtype=torch.long, device=self._device)
+        positions = torch.arange(reused, len(ids), device=self._device)[None, :]
+        out = self.model(
+            input_ids=new,
+            attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=self._device),
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_kw: cache},
+        )
+        return out.logits[0, -1, :].float(), getattr(out, self._cache_kw)
 
     def _hit_stop(self, steps: list[_Step], row: int, stop: tuple[str, ...]) -> bool:
         ids = [s.chosen[row] for s in steps]
@@ -427,6 +542,46 @@ class LocalModel:
             hidden_state=None if hidden is None else np.asarray(hidden.cpu().numpy()),
             hidden_layer=config.hidden_layer,
         )
+
+
+@dataclass(frozen=True)
+class KeptPrefix:
+    """The key/value cache of one generation's prompt and answer, kept for a follow-up turn.
+
+    Attributes:
+        cache: The batch's cache (shared by the rows of one batch; never modified).
+        row: This generation's row in the batch.
+        start: Index of the first real (not padding) position of the row.
+        token_ids: The tokens the cache holds for this row, prompt first.
+    """
+
+    cache: Any
+    row: int
+    start: int
+    token_ids: tuple[int, ...]
+
+    def slice(self, length: int) -> Any:
+        """A fresh one-row cache holding the first ``length`` tokens (the batch stays intact)."""
+        from transformers import DynamicCache
+
+        end = self.start + length
+        data = [
+            (
+                layer.keys[self.row : self.row + 1, :, self.start : end],
+                layer.values[self.row : self.row + 1, :, self.start : end],
+            )
+            for layer in self.cache.layers
+        ]
+        return DynamicCache(data)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
 
 
 @dataclass

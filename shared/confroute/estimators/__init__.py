@@ -1,5 +1,9 @@
 """Uncertainty estimators, selectable by name.
 
+Every estimator returns a confidence in [0, 1] (higher = more sure) or None when it cannot
+produce one. The single-pass ones read the answer's own statistics and cost nothing extra;
+the others declare what they need (:class:`Requirement`) and the router arranges it.
+
 >>> from confroute import estimators
 >>> "perplexity" in estimators.available()
 True
@@ -8,30 +12,68 @@ True
 from __future__ import annotations
 
 from confroute.errors import ConfigurationError
-from confroute.estimators.base import EstimationContext, Estimator, Requirement
-from confroute.estimators.single_pass import Perplexity
+from confroute.estimators.base import (
+    PROBE_LAYER,
+    EstimationContext,
+    Estimator,
+    Requirement,
+    shared_confidence,
+)
+from confroute.estimators.combined import LogisticCombination
+from confroute.estimators.follow_up import PTrue, Verbalized2S
+from confroute.estimators.probe import OODProbe, TrainedProbe
+from confroute.estimators.sampling import JaccardDegree
+from confroute.estimators.single_pass import (
+    AvgTokenProb,
+    MeanTokenEntropy,
+    MinTokenProb,
+    Perplexity,
+)
+from confroute.estimators.verbalized import Verbalized1S, parse_confidence
 
 __all__ = [
+    "PAPER_METHODS",
+    "PROBE_LAYER",
+    "AvgTokenProb",
     "EstimationContext",
     "Estimator",
+    "JaccardDegree",
+    "LogisticCombination",
+    "MeanTokenEntropy",
+    "MinTokenProb",
+    "OODProbe",
+    "PTrue",
     "Perplexity",
     "Requirement",
+    "TrainedProbe",
+    "Verbalized1S",
+    "Verbalized2S",
     "available",
     "get",
+    "parse_confidence",
     "register",
+    "shared_confidence",
 ]
 
 _REGISTRY: dict[str, type[Estimator]] = {}
+
+PAPER_METHODS: tuple[str, ...] = (
+    "avg_token_prob",
+    "perplexity",
+    "p_true",
+    "verbalized_1s",
+    "verbalized_2s",
+    "jaccard_degree",
+    "trained_probe",
+    "ood_probe",
+)
+"""The eight methods benchmarked by the paper, in its order."""
 
 
 def register(cls: type[Estimator]) -> type[Estimator]:
     """Add an estimator class to the registry under its ``name`` (usable as a decorator)."""
     _REGISTRY[cls.name] = cls
     return cls
-
-
-for _cls in (Perplexity,):
-    register(_cls)
 
 
 def available() -> list[str]:
@@ -54,3 +96,19 @@ def get(estimator: str | Estimator) -> Estimator:
             f"Unknown estimator {estimator!r}; choose one of: {', '.join(available())}."
         ) from None
     return cls()
+
+
+for _cls in (
+    AvgTokenProb,
+    Perplexity,
+    MeanTokenEntropy,
+    MinTokenProb,
+    PTrue,
+    Verbalized1S,
+    Verbalized2S,
+    JaccardDegree,
+    TrainedProbe,
+    OODProbe,
+    LogisticCombination,
+):
+    register(_cls)

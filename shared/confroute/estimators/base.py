@@ -9,16 +9,22 @@ the lowest confidence. Thresholds never live here: they belong to the routing po
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from confroute.generation import Generation
 
 if TYPE_CHECKING:
-    from confroute.local import LocalModel
+    from confroute.local import GenerationConfig, LocalModel
 
-__all__ = ["EstimationContext", "Estimator", "Requirement"]
+__all__ = [
+    "PROBE_LAYER",
+    "EstimationContext",
+    "Estimator",
+    "Requirement",
+    "shared_confidence",
+]
 
 
 class Requirement:
@@ -34,19 +40,30 @@ class Requirement:
     """A changed answer prompt (verbalized 1-step asks for a confidence with the answer)."""
 
 
+PROBE_LAYER = -8
+"""Layer whose hidden state the probes read: the 8th-to-last (``hidden_states[-8]``)."""
+
+
 @dataclass
 class EstimationContext:
     """What an estimator may read besides the generation.
 
     Attributes:
-        messages: The conversation the answer responds to (OpenAI shape).
+        messages: The conversation the answer responds to (OpenAI shape), as the user sent it.
         local_model: The model that wrote the answer, for estimators that ask it more.
-        extras: Per-request scratch space shared by the estimators of one request.
+        extras: Per-request scratch space shared by the estimators of one request (for
+            example ``extras["confidences"]``, filled by :func:`shared_confidence`).
+        prompt_ids: The token ids the answer was generated from, when known.
+        config: The generation settings of the answer, when known.
+        tools: The tools offered with the request, if any.
     """
 
     messages: Sequence[dict[str, Any]]
     local_model: LocalModel | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    prompt_ids: Sequence[int] | None = None
+    config: GenerationConfig | None = None
+    tools: Sequence[Mapping[str, Any]] | None = None
 
 
 class Estimator(ABC):
@@ -63,6 +80,24 @@ class Estimator(ABC):
     def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
         """Return the confidence in ``generation``, or None when none can be computed."""
 
+    def prepare(self, local_model: LocalModel | None) -> None:  # noqa: B027 - optional hook
+        """Load what the estimator needs for ``local_model`` and fail early if it cannot.
+
+        The router calls this once, when it is built. The default does nothing.
+
+        Raises:
+            ConfigurationError: The estimator cannot work with this model (for example a probe
+                trained for another model, or no probe file).
+        """
+
+    def transform_messages(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The conversation the local model answers (only :data:`Requirement.PROMPT` changes it)."""
+        return [dict(m) for m in messages]
+
+    def clean_answer(self, text: str) -> str:
+        """The answer text shown to the user (a ``PROMPT`` estimator strips what it added)."""
+        return text
+
     def params(self) -> dict[str, Any]:
         """The settings that change this estimator's output (part of a profile's fingerprint)."""
         return {}
@@ -71,3 +106,18 @@ class Estimator(ABC):
         """Name and parameters."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+def shared_confidence(
+    estimator: Estimator, generation: Generation, context: EstimationContext
+) -> float | None:
+    """``estimator``'s confidence, computed at most once per request.
+
+    The result is kept in ``context.extras["confidences"]`` under the estimator's name, so a
+    combination estimator and the router never pay twice for the same follow-up or samples.
+    """
+    cache: dict[str, float | None] = context.extras.setdefault("confidences", {})
+    key = repr(estimator)
+    if key not in cache:
+        cache[key] = estimator.confidence(generation, context)
+    return cache[key]

@@ -1,0 +1,188 @@
+"""Estimators that ask the local model one more question after its answer.
+
+The follow-up turn is the conversation, the answer, and one new user message. When the answer
+was generated with ``GenerationConfig(keep_cache=True)`` (the router does this whenever such an
+estimator is chosen), the key/value cache of prompt and answer is reused, so only the new turn
+(a few dozen tokens) is prefilled instead of the whole conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from confroute.errors import ConfigurationError
+from confroute.estimators.base import EstimationContext, Estimator, Requirement
+from confroute.estimators.prompts import (
+    P_TRUE_FALSE_WORDS,
+    P_TRUE_QUESTION,
+    P_TRUE_TRUE_WORDS,
+    VERBALIZED_2S_QUESTION,
+)
+from confroute.estimators.verbalized import parse_confidence
+from confroute.generation import Generation
+
+if TYPE_CHECKING:
+    from confroute.local import KeptPrefix, LocalModel
+
+__all__ = ["PTrue", "Verbalized2S", "answer_token_ids", "p_true_from_logprobs"]
+
+logger = logging.getLogger(__name__)
+
+_STRIP = " \t\n.,!:;'\"*`()"
+
+
+def answer_token_ids(
+    vocabulary: Iterable[tuple[str, int]], words: Collection[str], skip: Collection[int] = ()
+) -> list[int]:
+    """Ids of every token that spells one of ``words`` (any case, leading space, punctuation).
+
+    Args:
+        vocabulary: ``(token string, id)`` pairs, as ``tokenizer.get_vocab().items()`` gives
+            them; byte-level (``Ġ``) and SentencePiece (``▁``) space markers are understood.
+        words: Lower-case words, for example ``{"true"}``.
+        skip: Ids never to count (special tokens).
+    """
+    ids = []
+    for token, token_id in vocabulary:
+        if token_id in skip:
+            continue
+        text = token.replace("\u0120", " ").replace("\u2581", " ").replace("\u010a", "\n")
+        if text.strip(_STRIP).lower() in words and text.strip(_STRIP):
+            ids.append(token_id)
+    return sorted(ids)
+
+
+def p_true_from_logprobs(
+    logprobs: np.ndarray, true_ids: Collection[int], false_ids: Collection[int]
+) -> float | None:
+    """``p(True) / (p(True) + p(False))``, each summed over all its token variants.
+
+    Renormalising over the variants matters: the mass splits over ``True``, `` True``,
+    ``true`` and the like, and only part of it lands on the two words at all.
+
+    Returns:
+        The confidence, or None when either list is empty or both words have no mass.
+    """
+    if not true_ids or not false_ids:
+        return None
+    values = np.asarray(logprobs, dtype=np.float64)
+    log_true = float(np.logaddexp.reduce(values[list(true_ids)]))
+    log_false = float(np.logaddexp.reduce(values[list(false_ids)]))
+    if not (math.isfinite(log_true) or math.isfinite(log_false)):
+        return None
+    if not math.isfinite(log_false):
+        return 1.0
+    if not math.isfinite(log_true):
+        return 0.0
+    return 1.0 / (1.0 + math.exp(log_false - log_true))
+
+
+def _model_of(context: EstimationContext, name: str) -> LocalModel:
+    if context.local_model is None:
+        raise ConfigurationError(
+            f"The {name!r} estimator asks the local model a follow-up question; pass "
+            "EstimationContext(local_model=...) (ConfRouter does this)."
+        )
+    return context.local_model
+
+
+def follow_up_ids(
+    generation: Generation, context: EstimationContext, question: str, name: str
+) -> tuple[LocalModel, list[int], KeptPrefix | None]:
+    """The token ids of conversation + answer + ``question``, and the answer's kept cache."""
+    model = _model_of(context, name)
+    messages = [
+        *context.messages,
+        {"role": "assistant", "content": generation.text},
+        {"role": "user", "content": question},
+    ]
+    ids = model.encode(model.render(messages, context.tools))
+    prefix = generation.extras.get("prefix")
+    return model, ids, prefix
+
+
+class PTrue(Estimator):
+    """Ask the model whether its answer is true; confidence = renormalised ``p(True)``.
+
+    ``p(True) / (p(True) + p(False))`` from the next-token distribution after
+    :data:`~confroute.estimators.prompts.P_TRUE_QUESTION`, each word summed over all the
+    tokenizer's variants of it (case, leading space, punctuation). One extra prefill of the
+    follow-up turn; nothing is generated.
+    """
+
+    name: ClassVar[str] = "p_true"
+    requires: ClassVar[frozenset[str]] = frozenset({Requirement.FOLLOW_UP})
+
+    def __init__(self) -> None:
+        self._ids: dict[int, tuple[list[int], list[int]]] = {}
+
+    def variant_ids(self, model: LocalModel) -> tuple[list[int], list[int]]:
+        """Token ids of the "True" and "False" variants in ``model``'s vocabulary."""
+        key = id(model.tokenizer)
+        if key not in self._ids:
+            vocabulary = list(model.tokenizer.get_vocab().items())
+            special = set(model.tokenizer.all_special_ids)
+            true_ids = answer_token_ids(vocabulary, P_TRUE_TRUE_WORDS, special)
+            false_ids = answer_token_ids(vocabulary, P_TRUE_FALSE_WORDS, special)
+            if not true_ids or not false_ids:
+                raise ConfigurationError(
+                    f"The tokenizer of {model.name!r} has no single token for 'True' or "
+                    "'False', so p_true cannot be read; choose another estimator."
+                )
+            self._ids[key] = (true_ids, false_ids)
+        return self._ids[key]
+
+    def prepare(self, local_model: LocalModel | None) -> None:
+        """Find the answer-word tokens once."""
+        if local_model is not None:
+            self.variant_ids(local_model)
+
+    def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
+        """Renormalised probability that the model calls its answer true."""
+        model, ids, prefix = follow_up_ids(generation, context, P_TRUE_QUESTION, self.name)
+        true_ids, false_ids = self.variant_ids(model)
+        logprobs = model.next_token_logprobs(ids, prefix)
+        mass = float(np.exp(logprobs[true_ids]).sum() + np.exp(logprobs[false_ids]).sum())
+        context.extras["p_true_mass"] = mass
+        logger.debug("p_true: mass on True/False variants %.3f", mass)
+        return p_true_from_logprobs(logprobs, true_ids, false_ids)
+
+    def params(self) -> dict[str, Any]:
+        """The question is part of the method."""
+        return {"question": P_TRUE_QUESTION}
+
+
+class Verbalized2S(Estimator):
+    """Answer first; a second turn asks for a 0-100 confidence, which is parsed.
+
+    Up to ``max_new_tokens`` tokens of the reply are generated greedily from the kept cache.
+    An unparseable reply gives None (lowest confidence).
+    """
+
+    name: ClassVar[str] = "verbalized_2s"
+    requires: ClassVar[frozenset[str]] = frozenset({Requirement.FOLLOW_UP})
+
+    def __init__(self, max_new_tokens: int = 8) -> None:
+        """Args: max_new_tokens: length cap of the confidence reply."""
+        if max_new_tokens < 1:
+            raise ConfigurationError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+        self.max_new_tokens = max_new_tokens
+
+    def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
+        """The confidence the model states in the second turn, or None."""
+        model, ids, prefix = follow_up_ids(generation, context, VERBALIZED_2S_QUESTION, self.name)
+        reply = model.continue_greedy(ids, self.max_new_tokens, prefix)
+        context.extras["verbalized_2s_reply"] = reply
+        value = parse_confidence(reply)
+        if value is None:
+            logger.debug("verbalized_2s: no confidence in reply %r", reply)
+        return value
+
+    def params(self) -> dict[str, Any]:
+        """Question and reply length."""
+        return {"question": VERBALIZED_2S_QUESTION, "max_new_tokens": self.max_new_tokens}

@@ -1,0 +1,151 @@
+"""MLP probes on synthetic hidden states; files; model checks; the probe estimators."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from confroute import ConfRouter
+from confroute.errors import ConfigurationError
+from confroute.estimators import PROBE_LAYER, LogisticCombination, OODProbe, TrainedProbe
+from confroute.local import LocalModel
+from confroute.probes import Probe, default_probe_path, train_probe
+
+
+def synthetic(n: int = 400, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Hidden states whose first coordinate (plus noise) says whether the answer is right."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    states = rng.normal(size=(n, dim)).astype(np.float32) * 3.0 + 10.0
+    states[:, 0] += np.where(labels == 1, 4.0, -4.0)
+    return states, labels
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return float((pos[:, None] > neg[None, :]).mean())
+
+
+def test_the_probe_learns_a_separable_signal() -> None:
+    x, y = synthetic()
+    probe = train_probe(x[:300], y[:300], model="m", fingerprint="fp", kind="trained")
+    scores = probe.predict(x[300:])
+    assert scores.shape == (100,)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert auroc(scores, y[300:]) > 0.95
+    assert probe.metadata.lr == 5e-4 and probe.metadata.epochs == 20
+    assert probe.metadata.layer == PROBE_LAYER == -8
+    assert probe.metadata.training == {
+        "items": 300,
+        "positive_rate": pytest.approx(y[:300].mean(), abs=1e-4),
+    }
+
+
+def test_the_network_is_a_four_layer_mlp_with_leaky_relu() -> None:
+    x, y = synthetic(n=40)
+    probe = train_probe(x, y, model="m", fingerprint="fp", kind="ood", epochs=1)
+    linear = [m for m in probe.network if type(m).__name__ == "Linear"]
+    activations = [m for m in probe.network if type(m).__name__ == "LeakyReLU"]
+    assert [layer.out_features for layer in linear] == [256, 128, 64, 1]
+    assert len(activations) == 3
+    assert probe.metadata.lr == 1e-4  # the paper's OOD learning rate
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    x, y = synthetic(n=80)
+    probe = train_probe(
+        x, y, model="m", fingerprint="fp", epochs=2, training={"datasets": {"MMLU": 80}}
+    )
+    weights, meta = probe.save(tmp_path / "m" / "trained_probe")
+    assert weights.suffix == ".safetensors" and meta.suffix == ".json"
+    saved = json.loads(meta.read_text())
+    assert saved["fingerprint"] == "fp" and saved["layer"] == -8
+    assert saved["training"]["datasets"] == {"MMLU": 80}
+    loaded = Probe.load(tmp_path / "m" / "trained_probe.json", model="m", fingerprint="fp")
+    np.testing.assert_allclose(loaded.predict(x[:5]), probe.predict(x[:5]), rtol=1e-6)
+
+
+def test_a_probe_for_another_model_is_refused(tmp_path: Path) -> None:
+    x, y = synthetic(n=40)
+    train_probe(x, y, model="m", fingerprint="aaaa", epochs=1).save(tmp_path / "p")
+    with pytest.raises(ConfigurationError, match=r"trained on 'm'.*not on 'other'"):
+        Probe.load(tmp_path / "p", model="other", fingerprint="bbbb")
+
+
+def test_bad_training_input_is_refused() -> None:
+    x, y = synthetic(n=10)
+    with pytest.raises(ConfigurationError, match="both"):
+        train_probe(x, np.ones(10), model="m", fingerprint="fp")
+    with pytest.raises(ConfigurationError, match=r"\(n, hidden\)"):
+        train_probe(x, y[:5], model="m", fingerprint="fp")
+
+
+def test_missing_probe_names_the_rebuild_command(
+    tiny_lm: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONFROUTE_PROBE_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("CONFROUTE_CACHE", str(tmp_path / "cache"))
+    assert (
+        default_probe_path("tiny-random", "ood") == tmp_path / "cache/probes/tiny-random/ood_probe"
+    )
+    with pytest.raises(ConfigurationError, match=r"benchmarks/train_probes\.py .*--kind ood"):
+        ConfRouter(tiny_lm, None, estimator="ood_probe")
+    with pytest.raises(ConfigurationError, match="--kind trained"):
+        ConfRouter(tiny_lm, None, estimator="trained_probe")
+
+
+def test_probe_estimator_reads_the_hidden_state_captured_during_generation(
+    tiny_lm: LocalModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = synthetic(n=60, dim=32)  # the tiny model's hidden size is 32
+    probe = train_probe(x, y, model="tiny-random", fingerprint="tiny-sha", kind="ood", epochs=2)
+    monkeypatch.setenv("CONFROUTE_PROBE_DIR", str(tmp_path))
+    probe.save(tmp_path / "tiny-random" / "ood_probe")
+    router = ConfRouter(tiny_lm, None, estimator="ood_probe", threshold=0.0, max_new_tokens=3)
+    assert router.defaults.hidden_layer == -8
+    response = router.route("What is 17*23?")
+    state = response.local.hidden_state
+    assert state is not None and state.shape == (32,)
+    assert response.local.hidden_layer == -8
+    assert response.decision.confidence == pytest.approx(float(probe.predict(state)))
+    # an explicit path works too, and a wrong model is refused when the router is built
+    assert isinstance(TrainedProbe(tmp_path / "tiny-random" / "ood_probe"), TrainedProbe)
+    train_probe(x, y, model="big", fingerprint="other", epochs=1).save(tmp_path / "big")
+    with pytest.raises(ConfigurationError, match="not on 'tiny-random'"):
+        ConfRouter(tiny_lm, None, estimator=OODProbe(tmp_path / "big"))
+
+
+def test_logistic_combination_fit_save_load(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(300, 2))
+    y = (rng.uniform(size=300) < 0.1 + 0.8 * x[:, 0]).astype(int)  # only column 0 matters
+    fitted = LogisticCombination.fit(x, y, ["perplexity", "min_token_prob"], model="m")
+    assert fitted.weights is not None
+    assert fitted.weights[0] > 0.5 > abs(fitted.weights[1])
+    path = fitted.save(tmp_path / "combo.json")
+    loaded = LogisticCombination.load(path)
+    assert loaded.signals == ("perplexity", "min_token_prob")
+    np.testing.assert_allclose(loaded.weights, fitted.weights)
+    assert loaded.training["items"] == 300
+    # a hand-set combination: sigmoid(w . (x - mean) / scale + b)
+    hand = LogisticCombination(
+        signals=["perplexity"], weights=[2.0], bias=-1.0, mean=[0.5], scale=[0.25]
+    )
+    assert hand.to_dict()["weights"] == [2.0]
+    with pytest.raises(ConfigurationError, match="Cannot read"):
+        LogisticCombination.load(tmp_path / "missing.json")
+
+
+def test_the_shipped_ood_probe_of_the_default_slm_matches_its_weights() -> None:
+    from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
+
+    stem = Path(__file__).parents[2] / "shared/confroute/probe_files" / DEFAULT_SLM / "ood_probe"
+    probe = Probe.load(stem, model=DEFAULT_SLM, fingerprint=BUNDLED_MODELS[DEFAULT_SLM].sha256)
+    assert (probe.metadata.kind, probe.metadata.layer, probe.metadata.input_dim) == ("ood", -8, 896)
+    assert probe.metadata.lr == 1e-4 and probe.metadata.epochs == 20
+    assert sum(d["items"] for d in probe.metadata.training["datasets"].values()) == 160
+    value = probe.predict(np.zeros(896, dtype=np.float32))
+    assert 0.0 <= float(value) <= 1.0
