@@ -1,0 +1,380 @@
+"""Micro-batching: concurrent generation calls share one batched forward pass of the local model.
+
+On a CPU or a small GPU the local model is the bottleneck, and one decoding step of a batch of
+16 costs little more than a step of one. :class:`MicroBatcher` wraps a :class:`LocalModel`:
+calls that arrive within a short window (a few milliseconds) are merged into one
+:meth:`LocalModel.generate_from_ids` call, and each caller gets back exactly its own
+generations. It *is* a :class:`LocalModel` (same interface), so a router uses it unchanged::
+
+    slm = MicroBatcher(LocalModel("qwen2.5-coder-0.5b-instruct", max_batch_size=16))
+    router = ConfRouter(local_model=slm, strong_model=None)
+
+Only calls with equal :class:`GenerationConfig` are merged (a batch decodes with one config);
+sampled calls with a fixed seed run alone, so that their samples stay reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from confroute.errors import ConfigurationError, ContextOverflowError
+from confroute.generation import Generation
+from confroute.local import GenerationConfig, KeptPrefix, LocalModel
+
+__all__ = ["BatchStats", "MicroBatcher"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_MS = 5.0
+"""How long the first call of a batch waits for company, in milliseconds."""
+
+
+@dataclass
+class BatchStats:
+    """What the batcher has done so far (read it for monitoring and tests).
+
+    Attributes:
+        requests: Calls received.
+        batches: Calls made to the wrapped model.
+        rows: Prompts generated (samples counted), over all batches.
+        recent: Rows of the most recent batches, oldest first (the last 1,000).
+    """
+
+    requests: int = 0
+    batches: int = 0
+    rows: int = 0
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+
+    @property
+    def mean_batch(self) -> float:
+        """Mean rows per batch (0 before the first batch)."""
+        return self.rows / self.batches if self.batches else 0.0
+
+
+@dataclass
+class _Request:
+    prompts: list[list[int]]
+    config: GenerationConfig
+    future: Future[list[Generation]]
+    arrived: float
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.config.num_samples
+
+    @property
+    def mergeable(self) -> bool:
+        return not (self.config.temperature > 0 and self.config.seed is not None)
+
+
+_STOP = None
+
+
+class MicroBatcher(LocalModel):
+    """A :class:`LocalModel` that merges concurrent generation calls into one batched call.
+
+    Thread-safe and asyncio-friendly: :meth:`generate_from_ids` / :meth:`generate` block the
+    calling thread until its answers are ready; :meth:`agenerate` and
+    :meth:`agenerate_from_ids` await them without holding a thread. Everything else (template,
+    tokenizer, follow-up turns, ``name``, ``fingerprint``, ``context_window``, ...) is the
+    wrapped model's.
+
+    Example:
+        >>> slm = MicroBatcher(LocalModel(max_batch_size=16), window_ms=5)  # doctest: +SKIP
+        >>> router = ConfRouter(local_model=slm)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: LocalModel,
+        *,
+        window_ms: float = DEFAULT_WINDOW_MS,
+        max_batch: int | None = None,
+    ) -> None:
+        """Wrap a loaded local model.
+
+        Args:
+            model: The model that generates (its own ``max_batch_size`` still splits a merged
+                batch into forward passes: load it with ``max_batch_size >= max_batch``).
+            window_ms: How long the first call of a batch waits for more calls. Calls that
+                queued while the previous batch ran join the next one without waiting.
+            max_batch: Most prompts (samples counted) merged into one call; defaults to the
+                model's ``max_batch_size``. A single larger call still runs, alone.
+
+        Raises:
+            ConfigurationError: ``model`` is not a LocalModel, is already a MicroBatcher, or a
+                setting is out of range.
+        """
+        if not isinstance(model, LocalModel) or isinstance(model, MicroBatcher):
+            raise ConfigurationError(
+                "MicroBatcher wraps one LocalModel (not another MicroBatcher); got "
+                f"{type(model).__name__}. Load it with LocalModel(...) first."
+            )
+        if window_ms < 0:
+            raise ConfigurationError(f"window_ms must be >= 0, got {window_ms}.")
+        chosen = model.max_batch_size if max_batch is None else max_batch
+        if chosen < 1:
+            raise ConfigurationError(f"max_batch must be >= 1, got {max_batch}.")
+        self._inner = model
+        self.window_s = window_ms / 1000.0
+        self.max_batch = int(chosen)
+        self.stats = BatchStats()
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        self._finalizer = weakref.finalize(self, self._queue.put, _STOP)
+
+    # -- delegation --------------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """Attributes this wrapper does not define are the wrapped model's."""
+        inner = self.__dict__.get("_inner")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    @property
+    def wrapped(self) -> LocalModel:
+        """The model that generates."""
+        return self._inner
+
+    def __repr__(self) -> str:
+        """The wrapped model and the batching settings."""
+        return (
+            f"MicroBatcher({self._inner!r}, window_ms={self.window_s * 1000:g}, "
+            f"max_batch={self.max_batch})"
+        )
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """The wrapped model's prompt text for a conversation."""
+        return self._inner.render(messages, tools)
+
+    def encode(self, text: str) -> list[int]:
+        """The wrapped model's token ids of a prompt text."""
+        return self._inner.encode(text)
+
+    def count_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        """Number of prompt tokens of a conversation."""
+        return self._inner.count_tokens(messages)  # type: ignore[arg-type]
+
+    def next_token_logprobs(
+        self, token_ids: Sequence[int], prefix: KeptPrefix | None = None
+    ) -> np.ndarray:
+        """The wrapped model's next-token log-probabilities (not batched)."""
+        return self._inner.next_token_logprobs(token_ids, prefix)
+
+    def continue_greedy(
+        self, token_ids: Sequence[int], max_new_tokens: int, prefix: KeptPrefix | None = None
+    ) -> str:
+        """The wrapped model's greedy continuation (not batched)."""
+        return self._inner.continue_greedy(token_ids, max_new_tokens, prefix)
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Generation]:
+        """Answer conversations, sharing a batch with concurrent callers."""
+        config = config or GenerationConfig()
+        prompts = [self.encode(self.render(c, tools)) for c in conversations]
+        return self.generate_from_ids(prompts, config)
+
+    async def agenerate(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Generation]:
+        """Async form of :meth:`generate`; waits for the batch without holding a thread."""
+        config = config or GenerationConfig()
+        prompts = [self.encode(self.render(c, tools)) for c in conversations]
+        return await self.agenerate_from_ids(prompts, config)
+
+    def generate_from_ids(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig
+    ) -> list[Generation]:
+        """Answer tokenised prompts in the next batch; blocks until they are done.
+
+        Raises:
+            ContextOverflowError: A prompt plus ``max_new_tokens`` exceeds the context window
+                (raised here, before the prompt joins a batch).
+        """
+        if not prompts:
+            return []
+        return self._submit(prompts, config).result()
+
+    async def agenerate_from_ids(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig
+    ) -> list[Generation]:
+        """Async form of :meth:`generate_from_ids`."""
+        if not prompts:
+            return []
+        return await asyncio.wrap_future(self._submit(prompts, config))
+
+    def close(self) -> None:
+        """Stop the batching thread after the queued calls are answered. Idempotent."""
+        with self._start_lock:
+            self._closed = True
+            worker = self._worker
+        if worker is not None and self._finalizer.alive:
+            self._finalizer()
+            worker.join()
+
+    def __enter__(self) -> MicroBatcher:
+        """Use as a context manager that closes the batching thread."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the batching thread."""
+        self.close()
+
+    def _submit(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig
+    ) -> Future[list[Generation]]:
+        window = self._inner.context_window
+        for ids in prompts:
+            if len(ids) + config.max_new_tokens > window:
+                raise ContextOverflowError(
+                    f"The prompt has {len(ids)} tokens; with max_new_tokens="
+                    f"{config.max_new_tokens} it exceeds {self._inner.name}'s context window of "
+                    f"{window} tokens. Shorten the prompt or lower max_new_tokens.",
+                    prompt_tokens=len(ids),
+                    context_window=window,
+                )
+        future: Future[list[Generation]] = Future()
+        request = _Request([list(p) for p in prompts], config, future, time.monotonic())
+        with self._start_lock:
+            if self._closed:
+                raise ConfigurationError("This MicroBatcher is closed; create a new one.")
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=_serve,
+                    args=(self._queue, self._inner, self.window_s, self.max_batch, self.stats),
+                    name="confroute-microbatcher",
+                    daemon=True,
+                )
+                self._worker.start()
+            self.stats.requests += 1
+            self._queue.put(request)
+        return future
+
+
+def _serve(
+    requests: queue.SimpleQueue[_Request | None],
+    model: LocalModel,
+    window_s: float,
+    max_batch: int,
+    stats: BatchStats,
+) -> None:
+    """The batching thread: collect a batch, run it, repeat until told to stop.
+
+    It holds no reference to the :class:`MicroBatcher`, so an unused batcher is collected and
+    its finalizer stops this thread.
+    """
+    carried: deque[_Request] = deque()
+    stopping = False
+    while not (stopping and not carried):
+        if carried:
+            first = carried.popleft()
+        else:
+            item = requests.get()
+            if item is None:
+                return
+            first = item
+        batch, rows = [first], first.rows
+        deadline = first.arrived + window_s
+        while rows < max_batch and not stopping:
+            if carried:
+                item = carried.popleft()
+            else:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = (
+                        requests.get(timeout=remaining) if remaining > 0 else requests.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+            if rows + item.rows > max_batch:
+                carried.appendleft(item)
+                break
+            batch.append(item)
+            rows += item.rows
+        try:
+            _run(model, batch, stats)
+        except BaseException as error:  # never leave a caller waiting for ever
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+
+
+def _run(model: LocalModel, batch: list[_Request], stats: BatchStats) -> None:
+    """Generate for a collected batch: one call per group of equal configs."""
+    live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+    groups: list[list[_Request]] = []
+    for request in live:
+        for group in groups:
+            if request.mergeable and group[0].mergeable and group[0].config == request.config:
+                group.append(request)
+                break
+        else:
+            groups.append([request])
+    for group in groups:
+        try:
+            _generate_group(model, group, stats)
+        except Exception as error:
+            if len(group) == 1:
+                group[0].future.set_exception(error)
+                continue
+            logger.warning(
+                "A merged batch of %d calls failed (%s); retrying each call alone.",
+                len(group),
+                error,
+            )
+            for request in group:
+                try:
+                    _generate_group(model, [request], stats)
+                except Exception as single_error:
+                    request.future.set_exception(single_error)
+
+
+def _generate_group(model: LocalModel, group: list[_Request], stats: BatchStats) -> None:
+    prompts = [p for request in group for p in request.prompts]
+    config = group[0].config
+    rows = len(prompts) * config.num_samples
+    logger.debug("micro-batch: %d calls, %d rows", len(group), rows)
+    generations = model.generate_from_ids(prompts, config)
+    stats.batches += 1
+    stats.rows += rows
+    stats.recent.append(rows)
+    start = 0
+    for request in group:
+        end = start + request.rows
+        request.future.set_result(generations[start:end])
+        start = end

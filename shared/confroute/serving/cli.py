@@ -1,0 +1,149 @@
+"""``confroute serve``: the command-line entry of the OpenAI-compatible server.
+
+The main command line (:mod:`confroute.cli`) adds the parser with :func:`add_serve_parser` and
+runs it with :func:`run_serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from confroute.errors import ConfigurationError
+from confroute.models import DEFAULT_LLM, DEFAULT_SLM
+
+__all__ = ["add_serve_parser", "run_serve"]
+
+DEFAULT_WINDOW_MS = 5.0
+"""Default batching window (the same as :data:`confroute.serving.batcher.DEFAULT_WINDOW_MS`)."""
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve`` command to an ``argparse`` sub-parser collection and return it."""
+    from confroute import estimators
+
+    serve: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="serve an OpenAI-compatible API (/v1/chat/completions) that routes every request",
+        description="An OpenAI-compatible HTTP server: every request is answered by the local "
+        "model or escalated, and the decision comes back in a 'confroute' field and "
+        "x-confroute-* headers.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    serve.add_argument(
+        "--model-name",
+        default="confroute",
+        help="model id that clients send and /v1/models lists (default %(default)s)",
+    )
+    serve.add_argument(
+        "--slm",
+        default=os.environ.get("CONFROUTE_SLM", DEFAULT_SLM),
+        help="local model: bundled name, directory, .gguf file or hub id (env CONFROUTE_SLM)",
+    )
+    serve.add_argument(
+        "--llm",
+        default=os.environ.get("CONFROUTE_LLM", f"confroute/{DEFAULT_LLM}"),
+        help="strong model as a LiteLLM model string (env CONFROUTE_LLM; default %(default)s)",
+    )
+    serve.add_argument("--local-only", action="store_true", help="never escalate (no strong model)")
+    serve.add_argument("--api-base", default=None, help="base URL of the strong model's server")
+    serve.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding the strong model's key",
+    )
+    serve.add_argument(
+        "--server-key-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding a key that clients must send as a Bearer token",
+    )
+    serve.add_argument("--threshold", type=float, default=None, help="escalate below this")
+    serve.add_argument(
+        "--estimator",
+        default="perplexity",
+        choices=estimators.available(),
+        help="uncertainty estimator (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-new-tokens", type=int, default=256, help="default local answer length cap"
+    )
+    serve.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=DEFAULT_WINDOW_MS,
+        help="how long a request waits for others to share its batch (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-batch", type=int, default=16, help="most requests in one batch (default 16)"
+    )
+    serve.add_argument("--no-batching", action="store_true", help="answer one request at a time")
+    serve.add_argument(
+        "--early-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help="early escalation: check the running confidence every K tokens (off by default)",
+    )
+    serve.add_argument(
+        "--early-margin",
+        type=float,
+        default=0.2,
+        help="early escalation: stop when confidence < threshold - margin (default %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level", default="INFO", help="logging level of the server (default %(default)s)"
+    )
+    return serve
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Build the router from the parsed arguments and serve until interrupted."""
+    from confroute.local import LocalModel
+    from confroute.router import ConfRouter
+    from confroute.serving.batcher import MicroBatcher
+    from confroute.serving.early import EarlyEscalation, EarlyEscalationRouter
+    from confroute.serving.server import serve
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.max_batch < 1:
+        raise ConfigurationError(f"--max-batch must be >= 1, got {args.max_batch}.")
+    server_key = _env_value(args.server_key_env)
+    api_key = _env_value(args.api_key_env)
+    local: LocalModel = LocalModel(args.slm, max_batch_size=args.max_batch)
+    if not args.no_batching:
+        local = MicroBatcher(local, window_ms=args.batch_window_ms, max_batch=args.max_batch)
+    common: dict[str, Any] = {
+        "estimator": args.estimator,
+        "threshold": args.threshold,
+        "api_base": args.api_base,
+        "api_key": api_key,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    strong = None if args.local_only else args.llm
+    if args.early_every is not None:
+        early = EarlyEscalation(every=args.early_every, margin=args.early_margin)
+        router: ConfRouter = EarlyEscalationRouter(local, strong, early_escalation=early, **common)
+    else:
+        router = ConfRouter(local, strong, **common)
+    print(
+        f"confroute serve: http://{args.host}:{args.port}/v1 model={args.model_name!r} "
+        f"local={router.local.name} strong={strong} (Ctrl-C stops)",
+        file=sys.stderr,
+    )
+    serve(router, host=args.host, port=args.port, model_name=args.model_name, api_key=server_key)
+    return 0
+
+
+def _env_value(name: str | None) -> str | None:
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigurationError(f"The environment variable {name} is not set; export it first.")
+    return value

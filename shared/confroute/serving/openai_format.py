@@ -1,0 +1,302 @@
+"""The OpenAI chat-completions wire format: parse a request, shape a response or a stream chunk.
+
+Pure functions (no HTTP) so that the server stays small and the format is tested on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confroute.decision import RoutingDecision
+from confroute.errors import InvalidRequestError
+from confroute.router import RoutedResponse
+
+__all__ = [
+    "ChatRequest",
+    "completion_body",
+    "decision_headers",
+    "error_body",
+    "parse_chat_request",
+    "stream_chunk",
+]
+
+_IGNORED = frozenset({"user", "seed", "metadata", "store", "parallel_tool_calls", "service_tier"})
+"""Fields that are accepted and do not change the answer."""
+
+_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+    }
+    | _IGNORED
+)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated ``/v1/chat/completions`` request.
+
+    Attributes:
+        model: The model name the client asked for.
+        messages: The conversation (OpenAI-shaped dicts).
+        max_tokens: Answer length cap, or None for the router's default.
+        temperature: Sampling temperature, or None for the router's default.
+        stop: Stop sequences.
+        stream: Whether to answer with server-sent events.
+        include_usage: Whether a streamed answer ends with a usage chunk.
+        tools: OpenAI tool definitions offered to the model.
+        logprobs: Whether to return log-probabilities.
+        top_logprobs: Alternatives per token to return (None: none, as OpenAI does).
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    include_usage: bool = False
+    tools: list[dict[str, Any]] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    ignored: tuple[str, ...] = field(default=())
+
+
+def _fail(message: str, param: str | None = None) -> InvalidRequestError:
+    error = InvalidRequestError(message)
+    error.param = param  # type: ignore[attr-defined]
+    return error
+
+
+def _number(body: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(f"'{name}' must be a number, got {value!r}.", name)
+    if kind is int and int(value) != value:
+        raise _fail(f"'{name}' must be an integer, got {value!r}.", name)
+    return kind(value)
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    """Check a request body and return what the router needs.
+
+    Raises:
+        InvalidRequestError: A field is unknown, malformed, or asks for something this server
+            cannot do (``n`` > 1, ``top_p`` < 1, penalties, JSON mode, a forced tool choice);
+            the error's ``param`` names the field.
+    """
+    if not isinstance(body, Mapping):
+        raise _fail("The request body must be a JSON object.")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise _fail(
+            f"Unsupported field(s) {unknown}; this server accepts {sorted(_FIELDS)}.", unknown[0]
+        )
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _fail("'model' is required: use the id listed by GET /v1/models.", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _fail("'messages' must be a non-empty list of chat messages.", "messages")
+    if body.get("n") not in (None, 1):
+        raise _fail("Only n=1 is supported: send one request per answer.", "n")
+    if _number(body, "top_p", float) not in (None, 1.0):
+        raise _fail("Only top_p=1 is supported; set 'temperature' instead.", "top_p")
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        if _number(body, penalty, float) not in (None, 0.0):
+            raise _fail(f"'{penalty}' is not supported; leave it out or set 0.", penalty)
+    response_format = body.get("response_format")
+    if response_format is not None and (
+        not isinstance(response_format, Mapping) or response_format.get("type") != "text"
+    ):
+        raise _fail("Only response_format {'type': 'text'} is supported.", "response_format")
+    max_tokens = _number(body, "max_completion_tokens", int)
+    if max_tokens is None:
+        max_tokens = _number(body, "max_tokens", int)
+    if max_tokens is not None and max_tokens < 1:
+        raise _fail(f"'max_tokens' must be >= 1, got {max_tokens}.", "max_tokens")
+    temperature = _number(body, "temperature", float)
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise _fail(f"'temperature' must be in [0, 2], got {temperature}.", "temperature")
+    stop_field = body.get("stop")
+    if stop_field is None:
+        stop: tuple[str, ...] = ()
+    elif isinstance(stop_field, str):
+        stop = (stop_field,)
+    elif isinstance(stop_field, list) and all(isinstance(s, str) for s in stop_field):
+        stop = tuple(stop_field)
+    else:
+        raise _fail("'stop' must be a string or a list of strings.", "stop")
+    tools = body.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(t, Mapping) for t in tools)
+    ):
+        raise _fail("'tools' must be a list of OpenAI tool objects.", "tools")
+    tool_choice = body.get("tool_choice")
+    if tool_choice not in (None, "auto", "none"):
+        raise _fail("Only tool_choice 'auto' or 'none' is supported.", "tool_choice")
+    if tool_choice == "none":
+        tools = None
+    top_logprobs = _number(body, "top_logprobs", int)
+    if top_logprobs is not None and not 0 <= top_logprobs <= 20:
+        raise _fail(f"'top_logprobs' must be in [0, 20], got {top_logprobs}.", "top_logprobs")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, Mapping):
+        raise _fail("'stream_options' must be an object.", "stream_options")
+    return ChatRequest(
+        model=model,
+        messages=[dict(m) if isinstance(m, Mapping) else m for m in messages],
+        max_tokens=max_tokens,
+        temperature=temperature,
+        stop=stop,
+        stream=bool(body.get("stream", False)),
+        include_usage=bool(stream_options.get("include_usage", False)),
+        tools=[dict(t) for t in tools] if tools else None,
+        logprobs=bool(body.get("logprobs", False)) or top_logprobs is not None,
+        top_logprobs=top_logprobs,
+        ignored=tuple(sorted(set(body) & _IGNORED)),
+    )
+
+
+def decision_headers(decision: RoutingDecision) -> dict[str, str]:
+    """The ``x-confroute-*`` response headers of a decision."""
+    confidence = "none" if decision.confidence is None else f"{decision.confidence:.6f}"
+    return {
+        "x-confroute-escalated": "true" if decision.escalated else "false",
+        "x-confroute-confidence": confidence,
+        "x-confroute-threshold": f"{decision.threshold:.6f}",
+        "x-confroute-reason": decision.reason,
+        "x-confroute-answered-by": decision.answered_by,
+        "x-confroute-decision-id": decision.id,
+        "x-confroute-estimator": decision.estimator,
+    }
+
+
+def _trimmed_logprobs(response: RoutedResponse, request: ChatRequest) -> dict[str, Any] | None:
+    if not request.logprobs:
+        return None
+    logprobs = response.logprobs
+    if logprobs is None:
+        return None
+    keep = request.top_logprobs or 0  # as OpenAI: no alternatives unless top_logprobs is sent
+    content = [
+        {**entry, "top_logprobs": list(entry.get("top_logprobs") or [])[:keep]}
+        for entry in logprobs.get("content") or []
+    ]
+    return {**logprobs, "content": content}
+
+
+def finish_reason(response: RoutedResponse) -> str:
+    """The OpenAI finish reason of a routed answer."""
+    if response.tool_calls:
+        return "tool_calls"
+    if response.remote is not None and response.decision.answered_by == response.remote.model:
+        return response.remote.finish_reason or "stop"
+    return response.local.finish_reason if response.local is not None else "stop"
+
+
+def _usage(response: RoutedResponse) -> dict[str, int]:
+    prompt, completion = response.prompt_tokens, response.completion_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def completion_body(response: RoutedResponse, request: ChatRequest) -> dict[str, Any]:
+    """The ``chat.completion`` object, with the decision under the extra ``confroute`` key."""
+    decision = response.decision
+    message: dict[str, Any] = {"role": "assistant", "content": response.text}
+    if response.tool_calls:
+        message["tool_calls"] = response.tool_calls
+        message["content"] = response.text or None
+    return {
+        "id": f"chatcmpl-{decision.id}",
+        "object": "chat.completion",
+        "created": int(decision.created_at.timestamp()),
+        "model": request.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason(response),
+                "logprobs": _trimmed_logprobs(response, request),
+            }
+        ],
+        "usage": _usage(response),
+        "confroute": decision.model_dump(mode="json"),
+    }
+
+
+def stream_chunk(
+    chunk_id: str,
+    request: ChatRequest,
+    *,
+    delta: dict[str, Any] | None = None,
+    response: RoutedResponse | None = None,
+    usage_only: RoutedResponse | None = None,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk``.
+
+    A text chunk carries ``delta``; the final chunk (``response``) carries the finish reason,
+    the tool calls, the log-probabilities and the decision (``confroute``); ``usage_only``
+    makes the usage chunk sent when ``stream_options.include_usage`` is set.
+    """
+    base: dict[str, Any] = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": request.model,
+    }
+    if usage_only is not None:
+        return {**base, "choices": [], "usage": _usage(usage_only)}
+    if response is None:
+        return {
+            **base,
+            "choices": [{"index": 0, "delta": delta or {}, "finish_reason": None}],
+        }
+    final_delta: dict[str, Any] = {}
+    if response.tool_calls:
+        final_delta["tool_calls"] = [
+            {"index": i, **call} for i, call in enumerate(response.tool_calls)
+        ]
+    return {
+        **base,
+        "choices": [
+            {
+                "index": 0,
+                "delta": final_delta,
+                "finish_reason": finish_reason(response),
+                "logprobs": _trimmed_logprobs(response, request),
+            }
+        ],
+        "confroute": response.decision.model_dump(mode="json"),
+    }
+
+
+def error_body(
+    message: str, kind: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """An OpenAI-shaped error object."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
