@@ -1,0 +1,78 @@
+"""LlamaIndex agents on confroute, fully offline: a FunctionAgent (and a ReActAgent) with two tools.
+
+The bundled 0.5B model writes the tool calls; a malformed or unsure one escalates to the bundled
+1.5B model. Each step's routing decision is printed. The 0.5B model calls tools well but is too
+small to write an answer from a tool's result (it repeats the call), so these tools return their
+result directly; with a stronger local model, drop ``return_direct``.
+
+Run: python examples/llamaindex_agent.py            (FunctionAgent)
+     python examples/llamaindex_agent.py --react    (ReActAgent too: slower, less reliable)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from llama_index.core.agent.workflow import FunctionAgent, ReActAgent, ToolCallResult
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.tools import FunctionTool
+
+from llamaindex_confroute import ConfRouteLLM, RoutingDecisionEvent
+
+STOCK = {"apples": 42, "pears": 17, "plums": 0}
+PRICES = {"apples": 0.5, "pears": 0.8, "plums": 1.2}
+
+
+def stock_level(fruit: str) -> int:
+    """How many units of a fruit (apples, pears or plums) are in stock."""
+    return STOCK.get(fruit.lower().rstrip("s") + "s", 0)
+
+
+def unit_price(fruit: str) -> float:
+    """Price in euro of one unit of a fruit (apples, pears or plums)."""
+    return PRICES.get(fruit.lower().rstrip("s") + "s", 0.0)
+
+
+TOOLS = [
+    FunctionTool.from_defaults(fn=stock_level, return_direct=True),
+    FunctionTool.from_defaults(fn=unit_price, return_direct=True),
+]
+
+
+class PrintDecisions(BaseEventHandler):
+    """Print every routing decision."""
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        if isinstance(event, RoutingDecisionEvent):
+            d = event.decision
+            route = f"escalated ({d.reason})" if d.escalated else "local"
+            print(f"   [{route}] confidence={d.confidence}")
+
+
+async def run(agent: FunctionAgent | ReActAgent, question: str) -> str:
+    """Run one question, printing each tool call and its result."""
+    handler = agent.run(user_msg=question, max_iterations=4)
+    async for event in handler.stream_events():
+        if isinstance(event, ToolCallResult):
+            print(f"   tool {event.tool_name}({event.tool_kwargs}) -> {event.tool_output.content}")
+    return str(await handler)
+
+
+async def main(react: bool) -> None:
+    get_dispatcher().add_event_handler(PrintDecisions())
+    llm = ConfRouteLLM(max_tokens=64)
+    agents: list[FunctionAgent | ReActAgent] = [FunctionAgent(tools=TOOLS, llm=llm)]
+    if react:
+        agents.append(ReActAgent(tools=TOOLS, llm=llm))
+    for agent in agents:
+        for question in ("How many pears are in stock?", "What does one plum cost?"):
+            print(f"{type(agent).__name__}: {question}")
+            print(f"-> {await run(agent, question)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(react="--react" in sys.argv))
