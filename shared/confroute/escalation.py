@@ -7,11 +7,14 @@ before LiteLLM is imported, so the cost map is read from the installed package, 
 from __future__ import annotations
 
 import asyncio
+import copy
+import email.utils
 import logging
+import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +24,13 @@ from confroute.errors import ConfigurationError, EscalationError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import contextlib
-
 import litellm
 
-__all__ = ["Escalation", "EscalationResult", "StreamDelta"]
+__all__ = ["Escalation", "EscalationResult", "Redactor", "StreamDelta"]
+
+Redactor = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
+"""A hook that takes (a deep copy of) the messages about to be escalated and returns the
+messages to send instead, for example with e-mail addresses or customer ids masked."""
 
 # LiteLLM prints provider hints to stdout on some errors; a library must not write to stdout.
 litellm.suppress_debug_info = True
@@ -85,9 +90,18 @@ class StreamDelta:
 class Escalation:
     """Calls a strong model through LiteLLM, with timeout, retries with back-off, and fallbacks.
 
+    Failure handling, in order: a retryable error (timeout, connection error, 5xx, 429,
+    malformed or empty answer) is retried ``max_retries`` times with exponential back-off
+    (a 429's ``Retry-After`` is honoured, capped at ``timeout``); then each of ``fallbacks`` is
+    tried the same way; when all fail, :class:`~confroute.errors.EscalationError` is raised,
+    naming the models and each cause. Errors that retrying cannot fix (authentication, bad
+    request, unknown model, permission) skip straight to the next fallback. The worst-case wall
+    time is about ``(1 + len(fallbacks)) * (1 + max_retries) * timeout`` plus back-off.
+
     Example:
         >>> Escalation("openai/gpt-4o-mini", api_key="sk-...")  # doctest: +SKIP
         >>> Escalation("confroute/qwen2.5-coder-1.5b-instruct")  # in-process, no key
+        >>> Escalation("openai/gpt-4o-mini", redact=mask_emails)  # doctest: +SKIP
     """
 
     def __init__(
@@ -101,6 +115,7 @@ class Escalation:
         backoff_s: float = 0.5,
         fallbacks: Sequence[str] = (),
         top_logprobs: int | None = None,
+        redact: Redactor | None = None,
     ) -> None:
         """Configure the strong model.
 
@@ -115,15 +130,33 @@ class Escalation:
                 Retry-After is honoured when longer.
             fallbacks: Models tried in order after ``model`` fails (same base URL and key).
             top_logprobs: Ask for log-probabilities with this many alternatives.
+            redact: Called with a deep copy of the messages before every escalation (once per
+                request, before the first try); what it returns is sent instead. Use it to
+                mask personal data the strong provider must not see. If it raises or returns
+                something that is not a non-empty list of message dicts, nothing is sent and
+                :class:`~confroute.errors.EscalationError` is raised (so the router's
+                ``on_escalation_error`` policy applies).
+
+        Raises:
+            ConfigurationError: A setting is out of range or of the wrong type.
         """
         if not model or not isinstance(model, str):
             raise ConfigurationError("The strong model must be a LiteLLM model string.")
-        if timeout <= 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}.")
-        if max_retries < 0:
-            raise ConfigurationError(f"max_retries must be >= 0, got {max_retries}.")
-        if backoff_s < 0:
-            raise ConfigurationError(f"backoff_s must be >= 0, got {backoff_s}.")
+        if not _is_number(timeout) or not math.isfinite(timeout) or timeout <= 0:
+            raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}.")
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}.")
+        if not _is_number(backoff_s) or not math.isfinite(backoff_s) or backoff_s < 0:
+            raise ConfigurationError(f"backoff_s must be a number >= 0, got {backoff_s!r}.")
+        if isinstance(fallbacks, str) or not all(isinstance(f, str) and f for f in fallbacks):
+            raise ConfigurationError(
+                f"fallbacks must be a list of LiteLLM model strings, got {fallbacks!r}."
+            )
+        if redact is not None and not callable(redact):
+            raise ConfigurationError(
+                "redact must be a callable taking and returning the message list, got "
+                f"{type(redact).__name__}."
+            )
         self.model = model
         self.api_base = api_base
         self.api_key: SecretStr | None = (
@@ -134,6 +167,7 @@ class Escalation:
         self.backoff_s = backoff_s
         self.fallbacks = tuple(fallbacks)
         self.top_logprobs = top_logprobs
+        self.redact = redact
         if model.startswith(LOCAL_PROVIDER + "/") or any(
             f.startswith(LOCAL_PROVIDER + "/") for f in self.fallbacks
         ):
@@ -161,6 +195,32 @@ class Escalation:
     def _describe(self, model: str, error: BaseException) -> str:
         return self._redact(f"{model}: {type(error).__name__}: {error}")[:500]
 
+    def _outgoing(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The messages to send: a copy, passed through the ``redact`` hook when there is one.
+
+        Raises:
+            EscalationError: The hook failed; nothing may be sent.
+        """
+        copied = [dict(m) for m in copy.deepcopy(list(messages))]
+        if self.redact is None:
+            return copied
+        try:
+            redacted = self.redact(copied)
+            if isinstance(redacted, (str, bytes)) or not isinstance(redacted, Sequence):
+                raise TypeError(f"it returned a {type(redacted).__name__}, not a list")
+            if not redacted or not all(isinstance(m, Mapping) for m in redacted):
+                raise TypeError("it must return a non-empty list of message dicts")
+        except Exception as error:
+            cause = self._redact(f"{type(error).__name__}: {error}")[:300]
+            raise EscalationError(
+                f"The redact hook failed ({cause}); nothing was sent to {self.model}. Fix the "
+                "hook: it takes the message list and returns the messages to send.",
+                provider=self.model,
+                attempts=0,
+                errors=[f"redact: {cause}"],
+            ) from None
+        return [dict(m) for m in redacted]
+
     def _request(
         self,
         model: str,
@@ -174,7 +234,7 @@ class Escalation:
     ) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": model,
-            "messages": [dict(m) for m in messages],
+            "messages": list(messages),
             "timeout": self.timeout,
             "num_retries": 0,
         }
@@ -200,12 +260,9 @@ class Escalation:
 
     def _delay(self, attempt: int, error: BaseException) -> float:
         delay = self.backoff_s * (2**attempt) * (1 + random.random() * 0.25)
-        response = getattr(error, "response", None)
-        headers = getattr(response, "headers", None) or {}
-        retry_after = headers.get("retry-after") if hasattr(headers, "get") else None
+        retry_after = _retry_after(error)
         if retry_after is not None:
-            with contextlib.suppress(ValueError):
-                delay = max(delay, float(retry_after))
+            delay = max(delay, retry_after)
         return float(min(delay, self.timeout))
 
     def _on_error(
@@ -226,7 +283,15 @@ class Escalation:
     def _result(
         self, model: str, response: Any, started: float, attempts: int, errors: list[str]
     ) -> EscalationResult:
-        choice = response.choices[0]
+        """Read the provider's answer.
+
+        Raises:
+            EmptyAnswerError: The answer has no choice, or neither text nor tool calls.
+        """
+        choices = getattr(response, "choices", None) or []
+        if not choices or getattr(choices[0], "message", None) is None:
+            raise EmptyAnswerError("the response has no choices")
+        choice = choices[0]
         message = choice.message
         tool_calls = [
             tc.model_dump() if hasattr(tc, "model_dump") else dict(tc)
@@ -236,8 +301,13 @@ class Escalation:
         logprobs = getattr(choice, "logprobs", None)
         if logprobs is not None and hasattr(logprobs, "model_dump"):
             logprobs = logprobs.model_dump()
+        text = message.content if isinstance(message.content, str) else ""
+        if not text.strip() and not tool_calls:
+            raise EmptyAnswerError(
+                f"the answer is empty (finish_reason={getattr(choice, 'finish_reason', None)!r})"
+            )
         return EscalationResult(
-            text=message.content or "",
+            text=text,
             model=model,
             tool_calls=tool_calls,
             prompt_tokens=getattr(usage, "prompt_tokens", None),
@@ -284,9 +354,11 @@ class Escalation:
         """Ask the strong model; retry, then fall back.
 
         Raises:
-            EscalationError: Every model failed; it lists each failure (secrets redacted).
+            EscalationError: Every model failed, or the ``redact`` hook failed; it lists each
+                failure (secrets redacted).
         """
         started = time.perf_counter()
+        messages = self._outgoing(messages)
         attempts, errors = 0, list[str]()
         for model in self._plan():
             for attempt in range(self.max_retries + 1):
@@ -302,13 +374,12 @@ class Escalation:
                 )
                 try:
                     response = litellm.completion(**params)
+                    return self._result(model, response, started, attempts, errors)
                 except Exception as error:
                     delay = self._on_error(model, attempt, error, errors, streamed=False)
-                    if delay is None:
-                        break
-                    time.sleep(delay)
-                    continue
-                return self._result(model, response, started, attempts, errors)
+                if delay is None:
+                    break
+                time.sleep(delay)
         raise self._failure(attempts, errors)
 
     async def acomplete(
@@ -322,6 +393,7 @@ class Escalation:
     ) -> EscalationResult:
         """Async form of :meth:`complete` (``litellm.acompletion``)."""
         started = time.perf_counter()
+        messages = self._outgoing(messages)
         attempts, errors = 0, list[str]()
         for model in self._plan():
             for attempt in range(self.max_retries + 1):
@@ -337,13 +409,12 @@ class Escalation:
                 )
                 try:
                     response = await litellm.acompletion(**params)
+                    return self._result(model, response, started, attempts, errors)
                 except Exception as error:
                     delay = self._on_error(model, attempt, error, errors, streamed=False)
-                    if delay is None:
-                        break
-                    await asyncio.sleep(delay)
-                    continue
-                return self._result(model, response, started, attempts, errors)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
         raise self._failure(attempts, errors)
 
     def stream(
@@ -357,10 +428,11 @@ class Escalation:
     ) -> Iterator[StreamDelta]:
         """Stream the strong model's answer: text deltas, then one delta holding the result.
 
-        Retries and fallbacks apply until the first token arrives; a failure after that raises
+        Retries and fallbacks apply until the first text arrives; a failure after that raises
         :class:`EscalationError` (the text already yielded cannot be taken back).
         """
         started = time.perf_counter()
+        messages = self._outgoing(messages)
         attempts, errors = 0, list[str]()
         for model in self._plan():
             for attempt in range(self.max_retries + 1):
@@ -375,23 +447,26 @@ class Escalation:
                     stream=True,
                 )
                 chunks: list[Any] = []
+                yielded = False
                 try:
                     for chunk in litellm.completion(**params):
                         chunks.append(chunk)
                         text = _delta_text(chunk)
                         if text:
+                            yielded = True
                             yield StreamDelta(text=text)
+                    response = litellm.stream_chunk_builder(chunks, messages=messages)
+                    result = self._result(model, response, started, attempts, errors)
                 except Exception as error:
-                    delay = self._on_error(model, attempt, error, errors, streamed=bool(chunks))
-                    if chunks:
-                        raise self._failure(attempts, errors) from None
-                    if delay is None:
-                        break
-                    time.sleep(delay)
-                    continue
-                response = litellm.stream_chunk_builder(chunks, messages=list(messages))
-                yield StreamDelta(result=self._result(model, response, started, attempts, errors))
-                return
+                    delay = self._on_error(model, attempt, error, errors, streamed=yielded)
+                else:
+                    yield StreamDelta(result=result)
+                    return
+                if yielded:
+                    raise self._failure(attempts, errors)
+                if delay is None:
+                    break
+                time.sleep(delay)
         raise self._failure(attempts, errors)
 
     async def astream(
@@ -405,6 +480,7 @@ class Escalation:
     ) -> AsyncIterator[StreamDelta]:
         """Async form of :meth:`stream`."""
         started = time.perf_counter()
+        messages = self._outgoing(messages)
         attempts, errors = 0, list[str]()
         for model in self._plan():
             for attempt in range(self.max_retries + 1):
@@ -419,25 +495,71 @@ class Escalation:
                     stream=True,
                 )
                 chunks: list[Any] = []
+                yielded = False
                 try:
                     response_stream = await litellm.acompletion(**params)
                     async for chunk in response_stream:
                         chunks.append(chunk)
                         text = _delta_text(chunk)
                         if text:
+                            yielded = True
                             yield StreamDelta(text=text)
+                    response = litellm.stream_chunk_builder(chunks, messages=messages)
+                    result = self._result(model, response, started, attempts, errors)
                 except Exception as error:
-                    delay = self._on_error(model, attempt, error, errors, streamed=bool(chunks))
-                    if chunks:
-                        raise self._failure(attempts, errors) from None
-                    if delay is None:
-                        break
-                    await asyncio.sleep(delay)
-                    continue
-                response = litellm.stream_chunk_builder(chunks, messages=list(messages))
-                yield StreamDelta(result=self._result(model, response, started, attempts, errors))
-                return
+                    delay = self._on_error(model, attempt, error, errors, streamed=yielded)
+                else:
+                    yield StreamDelta(result=result)
+                    return
+                if yielded:
+                    raise self._failure(attempts, errors)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
         raise self._failure(attempts, errors)
+
+
+class EmptyAnswerError(Exception):
+    """The provider answered 200 but with no usable answer (retried like a server error)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _retry_after(error: BaseException) -> float | None:
+    """Seconds the provider asked to wait (``Retry-After`` / ``retry-after-ms``), if any.
+
+    LiteLLM keeps the headers on ``error.response`` for some providers and on
+    ``error.litellm_response_headers`` for others; both are read.
+    """
+    sources = (
+        getattr(getattr(error, "response", None), "headers", None),
+        getattr(error, "litellm_response_headers", None),
+    )
+    for found in sources:
+        if found is None or not hasattr(found, "items"):
+            continue
+        try:
+            headers = {str(k).lower(): v for k, v in found.items()}
+            milliseconds = headers.get("retry-after-ms")
+            if milliseconds is not None:
+                return max(0.0, float(milliseconds) / 1000)
+            value = headers.get("retry-after")
+        except (TypeError, ValueError):
+            continue
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(str(value))
+        except (TypeError, ValueError):
+            continue
+        return max(0.0, when.timestamp() - time.time())
+    return None
 
 
 def _delta_text(chunk: Any) -> str:
