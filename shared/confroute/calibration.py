@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,7 +182,7 @@ class CalibrationProfile(BaseModel):
         Path(path).write_text(self.model_dump_json(indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> CalibrationProfile:
+    def load(cls, path: str | os.PathLike[str]) -> CalibrationProfile:
         """Read a profile written by :meth:`save`.
 
         Raises:
@@ -189,8 +190,11 @@ class CalibrationProfile(BaseModel):
         """
         try:
             data = json.loads(Path(path).read_text())
-        except OSError as error:
-            raise CalibrationError(f"Cannot read calibration profile {path}: {error}") from error
+        except (OSError, UnicodeDecodeError) as error:
+            raise CalibrationError(
+                f"Cannot read calibration profile {path}: {error}. Rebuild it with "
+                "`confroute calibrate`."
+            ) from error
         except json.JSONDecodeError as error:
             raise CalibrationError(
                 f"{path} is not valid JSON ({error}); rebuild it with `confroute calibrate`."

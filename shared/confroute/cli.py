@@ -12,6 +12,7 @@ from confroute.calibrate_cli import add_parsers as add_calibration_parsers
 from confroute.calibrate_cli import run_calibrate, run_profile
 from confroute.errors import ConfRouteError
 from confroute.models import BUNDLED_MODELS, DEFAULT_LLM, DEFAULT_SLM
+from confroute.serving.cli import add_serve_parser, run_serve
 
 __all__ = ["main"]
 
@@ -46,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--threshold", type=float, default=None, help="escalate below this confidence")
     ask.add_argument(
+        "--escalation-rate",
+        type=float,
+        default=None,
+        help="escalate this share of requests (needs --profile; see `confroute calibrate`)",
+    )
+    ask.add_argument(
+        "--profile", default=None, help="calibration profile JSON for --escalation-rate"
+    )
+    ask.add_argument(
         "--estimator",
         default="perplexity",
         choices=estimators.available(),
@@ -56,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     commands.add_parser("models", help="list the bundled models and whether they are installed")
     add_calibration_parsers(commands, DEFAULT_SLM, estimators.available())
+    add_serve_parser(commands)
     return parser
 
 
@@ -68,6 +79,8 @@ def _ask(args: argparse.Namespace) -> int:
         args.llm,
         estimator=args.estimator,
         threshold=args.threshold,
+        escalation_rate=args.escalation_rate,
+        profile=args.profile,
         api_base=args.api_base,
         api_key=api_key,
         max_new_tokens=args.max_new_tokens,
@@ -128,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_calibrate(args)
         if args.command == "profile":
             return run_profile(args)
+        if args.command == "serve":
+            return run_serve(args)
         return _models()
     except ConfRouteError as error:
         print(f"confroute: error: {error}", file=sys.stderr)

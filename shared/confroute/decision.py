@@ -77,3 +77,5 @@ class RoutingDecision(BaseModel):
     """Calls made to strong models, retries and fallbacks included."""
     error: str | None = None
     """What went wrong with the escalation, when it failed."""
+    confidences: dict[str, float | None] = Field(default_factory=dict)
+    """Every computed estimator's confidence (the primary one and any extra ones)."""

@@ -6,6 +6,8 @@ them; the subclasses let callers tell configuration mistakes from runtime failur
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CacheCorruptError",
     "CalibrationError",
@@ -58,6 +60,8 @@ class EscalationError(ConfRouteError):
         self.provider = provider
         self.attempts = attempts
         self.errors = errors
+        self.decision: Any = None
+        """The :class:`~confroute.decision.RoutingDecision` reported for the failed request."""
 
 
 class ContextOverflowError(InvalidRequestError):

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -299,13 +300,20 @@ def _convert_gguf(gguf: Path, directory: Path, source_sha256: str, dtype: torch.
     tmp = directory.with_name(directory.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent,
-        gguf_file=gguf.name,
-        dtype=dtype,
-        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            dtype=dtype,
+            quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
+        )
+    except (OSError, ValueError, KeyError, struct.error, EOFError) as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CacheCorruptError(
+            f"{gguf} could not be read as a GGUF model ({type(error).__name__}: {error}); the "
+            "file is corrupt or not a GGUF file. Download it again, or use a bundled model."
+        ) from error
     save_model(model, str(tmp / "model.safetensors"))
     config = model.config.to_dict()
     config.pop("quantization_config", None)

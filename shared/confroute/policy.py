@@ -37,7 +37,10 @@ class RoutingPolicy(Protocol):
 
 def check_unit_interval(name: str, value: float) -> float:
     """Return ``value`` as a float if it lies in [0, 1], else raise ConfigurationError."""
-    number = float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number in [0, 1], got {value!r}.") from None
     if math.isnan(number) or not 0.0 <= number <= 1.0:
         raise ConfigurationError(f"{name} must be in [0, 1], got {value!r}.")
     return number

@@ -118,8 +118,23 @@ class LocalProvider(litellm.CustomLLM):  # type: ignore[misc]
 
 
 def _chunks(response: Any) -> Iterator[dict[str, Any]]:
-    text: str = response.choices[0].message.content or ""
+    message = response.choices[0].message
+    text: str = message.content or ""
     usage = response.usage
+    for index, call in enumerate(getattr(message, "tool_calls", None) or []):
+        yield {
+            "text": "",
+            "tool_use": {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.function.name, "arguments": call.function.arguments},
+                "index": index,
+            },
+            "is_finished": False,
+            "finish_reason": "",
+            "usage": None,
+            "index": 0,
+        }
     words = text.split(" ")
     for index, word in enumerate(words):
         piece = word if index == len(words) - 1 else word + " "

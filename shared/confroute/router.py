@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -18,10 +19,18 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from confroute import estimators as estimator_registry
+from confroute.calibrated import TargetEscalationRate
+from confroute.calibration import CalibrationProfile, check_rate
 from confroute.decision import DecisionReason, RoutingDecision
 from confroute.errors import ConfigurationError, ContextOverflowError, EscalationError
-from confroute.escalation import LOCAL_PROVIDER, Escalation, EscalationResult
-from confroute.estimators import EstimationContext, Estimator
+from confroute.escalation import LOCAL_PROVIDER, Escalation, EscalationResult, Redactor
+from confroute.estimators import (
+    PROBE_LAYER,
+    EstimationContext,
+    Estimator,
+    Requirement,
+    shared_confidence,
+)
 from confroute.generation import Generation
 from confroute.local import GenerationConfig, LocalModel
 from confroute.messages import Message, as_messages
@@ -53,6 +62,8 @@ class RoutedResponse:
         local: The local model's generation (None when the prompt did not fit the SLM).
         remote: The strong model's result when it answered.
         tool_calls: Tool calls in the OpenAI shape (from whichever model answered).
+        confidences: Every chosen estimator's confidence in the local answer, by name (the
+            primary one, which the policy used, and the ``extra_estimators``).
     """
 
     text: str
@@ -60,6 +71,7 @@ class RoutedResponse:
     local: Generation | None = None
     remote: EscalationResult | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    confidences: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def logprobs(self) -> dict[str, Any] | None:
@@ -102,6 +114,48 @@ class _Scored:
     reason: DecisionReason
     local_latency_s: float
     parsed: ParsedToolCalls | None = None
+    confidences: dict[str, float | None] = field(default_factory=dict)
+
+
+def _stop_sequences(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Stop sequences as a tuple; a single string is one sequence, not its characters."""
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if not all(isinstance(s, str) for s in stop):
+        raise ConfigurationError(f"stop must be a string or a list of strings, got {stop!r}.")
+    return tuple(stop)
+
+
+def _check_tools(tools: Sequence[Mapping[str, Any]] | None) -> None:
+    if tools is None:
+        return
+    if isinstance(tools, (str, bytes)) or not all(isinstance(t, Mapping) for t in tools):
+        raise ConfigurationError(
+            "tools must be a list of OpenAI tool dicts ({'type': 'function', 'function': "
+            f"{{...}}}}); got {tools!r}."
+        )
+
+
+def _check_escalation_settings(
+    timeout: float, max_retries: int, hooks: Sequence[DecisionHook]
+) -> None:
+    """Check settings even when no escalation is built from them (local-only mode)."""
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not timeout > 0
+        or math.isinf(timeout)
+    ):
+        raise ConfigurationError(
+            f"timeout must be a finite number of seconds > 0, got {timeout!r}."
+        )
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}.")
+    for hook in hooks:
+        if not callable(hook):
+            raise ConfigurationError(f"Every hook must be callable; got {hook!r}.")
 
 
 class ConfRouter:
@@ -119,8 +173,12 @@ class ConfRouter:
         strong_model: str | Escalation | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}",
         *,
         estimator: str | Estimator = "perplexity",
+        extra_estimators: Sequence[str | Estimator] = (),
         threshold: float | None = None,
         policy: RoutingPolicy | None = None,
+        escalation_rate: float | None = None,
+        profile: CalibrationProfile | str | os.PathLike[str] | None = None,
+        strict_profile: bool = True,
         api_base: str | None = None,
         api_key: str | SecretStr | None = None,
         timeout: float = 120.0,
@@ -131,6 +189,7 @@ class ConfRouter:
         temperature: float = 0.0,
         hooks: Sequence[DecisionHook] = (),
         device: str = "auto",
+        redact: Redactor | None = None,
     ) -> None:
         """Build a router.
 
@@ -140,10 +199,19 @@ class ConfRouter:
             strong_model: A LiteLLM model string, an :class:`Escalation`, or None for
                 local-only routing (would-be escalations are reported with reason
                 ``local_only``). The default is the bundled 1.5B model, in process.
-            estimator: Name of an uncertainty estimator, or an instance.
+            estimator: Name of an uncertainty estimator, or an instance; its confidence
+                drives the routing decision.
+            extra_estimators: More estimators computed on the same generation, reported in
+                :attr:`RoutedResponse.confidences` (single-pass ones cost nothing extra;
+                follow-up and sampling ones cost their own work once).
             threshold: Escalate when confidence is below it (default
                 :data:`DEFAULT_THRESHOLD`). Give either ``threshold`` or ``policy``.
-            policy: A routing policy (for example a target escalation rate).
+            policy: A routing policy (for example :class:`confroute.calibrated.OnlineBudget`).
+            escalation_rate: Escalate this share of requests; the threshold is the
+                ``profile``'s confidence quantile (the paper's calibration transfer).
+            profile: A :class:`CalibrationProfile` (or its JSON path) for ``escalation_rate``.
+            strict_profile: Refuse a profile made for another model or estimator (False
+                downgrades that to a warning).
             api_base: Base URL for the strong model (OpenAI-compatible servers).
             api_key: Key for the strong model; kept secret.
             timeout: Seconds per escalation call.
@@ -155,19 +223,70 @@ class ConfRouter:
             temperature: Default temperature (0 = greedy) for both models.
             hooks: Callables that receive every :class:`RoutingDecision`.
             device: Device for a local model loaded by name.
+            redact: Called on the messages before any escalation (for example to mask
+                personal data); what it returns is what the strong model sees.
         """
-        if threshold is not None and policy is not None:
-            raise ConfigurationError("Give either threshold or policy, not both.")
+        chosen_policies = [
+            n
+            for n, v in (
+                ("threshold", threshold),
+                ("policy", policy),
+                ("escalation_rate", escalation_rate),
+            )
+            if v is not None
+        ]
+        if len(chosen_policies) > 1:
+            raise ConfigurationError(
+                f"Give one of threshold, policy or escalation_rate; got {chosen_policies}."
+            )
+        if escalation_rate is not None and profile is None:
+            raise ConfigurationError(
+                "escalation_rate needs a calibration profile: pass profile=PATH (build one with "
+                "`confroute calibrate`), or use threshold=."
+            )
+        _check_escalation_settings(timeout, max_retries, hooks)
+        if isinstance(strong_model, Escalation) and redact is not None:
+            raise ConfigurationError("Pass redact= to the Escalation you built, not to ConfRouter.")
         if on_escalation_error not in ("return_local", "raise"):
             raise ConfigurationError(
                 "on_escalation_error must be 'return_local' or 'raise', got "
                 f"{on_escalation_error!r}."
             )
         self.estimator = estimator_registry.get(estimator)
-        self.policy: RoutingPolicy = policy or FixedThreshold(
-            DEFAULT_THRESHOLD if threshold is None else threshold
+        self.extra_estimators = [estimator_registry.get(e) for e in extra_estimators]
+        names = [e.name for e in self.estimators]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"Each estimator may be chosen once; got {names}.")
+        prompt_changers = [e for e in self.estimators if Requirement.PROMPT in e.requires]
+        if len(prompt_changers) > 1:
+            raise ConfigurationError(
+                "Only one estimator may change the answer prompt; got "
+                f"{[e.name for e in prompt_changers]}."
+            )
+        self._prompt_estimator = prompt_changers[0] if prompt_changers else None
+        if escalation_rate is None:
+            self.policy: RoutingPolicy = policy or FixedThreshold(
+                DEFAULT_THRESHOLD if threshold is None else threshold
+            )
+        else:
+            check_rate(escalation_rate)
+        needs = frozenset().union(*(e.requires for e in self.estimators))
+        hidden_layers = {
+            getattr(e, "hidden_layer", PROBE_LAYER)
+            for e in self.estimators
+            if Requirement.HIDDEN_STATE in e.requires
+        }
+        if len(hidden_layers) > 1:
+            raise ConfigurationError(
+                f"The chosen estimators read different hidden layers {sorted(hidden_layers)}; "
+                "choose estimators that read the same one."
+            )
+        self.defaults = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            hidden_layer=next(iter(hidden_layers)) if hidden_layers else None,
+            keep_cache=Requirement.FOLLOW_UP in needs,
         )
-        self.defaults = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
         if isinstance(strong_model, Escalation) or strong_model is None:
             self.escalation = strong_model
         else:
@@ -178,6 +297,7 @@ class ConfRouter:
                 timeout=timeout,
                 max_retries=max_retries,
                 fallbacks=fallbacks,
+                redact=redact,
             )
         self.on_escalation_error = on_escalation_error
         self.hooks: list[DecisionHook] = list(hooks)
@@ -186,6 +306,26 @@ class ConfRouter:
             if isinstance(local_model, LocalModel)
             else LocalModel(local_model, device=device)
         )
+        for chosen in self.estimators:
+            chosen.prepare(self.local)
+        if escalation_rate is not None and profile is not None:
+            loaded = (
+                profile
+                if isinstance(profile, CalibrationProfile)
+                else CalibrationProfile.load(profile)
+            )
+            loaded.check_compatible(
+                self.local.fingerprint,
+                self.estimator.name,
+                model_name=self.local.name,
+                strict=strict_profile,
+            )
+            self.policy = TargetEscalationRate(loaded, escalation_rate)
+
+    @property
+    def estimators(self) -> list[Estimator]:
+        """The primary estimator followed by the extra ones."""
+        return [self.estimator, *self.extra_estimators]
 
     def __repr__(self) -> str:
         """Models, estimator and policy; never a key."""
@@ -203,7 +343,7 @@ class ConfRouter:
             self.defaults,
             max_new_tokens=max_new_tokens or self.defaults.max_new_tokens,
             temperature=self.defaults.temperature if temperature is None else temperature,
-            stop=tuple(stop or ()),
+            stop=_stop_sequences(stop),
         )
 
     def _score(
@@ -212,13 +352,31 @@ class ConfRouter:
         generation: Generation | None,
         local_latency_s: float,
         tools: Sequence[Mapping[str, Any]] | None,
+        *,
+        answered: list[Message] | None = None,
+        config: GenerationConfig | None = None,
     ) -> _Scored:
         started = time.perf_counter()
         if generation is None:
             verdict = Verdict(True, self.policy.decide(None).threshold, "context_overflow")
             return _Scored(messages, None, None, verdict, "context_overflow", local_latency_s)
-        context = EstimationContext(messages=messages, local_model=self.local)
-        confidence = self.estimator.confidence(generation, context)
+        context = EstimationContext(
+            messages=answered if answered is not None else messages,
+            local_model=self.local,
+            config=config,
+            tools=tools,
+        )
+        try:
+            confidences = {
+                e.name: shared_confidence(e, generation, context) for e in self.estimators
+            }
+        finally:
+            generation.extras.pop("prefix", None)  # free the key/value cache
+        confidence = confidences[self.estimator.name]
+        if self._prompt_estimator is not None:
+            generation = replace(
+                generation, text=self._prompt_estimator.clean_answer(generation.text)
+            )
         verdict = self.policy.decide(confidence)
         reason: DecisionReason = verdict.reason  # type: ignore[assignment]
         parsed = parse_tool_calls(generation.text, tools) if tools else None
@@ -229,7 +387,9 @@ class ConfRouter:
         if verdict.escalate and self.escalation is None:
             reason = "local_only"
         elapsed = local_latency_s + time.perf_counter() - started
-        return _Scored(messages, generation, confidence, verdict, reason, elapsed, parsed)
+        return _Scored(
+            messages, generation, confidence, verdict, reason, elapsed, parsed, confidences
+        )
 
     def _decision(
         self,
@@ -259,6 +419,7 @@ class ConfRouter:
             cost_usd=remote.cost_usd if remote else None,
             attempts=remote.attempts if remote else error.attempts if error else 0,
             error=str(error) if error else None,
+            confidences=dict(scored.confidences),
         )
 
     def _emit(self, decision: RoutingDecision) -> None:
@@ -285,6 +446,7 @@ class ConfRouter:
         decision = self._decision(scored, remote=remote, error=error)
         self._emit(decision)
         if error is not None and (self.on_escalation_error == "raise" or scored.generation is None):
+            error.decision = decision
             raise error
         if scored.generation is None and remote is None:
             raise ContextOverflowError(
@@ -294,16 +456,27 @@ class ConfRouter:
                 prompt_tokens=-1,
                 context_window=self.local.context_window,
             )
+        confidences = dict(scored.confidences)
         if remote is not None:
             return RoutedResponse(
-                remote.text, decision, scored.generation, remote, list(remote.tool_calls)
+                remote.text,
+                decision,
+                scored.generation,
+                remote,
+                list(remote.tool_calls),
+                confidences,
             )
         if scored.parsed is not None and not scored.parsed.malformed:
             return RoutedResponse(
-                scored.parsed.content, decision, scored.generation, None, scored.parsed.calls
+                scored.parsed.content,
+                decision,
+                scored.generation,
+                None,
+                scored.parsed.calls,
+                confidences,
             )
         text = scored.generation.text if scored.generation is not None else ""
-        return RoutedResponse(text, decision, scored.generation)
+        return RoutedResponse(text, decision, scored.generation, confidences=confidences)
 
     def _escalation_for(self, scored: _Scored) -> Escalation | None:
         """The escalation to run for this answer, or None to keep it local."""
@@ -449,11 +622,15 @@ class ConfRouter:
         config: GenerationConfig,
         tools: Sequence[Mapping[str, Any]] | None,
     ) -> list[_Scored]:
-        generations, latency = self._generate(conversations, config, tools)
+        _check_tools(tools)
+        answered = conversations
+        if self._prompt_estimator is not None:
+            answered = [self._prompt_estimator.transform_messages(c) for c in conversations]
+        generations, latency = self._generate(answered, config, tools)
         per_item = latency / max(len(conversations), 1)
         return [
-            self._score(c, g, per_item, tools)
-            for c, g in zip(conversations, generations, strict=True)
+            self._score(c, g, per_item, tools, answered=a, config=config)
+            for c, a, g in zip(conversations, answered, generations, strict=True)
         ]
 
     def stream(
@@ -490,7 +667,8 @@ class ConfRouter:
                 yield RoutedChunk(text=delta.text)
         except EscalationError as error:
             if streamed:
-                self._emit(self._decision(scored, error=error))
+                error.decision = self._decision(scored, error=error)
+                self._emit(error.decision)
                 raise
             response = self._finish(scored, error=error)
             yield RoutedChunk(text=response.text)
@@ -527,7 +705,8 @@ class ConfRouter:
                 yield RoutedChunk(text=delta.text)
         except EscalationError as error:
             if streamed:
-                self._emit(self._decision(scored, error=error))
+                error.decision = self._decision(scored, error=error)
+                self._emit(error.decision)
                 raise
             response = self._finish(scored, error=error)
             yield RoutedChunk(text=response.text)

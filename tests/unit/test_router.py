@@ -270,3 +270,50 @@ def test_context_overflow_without_strong_model_raises(scripted_slm: ScriptedLoca
     with pytest.raises(ContextOverflowError, match="context window"):
         router.route("yes no " * 400)
     assert len(seen) == 1 and seen[0].reason == "context_overflow" and not seen[0].escalated
+
+
+def test_escalation_rate_uses_the_profile(
+    scripted_slm: ScriptedLocalModel, provider: ScriptedProvider, tmp_path: object
+) -> None:
+    from confroute.calibrated import TargetEscalationRate
+    from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+    from confroute.errors import ConfigurationError, ProfileMismatchError
+
+    fingerprint = ProfileFingerprint(
+        model_name="scripted-slm", model_fingerprint="scripted-sha", estimator="perplexity"
+    )
+    items = [PoolItem(dataset="d", item_id=str(i), confidence=i / 10) for i in range(11)]
+    profile = CalibrationProfile.from_pool(items, fingerprint)
+    router = ConfRouter(scripted_slm, "scripted/strong", escalation_rate=0.5, profile=profile)
+    assert isinstance(router.policy, TargetEscalationRate)
+    assert router.policy.threshold == pytest.approx(0.55)  # 6 of 11 below: round(5.5) = 6
+    assert router.route("unsure?").decision.escalated  # confidence ~0.29 < 0.55
+    assert not router.route("sure?").decision.escalated
+    other = profile.model_copy(
+        update={"fingerprint": fingerprint.model_copy(update={"model_fingerprint": "f" * 64})}
+    )
+    with pytest.raises(ProfileMismatchError, match="ffffffffffff"):
+        ConfRouter(scripted_slm, None, escalation_rate=0.5, profile=other)
+    with pytest.warns(UserWarning):
+        ConfRouter(scripted_slm, None, escalation_rate=0.5, profile=other, strict_profile=False)
+    with pytest.raises(ConfigurationError, match="profile"):
+        ConfRouter(scripted_slm, None, escalation_rate=0.5)
+    with pytest.raises(ConfigurationError, match=r"\[0, 1\]"):
+        ConfRouter(scripted_slm, None, escalation_rate=1.5, profile=profile)
+
+
+def test_decision_reports_every_confidence(
+    scripted_slm: ScriptedLocalModel, provider: ScriptedProvider
+) -> None:
+    router = ConfRouter(
+        scripted_slm, None, threshold=0.5, extra_estimators=["avg_token_prob", "min_token_prob"]
+    )
+    decision = router.route("sure?").decision
+    assert set(decision.confidences) == {"perplexity", "avg_token_prob", "min_token_prob"}
+    assert decision.confidences["min_token_prob"] == pytest.approx(0.97)
+    assert decision.confidences["perplexity"] == decision.confidence
+
+
+def test_single_stop_string_is_one_sequence(scripted_slm: ScriptedLocalModel) -> None:
+    router = ConfRouter(scripted_slm, None)
+    assert router._config(None, None, "ab").stop == ("ab",)
