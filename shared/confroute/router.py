@@ -508,7 +508,7 @@ class ConfRouter:
     ) -> dict[str, Any]:
         return {
             "temperature": config.temperature,
-            "max_tokens": max_tokens,
+            "max_tokens": max_tokens or config.max_new_tokens,
             "stop": list(config.stop) or None,
             "tools": tools,
         }

@@ -1,0 +1,144 @@
+"""Building the routing engine from ``ChatConfRoute``'s fields, and checking those fields."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models.base import LangSmithParams
+
+from confroute.errors import ConfigurationError
+from confroute.escalation import Escalation
+from confroute.local import LocalModel
+from confroute.router import ConfRouter
+from langchain_confroute.messages import PROVIDER
+
+if TYPE_CHECKING:
+    from langchain_confroute.chat_model import ChatConfRoute
+
+__all__ = [
+    "ROUTER_FIELDS",
+    "build_router",
+    "check_engine_settings",
+    "identifying_params",
+    "local_name",
+    "tracing_params",
+]
+
+ROUTER_FIELDS = (
+    "local_model",
+    "strong_model",
+    "estimator",
+    "threshold",
+    "escalation_rate",
+    "calibration_profile",
+    "policy",
+    "api_base",
+    "api_key",
+    "timeout",
+    "max_retries",
+    "fallbacks",
+    "on_escalation_error",
+    "device",
+)
+"""Fields that configure the engine; they conflict with a ready-made ``router``."""
+
+
+def check_engine_settings(model: ChatConfRoute) -> None:
+    """Refuse settings that contradict each other.
+
+    Raises:
+        ConfigurationError: ``router`` is given with engine fields; more than one of
+            ``threshold``, ``escalation_rate`` and ``policy``; or a profile without a rate.
+    """
+    if model.router is not None:
+        clashing = [name for name in ROUTER_FIELDS if name in model.model_fields_set]
+        if clashing:
+            raise ConfigurationError(
+                f"router= already holds the models and the policy; do not also set "
+                f"{', '.join(clashing)}. Configure them on the ConfRouter instead."
+            )
+    chosen = [
+        name
+        for name in ("threshold", "escalation_rate", "policy")
+        if getattr(model, name) is not None
+    ]
+    if len(chosen) > 1:
+        raise ConfigurationError(
+            f"Give one of threshold, escalation_rate or policy, not {' and '.join(chosen)}."
+        )
+    if model.calibration_profile is not None and model.escalation_rate is None:
+        raise ConfigurationError("calibration_profile is only used with escalation_rate; set both.")
+
+
+def build_router(model: ChatConfRoute) -> ConfRouter:
+    """A :class:`ConfRouter` for the model's fields (loads the local model when named).
+
+    Raises:
+        ConfigurationError: A setting is invalid (``escalation_rate`` needs a profile).
+    """
+    options: dict[str, Any] = {
+        "estimator": model.estimator,
+        "threshold": model.threshold,
+        "policy": model.policy,
+        "api_base": model.api_base,
+        "api_key": model.api_key,
+        "timeout": model.timeout,
+        "max_retries": model.max_retries,
+        "fallbacks": tuple(model.fallbacks),
+        "on_escalation_error": model.on_escalation_error,
+        "temperature": model.temperature,
+        "device": model.device,
+    }
+    if model.max_tokens is not None:
+        options["max_new_tokens"] = model.max_tokens
+    if model.escalation_rate is not None:
+        options["escalation_rate"] = model.escalation_rate
+        if model.calibration_profile is not None:
+            options["profile"] = model.calibration_profile
+    local = model.local_model
+    return ConfRouter(
+        local if isinstance(local, LocalModel) else str(local), model.strong_model, **options
+    )
+
+
+def local_name(model: ChatConfRoute) -> str:
+    """Name of the local model, without loading it."""
+    if model.router is not None:
+        name: str = model.router.local.name
+        return name
+    local = model.local_model
+    return local.name if isinstance(local, LocalModel) else str(local)
+
+
+def identifying_params(model: ChatConfRoute) -> dict[str, Any]:
+    """What distinguishes this chat model in traces and caches; never the key."""
+    strong = model.router.escalation if model.router is not None else model.strong_model
+    return {
+        "local_model": local_name(model),
+        "strong_model": strong.model if isinstance(strong, Escalation) else strong,
+        "estimator": getattr(model.estimator, "name", model.estimator),
+        "threshold": model.threshold,
+        "escalation_rate": model.escalation_rate,
+        "policy": repr(model.policy) if model.policy is not None else None,
+        "temperature": model.temperature,
+        "max_tokens": model.max_tokens,
+        "stop": model.stop,
+    }
+
+
+def tracing_params(
+    model: ChatConfRoute, stop: list[str] | None, kwargs: dict[str, Any]
+) -> LangSmithParams:
+    """LangSmith's standard parameters; ``ls_model_name`` is the local model's name."""
+    params = LangSmithParams(
+        ls_provider=PROVIDER,
+        ls_model_name=str(kwargs.get("model") or local_name(model)),
+        ls_model_type="chat",
+        ls_temperature=kwargs.get("temperature", model.temperature),
+    )
+    max_tokens = kwargs.get("max_tokens", model.max_tokens)
+    if max_tokens is not None:
+        params["ls_max_tokens"] = max_tokens
+    if stop or model.stop:
+        params["ls_stop"] = list(stop or model.stop or [])
+    return params
