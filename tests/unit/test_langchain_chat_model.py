@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
@@ -223,12 +222,27 @@ def test_settings_that_conflict_are_refused(scripted_slm: ScriptedLocalModel) ->
         ChatConfRoute(thresold=0.5)  # type: ignore[call-arg]
 
 
-def test_escalation_rate_needs_the_engine_support(scripted_slm: ScriptedLocalModel) -> None:
-    if "escalation_rate" in inspect.signature(ConfRouter).parameters:
-        pytest.skip("The engine supports escalation_rate now; the adapter passes it through.")
-    llm = ChatConfRoute(local_model=scripted_slm, escalation_rate=0.3)
-    with pytest.raises(ConfigurationError, match="calibration"):
-        llm.invoke("sure?")
+def test_escalation_rate_goes_through_a_profile(scripted_slm: ScriptedLocalModel) -> None:
+    from confroute.calibrated import TargetEscalationRate
+    from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+
+    fingerprint = ProfileFingerprint(
+        model_name="scripted-slm", model_fingerprint="scripted-sha", estimator="perplexity"
+    )
+    items = [PoolItem(dataset="d", item_id=str(i), confidence=i / 10) for i in range(11)]
+    profile = CalibrationProfile.from_pool(items, fingerprint)
+    llm = ChatConfRoute(
+        local_model=scripted_slm,
+        strong_model=None,
+        escalation_rate=0.5,
+        calibration_profile=profile,
+    )
+    message = llm.invoke("unsure?")
+    assert isinstance(llm.get_router().policy, TargetEscalationRate)
+    assert message.response_metadata["confroute"]["threshold"] == pytest.approx(0.55)
+    assert message.response_metadata["confroute"]["reason"] == "local_only"
+    with pytest.raises(ConfigurationError, match="profile"):
+        ChatConfRoute(local_model=scripted_slm, escalation_rate=0.3).invoke("sure?")
 
 
 def test_ready_router_is_used_as_is(scripted_slm: ScriptedLocalModel) -> None:
