@@ -2,7 +2,7 @@
 
 Every prompt is distinct and its answer is checkable (the SLM script answers ``local-<i>``,
 the fault server echoes the question), so a response handed to the wrong caller is caught.
-Run with ``-s`` to print the concurrency figure quoted in docs/reliability.md.
+Run with ``-s`` to print the concurrency figure quoted in RELIABILITY.md.
 """
 
 from __future__ import annotations
