@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from confroute.bench.cli import add_bench_parser, run_bench
 from confroute.calibrate_cli import add_parsers as add_calibration_parsers
 from confroute.calibrate_cli import run_calibrate, run_profile
 from confroute.errors import ConfRouteError
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the bundled models and whether they are installed")
     add_calibration_parsers(commands, DEFAULT_SLM, estimators.available())
     add_serve_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 
@@ -143,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_profile(args)
         if args.command == "serve":
             return run_serve(args)
+        if args.command == "bench":
+            return run_bench(args)
         return _models()
     except ConfRouteError as error:
         print(f"confroute: error: {error}", file=sys.stderr)

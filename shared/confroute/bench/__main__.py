@@ -1,0 +1,5 @@
+"""``python -m confroute.bench run|report ...``."""
+
+from confroute.bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,442 @@
+"""The sweep runner: SLMs x strong models x datasets x methods x formats, cached on disk.
+
+Every SLM answer is stored with its per-token statistics and every estimator's confidence;
+every strong-model answer is stored too (see :mod:`confroute.bench.cache`). A rerun loads the
+cache and computes only what is missing: a new method on cached answers reuses their stored
+statistics (single-pass methods cost nothing, follow-up methods one prefill each), and an
+interrupted run resumes at the batch it stopped in. The device is auto-detected
+(``LocalModel(device="auto")``), so the same sweep runs unchanged on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from confroute import estimators as registry
+from confroute.bench.cache import (
+    RecordFile,
+    generation_from_record,
+    generation_to_record,
+    model_slug,
+)
+from confroute.bench.datasets import BenchItem, load_dataset
+from confroute.bench.formats import FORMATS, extract_answer, grade, messages_for
+from confroute.bench.judge import LLMJudge
+from confroute.bench.sweep import (
+    DEFAULT_METHODS,
+    PROBE_METHODS,
+    SINGLE_PASS_METHODS,
+    SweepConfig,
+)
+from confroute.errors import EscalationError
+from confroute.escalation import LOCAL_PROVIDER, Escalation
+from confroute.estimators import PROBE_LAYER, EstimationContext, Estimator, Requirement
+from confroute.generation import Generation
+from confroute.local import GenerationConfig, LocalModel
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "PROBE_METHODS",
+    "SINGLE_PASS_METHODS",
+    "SweepConfig",
+    "SweepRunner",
+    "load_embeddings",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Group:
+    """One (model, dataset, format) cell of the sweep and its cache file."""
+
+    model: str
+    dataset: str
+    prompt_format: str
+    items: list[BenchItem]
+    records: RecordFile
+    cached: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+        disable=not enabled,
+    )
+
+
+def load_embeddings(path: Path) -> dict[str, np.ndarray]:
+    """Cached query embeddings by item id (empty when the file does not exist)."""
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {
+            str(i): v.astype(np.float32) for i, v in zip(data["ids"], data["vectors"], strict=True)
+        }
+
+
+def _chunks(items: Sequence[BenchItem], size: int) -> list[list[BenchItem]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+class SweepRunner:
+    """Runs a :class:`SweepConfig` into a run directory, computing only what is not cached."""
+
+    def __init__(
+        self,
+        config: SweepConfig,
+        run_dir: str | os.PathLike[str],
+        *,
+        load_local: Callable[[str], LocalModel] | None = None,
+        progress: bool = True,
+    ) -> None:
+        """Prepare a run.
+
+        Args:
+            config: The sweep.
+            run_dir: Where the cache lives (created when missing).
+            load_local: Loads a local model by name (default ``LocalModel(name, device=...)``);
+                tests pass fakes here.
+            progress: Show progress bars on stderr.
+        """
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self._load_local = load_local or (lambda name: LocalModel(name, device=config.device))
+        self._models: dict[str, LocalModel] = {}
+        self.stats: dict[str, int] = {"slm_generated": 0, "methods_computed": 0, "strong": 0}
+        self._judge: LLMJudge | None = LLMJudge(config.judge) if config.judge else None
+        self.estimators: dict[str, Estimator] = {
+            m: registry.get(m) for m in config.methods if m not in PROBE_METHODS
+        }
+
+    # -- public ----------------------------------------------------------------------------
+
+    def run(self) -> dict[str, int]:
+        """Run the whole sweep; returns counts of what was computed (0 when all was cached)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "sweep.json").write_text(
+            json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8"
+        )
+        data = {
+            name: load_dataset(
+                name, self.config.data_dir, limit=self.config.limit, seed=self.config.seed
+            )
+            for name in self.config.datasets
+        }
+        for slm in self.config.slms:
+            for dataset, items in data.items():
+                for prompt_format in self.config.formats:
+                    self._run_slm(self._group("slm", slm, dataset, prompt_format, items))
+        for strong in self.config.strong_models:
+            for dataset, items in data.items():
+                for prompt_format in self.config.formats:
+                    self._run_strong(self._group("strong", strong, dataset, prompt_format, items))
+        if self.config.baseline:
+            self._embed_queries(data)
+        return dict(self.stats)
+
+    def _embed_queries(self, data: dict[str, list[BenchItem]]) -> None:
+        """Cache query embeddings (numbers only) for the query-router baseline."""
+        from confroute.bench.baseline import QueryEmbedder
+
+        embedder: QueryEmbedder | None = None
+        for dataset, items in data.items():
+            path = self.run_dir / "embeddings" / f"{dataset}.npz"
+            cached = load_embeddings(path)
+            todo = [i for i in items if i.item_id not in cached]
+            if not todo:
+                continue
+            if embedder is None:
+                embedder = QueryEmbedder()
+            texts = [messages_for(i, "answer_only")[0]["content"] for i in todo]
+            vectors = embedder.embed(texts)
+            cached.update({i.item_id: v for i, v in zip(todo, vectors, strict=True)})
+            self.stats["embedded"] = self.stats.get("embedded", 0) + len(todo)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ids = sorted(cached)
+            np.savez(
+                path,
+                ids=np.array(ids),
+                vectors=np.stack([cached[i] for i in ids]).astype(np.float16),
+            )
+
+    def local_model(self, name: str) -> LocalModel:
+        """The loaded local model for ``name`` (loaded once per runner)."""
+        if name not in self._models:
+            logger.info("loading %s", name)
+            self._models[name] = self._load_local(name)
+        return self._models[name]
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def _group(
+        self, role: str, model: str, dataset: str, prompt_format: str, items: list[BenchItem]
+    ) -> _Group:
+        path = self.run_dir / role / model_slug(model) / dataset / f"{prompt_format}.jsonl"
+        meta = path.parent.parent / "model.json"
+        if not meta.is_file():
+            meta.parent.mkdir(parents=True, exist_ok=True)
+            meta.write_text(json.dumps({"model": model, "role": role}) + "\n", encoding="utf-8")
+        records = RecordFile(path)
+        return _Group(model, dataset, prompt_format, items, records, records.load())
+
+    def _cap(self, item: BenchItem, prompt_format: str, strong: bool = False) -> int:
+        override = self.config.strong_max_new_tokens if strong else self.config.max_new_tokens
+        return override or FORMATS[prompt_format].cap(item.answer_format)
+
+    def _missing(self, record: dict[str, Any] | None) -> list[str]:
+        if record is None:
+            return list(self.config.methods)
+        have = record.get("confidences", {})
+        missing = [m for m in self.config.methods if m not in have and m not in PROBE_METHODS]
+        if any(m in PROBE_METHODS for m in self.config.methods) and record.get("hidden") is None:
+            missing.append("hidden_state")
+        return missing
+
+    def _run_slm(self, group: _Group) -> None:
+        todo = [i for i in group.items if self._missing(group.cached.get(i.item_id))]
+        if not todo:
+            return
+        model = self.local_model(group.model)
+        want_hidden = any(m in PROBE_METHODS for m in self.config.methods)
+        follow_up = any(Requirement.FOLLOW_UP in e.requires for e in self.estimators.values())
+        bar = _progress(
+            len(todo), f"{group.model} {group.dataset} {group.prompt_format}", self.progress
+        )
+        try:
+            for batch in _chunks(todo, self.config.batch_size):
+                regenerate = [
+                    i
+                    for i in batch
+                    if group.cached.get(i.item_id) is None
+                    or "hidden_state" in self._missing(group.cached.get(i.item_id))
+                ]
+                fresh = self._generate(model, group, regenerate, want_hidden, follow_up)
+                out = []
+                for item in batch:
+                    if item.item_id in fresh:
+                        record, generation = fresh[item.item_id]
+                    else:
+                        record = dict(group.cached[item.item_id])
+                        generation = generation_from_record(record, model.name)
+                    self._score(model, group, item, record, generation)
+                    generation.extras.pop("prefix", None)
+                    out.append(record)
+                for estimator in self.estimators.values():
+                    if Requirement.PROMPT in estimator.requires:
+                        self._prompt_variants(model, group, batch, out, estimator)
+                for record in out:
+                    group.cached[record["item_id"]] = record
+                group.records.append(out)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+
+    def _generate(
+        self,
+        model: LocalModel,
+        group: _Group,
+        items: list[BenchItem],
+        want_hidden: bool,
+        follow_up: bool,
+    ) -> dict[str, tuple[dict[str, Any], Generation]]:
+        if not items:
+            return {}
+        # one batch per token cap (answer formats of one dataset share a cap)
+        result: dict[str, tuple[dict[str, Any], Generation]] = {}
+        config = GenerationConfig(
+            max_new_tokens=self._cap(items[0], group.prompt_format),
+            hidden_layer=PROBE_LAYER if want_hidden else None,
+            keep_cache=follow_up,
+        )
+        prompts = [model.encode(model.render(messages_for(i, group.prompt_format))) for i in items]
+        generations = model.generate_from_ids(prompts, config)
+        self.stats["slm_generated"] += len(items)
+        for item, generation in zip(items, generations, strict=True):
+            old = group.cached.get(item.item_id, {})
+            record = {
+                "item_id": item.item_id,
+                **generation_to_record(generation),
+                "confidences": dict(old.get("confidences", {})),
+                "extras": dict(old.get("extras", {})),
+                "variants": dict(old.get("variants", {})),
+            }
+            answer = extract_answer(generation.text, item)
+            record.update(
+                answer=answer,
+                correct=self._grade(item, generation.text, answer, record),
+                gold=item.answer,
+                num_options=item.num_options,
+                answer_format=item.answer_format,
+            )
+            result[item.item_id] = (record, generation)
+        return result
+
+    def _score(
+        self,
+        model: LocalModel,
+        group: _Group,
+        item: BenchItem,
+        record: dict[str, Any],
+        generation: Generation,
+    ) -> None:
+        messages = messages_for(item, group.prompt_format)
+        config = GenerationConfig(max_new_tokens=self._cap(item, group.prompt_format))
+        context = EstimationContext(messages=messages, local_model=model, config=config)
+        confidences = record.setdefault("confidences", {})
+        extras = record.setdefault("extras", {})
+        for name, estimator in self.estimators.items():
+            if name in confidences or Requirement.PROMPT in estimator.requires:
+                continue  # prompt-changing methods are batched in _prompt_variants
+            self.stats["methods_computed"] += 1
+            value = estimator.confidence(generation, context)
+            confidences[name] = None if value is None else round(float(value), 6)
+        for key in ("p_true_mass", "verbalized_2s_reply", "jaccard_samples"):
+            if key in context.extras:
+                extras[key] = context.extras[key]
+
+    def _prompt_variants(
+        self,
+        model: LocalModel,
+        group: _Group,
+        items: list[BenchItem],
+        records: list[dict[str, Any]],
+        estimator: Estimator,
+    ) -> None:
+        """A method that changes the prompt (verbalized 1-step) answers on its own, batched."""
+        todo = [
+            (item, record)
+            for item, record in zip(items, records, strict=True)
+            if estimator.name not in record.get("confidences", {})
+        ]
+        if not todo:
+            return
+        conversations = [
+            estimator.transform_messages(messages_for(item, group.prompt_format, firm=False))
+            for item, _ in todo
+        ]
+        cap = max(self._cap(todo[0][0], group.prompt_format), 48)
+        generations = model.generate(conversations, GenerationConfig(max_new_tokens=cap))
+        for (item, record), messages, generation in zip(
+            todo, conversations, generations, strict=True
+        ):
+            self.stats["methods_computed"] += 1
+            context = EstimationContext(messages=messages, local_model=model)
+            value = estimator.confidence(generation, context)
+            answer = extract_answer(estimator.clean_answer(generation.text), item)
+            record.setdefault("variants", {})[estimator.name] = {
+                "text": generation.text,
+                "answer": answer,
+                "correct": grade(answer, item),
+                "finish_reason": generation.finish_reason,
+            }
+            record.setdefault("confidences", {})[estimator.name] = (
+                None if value is None else round(float(value), 6)
+            )
+
+    def _grade(
+        self, item: BenchItem, text: str, answer: str | None, record: dict[str, Any]
+    ) -> bool:
+        """Exact grading; free text is graded by the judge when one is configured."""
+        exact = grade(answer, item)
+        if self._judge is None or item.answer_format != "text":
+            return exact
+        verdict = self._judge.grade(item, text)
+        record["judge"] = verdict
+        record["correct_exact"] = exact
+        return exact if verdict is None else verdict
+
+    # -- strong models ---------------------------------------------------------------------
+
+    def _run_strong(self, group: _Group) -> None:
+        todo = [i for i in group.items if i.item_id not in group.cached]
+        if not todo:
+            return
+        bar = _progress(
+            len(todo), f"{group.model} {group.dataset} {group.prompt_format}", self.progress
+        )
+        local = None
+        if group.model.startswith(LOCAL_PROVIDER + "/"):
+            # the in-process provider's model, run in batches (same model, same template)
+            from confroute import provider
+
+            name = group.model.split("/", 1)[1]
+            local = self._models.get(name)
+            if local is None:
+                local = provider.get_local_model(name)
+                self._models[name] = local
+        try:
+            for batch in _chunks(todo, self.config.batch_size):
+                started = time.perf_counter()
+                if local is not None:
+                    texts = self._strong_local(local, group, batch)
+                else:
+                    texts = self._strong_remote(group, batch)
+                elapsed = (time.perf_counter() - started) / len(batch)
+                out = []
+                for item, (text, finish) in zip(batch, texts, strict=True):
+                    if text is None:
+                        continue  # a failed call is not cached: the next run retries it
+                    answer = extract_answer(text, item)
+                    record: dict[str, Any] = {"item_id": item.item_id}
+                    record |= {
+                        "text": text,
+                        "answer": answer,
+                        "correct": self._grade(item, text, answer, record),
+                        "finish_reason": finish,
+                        "latency_s": round(elapsed, 4),
+                    }
+                    out.append(record)
+                    group.cached[item.item_id] = record
+                group.records.append(out)
+                self.stats["strong"] += len(batch)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+
+    def _strong_local(
+        self, model: LocalModel, group: _Group, items: list[BenchItem]
+    ) -> list[tuple[str | None, str | None]]:
+        config = GenerationConfig(max_new_tokens=self._cap(items[0], group.prompt_format, True))
+        generations = model.generate([messages_for(i, group.prompt_format) for i in items], config)
+        return [(g.text, g.finish_reason) for g in generations]
+
+    def _strong_remote(
+        self, group: _Group, items: list[BenchItem]
+    ) -> list[tuple[str | None, str | None]]:
+        escalation = Escalation(group.model)
+
+        def ask(item: BenchItem) -> tuple[str | None, str | None]:
+            try:
+                result = escalation.complete(
+                    messages_for(item, group.prompt_format),
+                    temperature=0.0,
+                    max_tokens=self._cap(item, group.prompt_format, True),
+                )
+            except EscalationError as error:
+                logger.warning(
+                    "strong model failed on %s/%s: %s", group.dataset, item.item_id, error
+                )
+                return None, "error"
+            return result.text, result.finish_reason
+
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+            return list(pool.map(ask, items))
