@@ -18,6 +18,7 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
+from confroute.errors import EscalationError
 from confroute.escalation import LOCAL_PROVIDER, Escalation
 from confroute.estimators import Estimator
 from confroute.local import LocalModel
@@ -42,10 +43,12 @@ from langchain_confroute.engine import (
 from langchain_confroute.events import adispatch_decision, dispatch_decision
 from langchain_confroute.messages import PROVIDER, to_chat_result
 from langchain_confroute.streaming import (
+    adispatch_failure_for_config,
     adispatch_for_config,
     areplay,
     awhole_with_tools,
     current_run,
+    dispatch_failure_for_config,
     dispatch_for_config,
     replay,
     reporter_for,
@@ -222,9 +225,15 @@ class ChatConfRoute(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self._request(messages, stop, kwargs)
-        response = take_answer(self, request) or self.get_router().route(
-            request.messages, **request.options
-        )
+        try:
+            response = take_answer(self, request) or self.get_router().route(
+                request.messages, **request.options
+            )
+        except EscalationError as error:
+            if error.decision is not None and run_manager is not None:
+                dispatch_decision(run_manager, error.decision)
+                error.confroute_dispatched = True  # type: ignore[attr-defined]
+            raise
         response = recover_tool_calls(response, request.options["tools"])
         dispatch_decision(run_manager, response.decision)
         return to_chat_result(response)
@@ -237,9 +246,15 @@ class ChatConfRoute(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self._request(messages, stop, kwargs)
-        response = take_answer(self, request) or await self.get_router().aroute(
-            request.messages, **request.options
-        )
+        try:
+            response = take_answer(self, request) or await self.get_router().aroute(
+                request.messages, **request.options
+            )
+        except EscalationError as error:
+            if error.decision is not None and run_manager is not None:
+                await adispatch_decision(run_manager, error.decision)
+                error.confroute_dispatched = True  # type: ignore[attr-defined]
+            raise
         response = recover_tool_calls(response, request.options["tools"])
         await adispatch_decision(run_manager, response.decision)
         return to_chat_result(response)
@@ -252,6 +267,18 @@ class ChatConfRoute(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        reporter = reporter_for(self, run_manager)
+        try:
+            yield from self._stream_pieces(request, run_manager, reporter)
+        except EscalationError as error:
+            if isinstance(reporter, CallbackManagerForLLMRun) and error.decision is not None:
+                dispatch_decision(reporter, error.decision)
+                error.confroute_dispatched = True  # type: ignore[attr-defined]
+            raise
+
+    def _stream_pieces(
+        self, request: Any, run_manager: CallbackManagerForLLMRun | None, reporter: Any
+    ) -> Iterator[ChatGenerationChunk]:
         ready = take_answer(self, request)
         if ready is None and request.options["tools"]:
             # Tool calls are released whole, so the answer need not be streamed.
@@ -261,7 +288,6 @@ class ChatConfRoute(BaseChatModel):
             if ready is not None
             else self.get_router().stream(request.messages, **request.options)
         )
-        reporter = reporter_for(self, run_manager)
         for piece in whole_with_tools(pieces, request.options["tools"]):
             if piece.response is not None and isinstance(reporter, CallbackManagerForLLMRun):
                 dispatch_decision(reporter, piece.response.decision)
@@ -280,6 +306,19 @@ class ChatConfRoute(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
+        reporter = reporter_for(self, run_manager)
+        try:
+            async for chunk in self._astream_pieces(request, run_manager, reporter):
+                yield chunk
+        except EscalationError as error:
+            if isinstance(reporter, AsyncCallbackManagerForLLMRun) and error.decision is not None:
+                await adispatch_decision(reporter, error.decision)
+                error.confroute_dispatched = True  # type: ignore[attr-defined]
+            raise
+
+    async def _astream_pieces(
+        self, request: Any, run_manager: AsyncCallbackManagerForLLMRun | None, reporter: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
         ready = take_answer(self, request)
         if ready is None and request.options["tools"]:
             ready = await self.get_router().aroute(request.messages, **request.options)
@@ -288,7 +327,6 @@ class ChatConfRoute(BaseChatModel):
             if ready is not None
             else self.get_router().astream(request.messages, **request.options)
         )
-        reporter = reporter_for(self, run_manager)
         async for piece in awhole_with_tools(pieces, request.options["tools"]):
             if piece.response is not None and isinstance(reporter, AsyncCallbackManagerForLLMRun):
                 await adispatch_decision(reporter, piece.response.decision)
@@ -309,9 +347,13 @@ class ChatConfRoute(BaseChatModel):
     ) -> Iterator[AIMessageChunk]:
         """Stream the answer; the local one once scored, an escalated one token by token."""
         config = ensure_config(config)
-        for chunk in super().stream(input, config, stop=stop, **kwargs):
-            dispatch_for_config(self, config, chunk)
-            yield chunk
+        try:
+            for chunk in super().stream(input, config, stop=stop, **kwargs):
+                dispatch_for_config(self, config, chunk)
+                yield chunk
+        except EscalationError as error:
+            dispatch_failure_for_config(self, config, error)
+            raise
 
     async def astream(
         self,
@@ -323,9 +365,13 @@ class ChatConfRoute(BaseChatModel):
     ) -> AsyncIterator[AIMessageChunk]:
         """Async form of :meth:`stream`."""
         config = ensure_config(config)
-        async for chunk in super().astream(input, config, stop=stop, **kwargs):
-            await adispatch_for_config(self, config, chunk)
-            yield chunk
+        try:
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+                await adispatch_for_config(self, config, chunk)
+                yield chunk
+        except EscalationError as error:
+            await adispatch_failure_for_config(self, config, error)
+            raise
 
     # -- batching: one batched local generation for the whole batch ------------------------
 

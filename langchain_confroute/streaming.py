@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -126,6 +126,51 @@ def _undispatched(chunk: BaseMessage) -> tuple[UUID, dict[str, Any]] | None:
     except ValueError:
         logger.debug("Stream chunk id %r names no run; decision event not sent.", chunk.id)
         return None
+
+
+def _failed(error: BaseException) -> dict[str, Any] | None:
+    """The decision of a failed escalation that no run manager has reported yet."""
+    decision = getattr(error, "decision", None)
+    if decision is None or getattr(error, "confroute_dispatched", False):
+        return None
+    error.confroute_dispatched = True  # type: ignore[attr-defined]
+    return RoutingDecision.model_validate(decision).model_dump(mode="json")
+
+
+def dispatch_failure_for_config(model: Any, config: RunnableConfig, error: BaseException) -> None:
+    """Report the decision of a stream whose escalation failed (no last chunk carries it)."""
+    decision = _failed(error)
+    if decision is None:
+        return
+    manager = CallbackManager.configure(
+        config.get("callbacks"),
+        model.callbacks,
+        model.verbose,
+        config.get("tags"),
+        model.tags,
+        config.get("metadata"),
+        model.metadata,
+    )
+    manager.on_custom_event(DECISION_EVENT, decision, run_id=uuid4())
+
+
+async def adispatch_failure_for_config(
+    model: Any, config: RunnableConfig, error: BaseException
+) -> None:
+    """Async form of :func:`dispatch_failure_for_config`."""
+    decision = _failed(error)
+    if decision is None:
+        return
+    manager = AsyncCallbackManager.configure(
+        config.get("callbacks"),
+        model.callbacks,
+        model.verbose,
+        config.get("tags"),
+        model.tags,
+        config.get("metadata"),
+        model.metadata,
+    )
+    await manager.on_custom_event(DECISION_EVENT, decision, run_id=uuid4())
 
 
 def dispatch_for_config(model: Any, config: RunnableConfig, chunk: BaseMessage) -> None:

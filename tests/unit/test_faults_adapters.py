@@ -94,15 +94,6 @@ async def test_langchain_mid_stream_drop_raises_after_partial_text(
     assert partial and echo("primary", "a long answer please").startswith(partial)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "langchain_confroute dispatches confroute_decision only for a returned answer; when the "
-        "router raises EscalationError (policy 'raise') the decision reaches the router's hooks "
-        "but no LangChain callback. Needs EscalationError to carry the decision (see the "
-        "reliability report) and the adapter to dispatch it before re-raising."
-    ),
-)
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_langchain_reports_failed_escalations(
     server: FaultServer, slm: ScriptedLocalModel, streamed: bool
