@@ -137,12 +137,9 @@ def _failed(error: BaseException) -> dict[str, Any] | None:
     return RoutingDecision.model_validate(decision).model_dump(mode="json")
 
 
-def dispatch_failure_for_config(model: Any, config: RunnableConfig, error: BaseException) -> None:
-    """Report the decision of a stream whose escalation failed (no last chunk carries it)."""
-    decision = _failed(error)
-    if decision is None:
-        return
-    manager = CallbackManager.configure(
+def _configure_args(model: Any, config: RunnableConfig) -> tuple[Any, ...]:
+    """The handlers' configuration, exactly as ``BaseChatModel.stream`` builds it."""
+    return (
         config.get("callbacks"),
         model.callbacks,
         model.verbose,
@@ -151,7 +148,14 @@ def dispatch_failure_for_config(model: Any, config: RunnableConfig, error: BaseE
         config.get("metadata"),
         model.metadata,
     )
-    manager.on_custom_event(DECISION_EVENT, decision, run_id=uuid4())
+
+
+def dispatch_failure_for_config(model: Any, config: RunnableConfig, error: BaseException) -> None:
+    """Report the decision of a stream whose escalation failed (no last chunk carries it)."""
+    decision = _failed(error)
+    if decision is not None:
+        manager = CallbackManager.configure(*_configure_args(model, config))
+        manager.on_custom_event(DECISION_EVENT, decision, run_id=uuid4())
 
 
 async def adispatch_failure_for_config(
@@ -159,54 +163,24 @@ async def adispatch_failure_for_config(
 ) -> None:
     """Async form of :func:`dispatch_failure_for_config`."""
     decision = _failed(error)
-    if decision is None:
-        return
-    manager = AsyncCallbackManager.configure(
-        config.get("callbacks"),
-        model.callbacks,
-        model.verbose,
-        config.get("tags"),
-        model.tags,
-        config.get("metadata"),
-        model.metadata,
-    )
-    await manager.on_custom_event(DECISION_EVENT, decision, run_id=uuid4())
+    if decision is not None:
+        manager = AsyncCallbackManager.configure(*_configure_args(model, config))
+        await manager.on_custom_event(DECISION_EVENT, decision, run_id=uuid4())
 
 
 def dispatch_for_config(model: Any, config: RunnableConfig, chunk: BaseMessage) -> None:
-    """Send the decision carried by a stream's last chunk to the run's handlers.
-
-    The handlers are configured exactly as ``BaseChatModel.stream`` configures them.
-    """
+    """Send the decision carried by a stream's last chunk to the run's handlers."""
     found = _undispatched(chunk)
-    if found is None:
-        return
-    run_id, decision = found
-    manager = CallbackManager.configure(
-        config.get("callbacks"),
-        model.callbacks,
-        model.verbose,
-        config.get("tags"),
-        model.tags,
-        config.get("metadata"),
-        model.metadata,
-    )
-    manager.on_custom_event(DECISION_EVENT, decision, run_id=run_id)
+    if found is not None:
+        run_id, decision = found
+        manager = CallbackManager.configure(*_configure_args(model, config))
+        manager.on_custom_event(DECISION_EVENT, decision, run_id=run_id)
 
 
 async def adispatch_for_config(model: Any, config: RunnableConfig, chunk: BaseMessage) -> None:
     """Async form of :func:`dispatch_for_config`."""
     found = _undispatched(chunk)
-    if found is None:
-        return
-    run_id, decision = found
-    manager = AsyncCallbackManager.configure(
-        config.get("callbacks"),
-        model.callbacks,
-        model.verbose,
-        config.get("tags"),
-        model.tags,
-        config.get("metadata"),
-        model.metadata,
-    )
-    await manager.on_custom_event(DECISION_EVENT, decision, run_id=run_id)
+    if found is not None:
+        run_id, decision = found
+        manager = AsyncCallbackManager.configure(*_configure_args(model, config))
+        await manager.on_custom_event(DECISION_EVENT, decision, run_id=run_id)
