@@ -43,6 +43,9 @@ DECISION_KEY = "confroute"
 """Key of the routing decision in ``AIMessage.response_metadata``."""
 
 
+_CALL_BLOCKS = frozenset({"tool_call", "tool_call_chunk", "invalid_tool_call"})
+
+
 def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """LangChain messages as OpenAI chat messages with text content.
 
@@ -50,8 +53,20 @@ def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     strings) and ``ToolMessage`` objects become ``role="tool"`` messages. The core checks the
     result and refuses content it cannot read (images, files) with a message saying so.
     """
-    converted = convert_to_openai_messages(list(messages), text_format="string")
-    return [dict(message) for message in converted]
+    converted = [
+        dict(message)
+        for message in convert_to_openai_messages(list(messages), text_format="string")
+    ]
+    for message in converted:
+        content = message.get("content")
+        if message.get("role") == "assistant" and isinstance(content, list):
+            # LangChain v1 content blocks repeat the tool calls that ``tool_calls`` carries.
+            message["content"] = [
+                part
+                for part in content
+                if not (isinstance(part, dict) and part.get("type") in _CALL_BLOCKS)
+            ]
+    return converted
 
 
 def _tool_calls(

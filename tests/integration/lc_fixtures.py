@@ -12,7 +12,7 @@ from typing import Any
 
 from confroute import DEFAULT_SLM, LocalModel
 
-FULL_SUITE = os.environ.get("CONFROUTE_LC_FULL_SUITE", "") == "1"
+FULL_SUITE = os.environ.get("CONFROUTE_LC_FULL_SUITE", "1") == "1"
 """Run LangChain's tool-calling and structured-output conformance tests too (slow on CPU)."""
 
 

@@ -4,10 +4,10 @@ The bundled 0.5B answers. The threshold is 0, so the suite's ~20 calls stay on t
 escalation to the in-process 1.5B costs tens of seconds of CPU here); escalation, including an
 escalated stream, runs on the real 1.5B in ``test_langchain_escalation.py``.
 
-The tool-calling and structured-output parts of the suite are selected with the suite's own
-properties (``has_tool_calling``, ``has_structured_output``): they run when
-``CONFROUTE_LC_FULL_SUITE=1``, because every tool prompt costs 10-30 s of CPU here. The
-adapter's tool paths run on the real model in ``test_langchain_examples.py`` (the agent).
+The whole suite runs, tool calling and structured output included; ``CONFROUTE_LC_FULL_SUITE=0``
+switches those parts off (through the suite's own ``has_tool_calling`` /
+``has_structured_output``) for a quicker run, since every tool prompt costs 10-30 s of CPU on a
+2-core machine.
 """
 
 from __future__ import annotations
@@ -23,9 +23,14 @@ from tests.integration.lc_fixtures import FULL_SUITE, lc_params
 
 pytestmark = pytest.mark.integration
 
-TOOL_CHOICE_REASON = (
-    "The bundled 0.5B does not follow tool_choice on a prompt that needs no tool ('Hello!'): "
-    "it answers in text or names a tool that does not exist."
+
+OPTIONAL_PARAM_REASON = (
+    "The bundled 0.5B does not call the schema's tool when the schema has an optional field "
+    "(it answers the joke in text), so no structured object comes back."
+)
+UNICODE_TOOL_REASON = (
+    "The bundled 0.5B answers the prompt with non-ASCII tool arguments in text instead of "
+    "calling the tool."
 )
 
 
@@ -51,6 +56,14 @@ class TestChatConfRouteIntegration(ChatModelIntegrationTests):
         # The local model is loaded weights, chosen when the chat model is built.
         return False
 
-    @pytest.mark.xfail(reason=TOOL_CHOICE_REASON)
-    def test_tool_choice(self, model: BaseChatModel) -> None:
-        super().test_tool_choice(model)
+    @pytest.mark.xfail(reason=OPTIONAL_PARAM_REASON)
+    def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
+        super().test_structured_output_optional_param(model)
+
+    @pytest.mark.xfail(reason=UNICODE_TOOL_REASON)
+    def test_unicode_tool_call_integration(
+        self, model: BaseChatModel, *, tool_choice: str | None = None, force_tool_call: bool = True
+    ) -> None:
+        super().test_unicode_tool_call_integration(
+            model, tool_choice=tool_choice, force_tool_call=force_tool_call
+        )
