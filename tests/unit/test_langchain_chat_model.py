@@ -305,3 +305,21 @@ def test_json_naming_an_unknown_tool_stays_text(
     message = llm.bind_tools([get_weather]).invoke("other?")
     assert message.tool_calls == []
     assert message.content == '{"name": "hello", "arguments": {}}'
+
+
+def test_tool_call_content_blocks_are_not_sent_as_content() -> None:
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    from langchain_confroute.messages import to_openai_messages
+
+    call = {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_1", "type": "tool_call"}
+    history = [
+        HumanMessage("Weather in Paris?"),
+        AIMessage(content=[{"type": "text", "text": "Let me look."}, call], tool_calls=[call]),
+        ToolMessage("sunny", tool_call_id="call_1"),
+    ]
+    converted = to_openai_messages(history)
+    assistant = converted[1]
+    assert assistant["content"] == [{"type": "text", "text": "Let me look."}]
+    assert assistant["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert converted[2] == {"role": "tool", "content": "sunny", "tool_call_id": "call_1"}
