@@ -188,17 +188,8 @@ class MicroBatcher(LocalModel):
 
     # -- generation ----------------------------------------------------------------------------
 
-    def generate(
-        self,
-        conversations: Sequence[Sequence[Mapping[str, Any]]],
-        config: GenerationConfig | None = None,
-        *,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[Generation]:
-        """Answer conversations, sharing a batch with concurrent callers."""
-        config = config or GenerationConfig()
-        prompts = [self.encode(self.render(c, tools)) for c in conversations]
-        return self.generate_from_ids(prompts, config)
+    # ``generate`` is LocalModel's: it renders, encodes and calls ``generate_from_ids`` below,
+    # so a sync caller shares the next batch too.
 
     async def agenerate(
         self,
