@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest
@@ -124,7 +123,3 @@ def test_cli_unknown_model_lists_names(capsys: pytest.CaptureFixture[str]) -> No
     assert cli.main(["ask", "hi", "--slm", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert "qwen2.5-coder-0.5b-instruct" in err and "smollm2-135m-instruct" in err
-
-
-def test_module_is_importable_without_side_effects() -> None:
-    assert "confroute.models" in sys.modules
