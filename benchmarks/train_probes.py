@@ -7,9 +7,15 @@ With ``--combination`` it also fits the logistic combination of the single-pass 
 same generations. Files are written as ``OUT/MODEL/{kind}_probe.safetensors`` + ``.json`` and
 ``OUT/MODEL/logistic_combination.json``. Only numbers are stored: no dataset text.
 
+With ``--run-dir RUN`` nothing is generated: the hidden states, grades and single-pass
+confidences cached by ``confroute bench run`` (which captures the same layer in the same
+decoding loop) are read instead, for every dataset of the run (or ``--datasets``).
+
 Usage:
     python benchmarks/train_probes.py --data-dir /work/shared/data/benchmarks \
         --model qwen2.5-coder-0.5b-instruct --kind ood --limit 40 --combination
+    python benchmarks/train_probes.py --run-dir runs/full \
+        --model qwen2.5-coder-1.5b-instruct --kind ood --combination
 """
 
 from __future__ import annotations
@@ -69,12 +75,45 @@ def generate_labelled(
     return np.stack(states), np.asarray(labels), np.asarray(signals)
 
 
+def from_run(
+    run_dir: Path, model: str, prompt_format: str, datasets: list[str] | None
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], int]:
+    """Per dataset: hidden states, correctness and single-pass signals cached in a bench run."""
+    from confroute.bench.cache import RecordFile, decode_hidden, model_slug
+
+    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    limit = 0
+    for path in sorted((run_dir / "slm" / model_slug(model)).glob(f"*/{prompt_format}.jsonl")):
+        name = path.parent.name
+        if datasets and name not in datasets:
+            continue
+        records = [r for r in RecordFile(path).load().values() if r.get("hidden")]
+        if not records:
+            continue
+        x = np.stack([decode_hidden(r["hidden"]) for r in records])
+        y = np.asarray([int(bool(r["correct"])) for r in records])
+        s = np.asarray(
+            [[float(r["confidences"].get(k) or 0.0) for k in DEFAULT_SIGNALS] for r in records]
+        )
+        out[name] = (x, y, s)
+        limit = max(limit, len(records))
+    return out, limit
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("CONFROUTE_DATA_DIR"))
     parser.add_argument("--model", default=DEFAULT_SLM)
     parser.add_argument("--kind", choices=("ood", "trained"), default="ood")
-    parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        help="default: "
+        + " ".join(DEFAULT_DATASETS)
+        + " (with --run-dir: every dataset of the run)",
+    )
+    parser.add_argument("--run-dir", type=Path, default=None, help="read a bench run's cache")
     parser.add_argument("--limit", type=int, default=40, help="items per dataset")
     parser.add_argument("--format", default="answer_only", choices=sorted(FORMATS))
     parser.add_argument("--batch-size", type=int, default=8)
@@ -83,17 +122,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--combination", action="store_true", help="also fit the combination")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.kind == "trained" and len(args.datasets) != 1:
+    if args.kind == "trained" and (args.datasets is None or len(args.datasets) != 1):
         parser.error("--kind trained is in-domain: give exactly one dataset.")
     started = time.perf_counter()
-    model = LocalModel(args.model)
+    per_dataset: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    if args.run_dir is not None:
+        from confroute.models import BUNDLED_MODELS
+
+        per_dataset, args.limit = from_run(args.run_dir, args.model, args.format, args.datasets)
+        if not per_dataset:
+            parser.error(f"{args.run_dir} holds no hidden states for {args.model}.")
+        name, fingerprint = args.model, BUNDLED_MODELS[args.model].sha256
+    else:
+        model = LocalModel(args.model)
+        name, fingerprint = model.name, model.fingerprint
+        for dataset in args.datasets or DEFAULT_DATASETS:
+            items = load_dataset(dataset, args.data_dir, limit=args.limit, seed=args.seed)
+            per_dataset[dataset] = generate_labelled(model, items, args.format, args.batch_size)
     xs, ys, ss, summary = [], [], [], {}
-    for name in args.datasets:
-        items = load_dataset(name, args.data_dir, limit=args.limit, seed=args.seed)
-        x, y, s = generate_labelled(model, items, args.format, args.batch_size)
+    for dataset, (x, y, s) in per_dataset.items():
         xs.append(x), ys.append(y), ss.append(s)
-        summary[name] = {"items": len(y), "accuracy": round(float(y.mean()), 4)}
-        logger.info("%s: %d items, accuracy %.3f", name, len(y), y.mean())
+        summary[dataset] = {"items": len(y), "accuracy": round(float(y.mean()), 4)}
+        logger.info("%s: %d items, accuracy %.3f", dataset, len(y), y.mean())
     x, y, s = np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
     training = {
         "datasets": summary,
@@ -101,24 +151,24 @@ def main(argv: list[str] | None = None) -> int:
         "limit_per_dataset": args.limit,
         "sample_seed": args.seed,
         "sampler": "confroute.bench.datasets.sample_items",
+        "source": "bench run cache" if args.run_dir is not None else "generated",
     }
     probe = train_probe(
         x,
         y,
-        model=model.name,
-        fingerprint=model.fingerprint,
+        model=name,
+        fingerprint=fingerprint,
         kind=args.kind,
         seed=args.seed,
         training=training,
     )
-    weights, _ = probe.save(args.out_dir / model.name / f"{args.kind}_probe")
+    weights, _ = probe.save(args.out_dir / name / f"{args.kind}_probe")
     logger.info("probe written to %s", weights)
     if args.combination:
         combination = LogisticCombination.fit(
-            s, y, DEFAULT_SIGNALS, model=model.name, fingerprint=model.fingerprint,
-            training=training,
-        )  # fmt: skip
-        path = combination.save(args.out_dir / model.name / "logistic_combination.json")
+            s, y, DEFAULT_SIGNALS, model=name, fingerprint=fingerprint, training=training
+        )
+        path = combination.save(args.out_dir / name / "logistic_combination.json")
         logger.info("combination written to %s", path)
     logger.info("done in %.0f s", time.perf_counter() - started)
     return 0

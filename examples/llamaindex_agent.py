@@ -1,12 +1,18 @@
 """LlamaIndex agents on confroute, fully offline: a FunctionAgent (and a ReActAgent) with two tools.
 
 The bundled 0.5B model writes the tool calls; a malformed or unsure one escalates to the bundled
-1.5B model. Each step's routing decision is printed. The 0.5B model calls tools well but is too
-small to write an answer from a tool's result (it repeats the call), so these tools return their
-result directly; with a stronger local model, drop ``return_direct``.
+1.5B model. Each step's routing decision is printed. After a tool's result the 0.5B does not
+write the answer: it echoes the call (escalated as ``repeated_tool_call``) or starts another
+call and runs out of tokens (``malformed_tool_call``), so the 1.5B writes the answer from the
+result. The system prompt tells the models to answer once a tool has answered (without it the
+1.5B, too, calls a tool again).
+
+With ``--react`` a ReActAgent runs too. The 0.5B cannot follow ReAct's text protocol: it copies
+the argument names of the prompt's format example, the tool call fails, and it answers from the
+error; use a larger local model for ReAct.
 
 Run: python examples/llamaindex_agent.py            (FunctionAgent)
-     python examples/llamaindex_agent.py --react    (ReActAgent too: slower, less reliable)
+     python examples/llamaindex_agent.py --react    (ReActAgent too: slower, fails with the 0.5B)
 """
 
 from __future__ import annotations
@@ -37,10 +43,12 @@ def unit_price(fruit: str) -> float:
     return PRICES.get(fruit.lower().rstrip("s") + "s", 0.0)
 
 
-TOOLS = [
-    FunctionTool.from_defaults(fn=stock_level, return_direct=True),
-    FunctionTool.from_defaults(fn=unit_price, return_direct=True),
-]
+TOOLS = [FunctionTool.from_defaults(fn=stock_level), FunctionTool.from_defaults(fn=unit_price)]
+
+SYSTEM_PROMPT = (
+    "You are a helpful assistant with tools. Call a tool to look facts up. When a tool response "
+    "is given, do not call the tool again: answer the user in one sentence that states the result."
+)
 
 
 class PrintDecisions(BaseEventHandler):
@@ -64,8 +72,10 @@ async def run(agent: FunctionAgent | ReActAgent, question: str) -> str:
 
 async def main(react: bool) -> None:
     get_dispatcher().add_event_handler(PrintDecisions())
-    llm = ConfRouteLLM(max_tokens=64)
-    agents: list[FunctionAgent | ReActAgent] = [FunctionAgent(tools=TOOLS, llm=llm)]
+    llm = ConfRouteLLM(max_tokens=48)
+    agents: list[FunctionAgent | ReActAgent] = [
+        FunctionAgent(tools=TOOLS, llm=llm, system_prompt=SYSTEM_PROMPT)
+    ]
     if react:
         agents.append(ReActAgent(tools=TOOLS, llm=llm))
     for agent in agents:

@@ -58,7 +58,6 @@ from langchain_confroute.streaming import (
 from langchain_confroute.tools import (
     ToolInput,
     check_tool_choice,
-    recover_tool_calls,
     to_openai_tools,
 )
 
@@ -103,10 +102,11 @@ class ChatConfRoute(BaseChatModel):
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """Escalate when confidence is below this (default: the engine's, 0.8 on perplexity)."""
     escalation_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    """Target share of escalated requests, through a calibration profile (needs the engine's
-    calibration support)."""
+    """Target share of escalated requests; the threshold is a quantile of the calibration
+    profile (the one shipped for a bundled model and estimator when none is given)."""
     calibration_profile: Any = None
-    """Calibration profile (or its path) that turns ``escalation_rate`` into a threshold."""
+    """Calibration profile (or its path) that turns ``escalation_rate`` into a threshold
+    (default: the shipped profile of the model and estimator)."""
     policy: RoutingPolicy | None = None
     """A routing policy object (any ``decide(confidence) -> Verdict``); excludes ``threshold``."""
     api_base: str | None = Field(default_factory=from_env("CONFROUTE_API_BASE", default=None))
@@ -234,7 +234,6 @@ class ChatConfRoute(BaseChatModel):
                 dispatch_decision(run_manager, error.decision)
                 error.confroute_dispatched = True  # type: ignore[attr-defined]
             raise
-        response = recover_tool_calls(response, request.options["tools"])
         dispatch_decision(run_manager, response.decision)
         return to_chat_result(response)
 
@@ -255,7 +254,6 @@ class ChatConfRoute(BaseChatModel):
                 await adispatch_decision(run_manager, error.decision)
                 error.confroute_dispatched = True  # type: ignore[attr-defined]
             raise
-        response = recover_tool_calls(response, request.options["tools"])
         await adispatch_decision(run_manager, response.decision)
         return to_chat_result(response)
 

@@ -74,7 +74,8 @@ def build_router(model: ChatConfRoute) -> ConfRouter:
     """A :class:`ConfRouter` for the model's fields (loads the local model when named).
 
     Raises:
-        ConfigurationError: A setting is invalid (``escalation_rate`` needs a profile).
+        ConfigurationError: A setting is invalid (``escalation_rate`` without a profile for a
+            model and estimator that ship none).
     """
     options: dict[str, Any] = {
         "estimator": model.estimator,

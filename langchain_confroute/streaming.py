@@ -29,7 +29,6 @@ from confroute.decision import RoutingDecision
 from confroute.router import RoutedChunk, RoutedResponse
 from langchain_confroute.events import DECISION_EVENT
 from langchain_confroute.messages import DECISION_KEY, last_chunk
-from langchain_confroute.tools import recover_tool_calls
 
 __all__ = [
     "adispatch_for_config",
@@ -87,7 +86,7 @@ def whole_with_tools(
         return
     for piece in pieces:
         if piece.response is not None:
-            yield from replay(recover_tool_calls(piece.response, tools))
+            yield from replay(piece.response)
 
 
 async def awhole_with_tools(
@@ -98,7 +97,7 @@ async def awhole_with_tools(
         if not tools:
             yield piece
         elif piece.response is not None:
-            for whole in replay(recover_tool_calls(piece.response, tools)):
+            for whole in replay(piece.response):
                 yield whole
 
 

@@ -8,24 +8,19 @@ tool; ``"none"`` offers no tools.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from confroute.errors import ConfigurationError
-from confroute.router import RoutedResponse
-from confroute.tools import parse_tool_calls, tool_names
+from confroute.tools import tool_names
 
 __all__ = [
     "ToolInput",
     "apply_tool_choice",
     "check_tool_choice",
-    "recover_tool_calls",
     "to_openai_tools",
 ]
 
@@ -33,7 +28,6 @@ ToolInput = dict[str, Any] | type | Callable[..., Any] | BaseTool
 """What ``bind_tools`` accepts: a LangChain tool, a function, a pydantic class or a schema."""
 
 _FORCE = frozenset({"any", "required"})
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
 def to_openai_tools(tools: Sequence[ToolInput]) -> list[dict[str, Any]]:
@@ -118,46 +112,3 @@ def apply_tool_choice(
     chosen = [tool for tool in offered if name in tool_names([tool])]
     instruction = f"You are a helpful assistant. Answer by calling the tool `{name}`."
     return _with_instruction(messages, instruction), chosen
-
-
-def recover_tool_calls(
-    response: RoutedResponse, tools: Sequence[Mapping[str, Any]] | None
-) -> RoutedResponse:
-    """Read an answer that is only a tool call written as bare or fenced JSON as that call.
-
-    Small Qwen models (the bundled 0.5B, and the 1.5B served in process) often write
-    ``{"name": ..., "arguments": {...}}`` (or the same inside a ```` ```json ```` fence) instead
-    of ``<tool_call>`` tags. When the whole answer is such objects (one or more, each naming an
-    offered tool), they are returned as tool calls, checked by the core's parser; anything else
-    is unchanged.
-    """
-    if not tools or response.tool_calls:
-        return response
-    text = response.text.strip()
-    fenced = _FENCE.match(text)
-    payloads = _json_objects(fenced.group(1) if fenced else text)
-    if not payloads or not all("name" in payload for payload in payloads):
-        return response
-    blocks = "".join(f"<tool_call>{json.dumps(p)}</tool_call>" for p in payloads)
-    parsed = parse_tool_calls(blocks, tools)
-    if parsed.malformed or len(parsed.calls) != len(payloads):
-        return response
-    return replace(response, text="", tool_calls=parsed.calls)
-
-
-def _json_objects(text: str) -> list[dict[str, Any]]:
-    """The JSON objects that make up the whole text (one or more), else an empty list."""
-    decoder = json.JSONDecoder()
-    objects: list[dict[str, Any]] = []
-    position = 0
-    while position < len(text):
-        try:
-            value, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError:
-            return []
-        if not isinstance(value, dict):
-            return []
-        objects.append(value)
-        while position < len(text) and text[position].isspace():
-            position += 1
-    return objects

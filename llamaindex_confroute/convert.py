@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.types import (
@@ -21,14 +19,12 @@ from llama_index.core.llms.llm import ToolSelection
 from confroute.errors import InvalidRequestError
 from confroute.messages import Message
 from confroute.policy import FixedThreshold
-from confroute.router import ConfRouter, RoutedResponse
-from confroute.tools import parse_tool_calls
+from confroute.router import ConfRouter
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
 __all__ = [
-    "adopt_bare_tool_call",
     "router_fields",
     "to_openai_messages",
     "to_openai_tools",
@@ -36,8 +32,6 @@ __all__ = [
     "tool_calls_of",
     "tool_selections",
 ]
-
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 _ROLES = {
     MessageRole.SYSTEM: "system",
@@ -140,46 +134,6 @@ def tool_selections(message: ChatMessage) -> list[ToolSelection]:
     ]
 
 
-def _call_key(call: Mapping[str, Any]) -> tuple[str, str]:
-    function = call.get("function") or {}
-    arguments = tool_arguments(function.get("arguments"))
-    return str(function.get("name")), json.dumps(arguments, sort_keys=True)
-
-
-def adopt_bare_tool_call(
-    routed: RoutedResponse,
-    tools: Sequence[Mapping[str, Any]] | None,
-    conversation: str | Sequence[Mapping[str, Any]] = (),
-) -> RoutedResponse:
-    """Read a local answer that is only a bare JSON tool call as that tool call.
-
-    Small Qwen models sometimes write ``{"name": ..., "arguments": {...}}`` (maybe in a
-    ```json fence) without the ``<tool_call>`` tags, which the core reads as plain text. When
-    the whole local answer is such a call to an offered tool, and not a repeat of a call the
-    conversation already made (small models echo the call after its result, which would loop
-    an agent), it becomes a tool call here; the decision is unchanged. (Workaround until
-    ``confroute.tools.parse_tool_calls`` does it.)
-    """
-    if not tools or routed.tool_calls or routed.remote is not None:
-        return routed
-    text = routed.text.strip()
-    fenced = _FENCE.match(text)
-    body = fenced.group(1) if fenced else text
-    if not (body.startswith("{") and body.endswith("}") and '"name"' in body):
-        return routed
-    parsed = parse_tool_calls(f"<tool_call>{body}</tool_call>", tools)
-    if parsed.malformed or not parsed.calls:
-        return routed
-    made = {
-        _call_key(call)
-        for message in ([] if isinstance(conversation, str) else conversation)
-        for call in message.get("tool_calls") or []
-    }
-    if any(_call_key(call) in made for call in parsed.calls):
-        return routed
-    return replace(routed, text="", tool_calls=parsed.calls)
-
-
 def router_fields(router: ConfRouter) -> dict[str, Any]:
     """The field values that describe a ready router (its key stays in the router)."""
     escalation = router.escalation
@@ -188,7 +142,12 @@ def router_fields(router: ConfRouter) -> dict[str, Any]:
         "local_model": router.local.name,
         "strong_model": escalation.model if escalation is not None else None,
         "estimator": router.estimator.name,
-        "threshold": policy.threshold if isinstance(policy, FixedThreshold) else None,
+        "threshold": (
+            policy.threshold
+            if isinstance(policy, FixedThreshold) and not hasattr(policy, "escalation_rate")
+            else None
+        ),
+        "escalation_rate": getattr(policy, "escalation_rate", None),
         "api_base": escalation.api_base if escalation is not None else None,
         "timeout": escalation.timeout if escalation is not None else 120.0,
         "max_retries": escalation.max_retries if escalation is not None else 2,

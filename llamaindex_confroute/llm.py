@@ -8,7 +8,7 @@ along in ``response.message.additional_kwargs["confroute"]``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from llama_index.core.base.llms.types import (
@@ -35,7 +35,6 @@ from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import RoutingPolicy
 from confroute.router import ConfRouter, PromptInput, RoutedResponse
 from llamaindex_confroute.convert import (
-    adopt_bare_tool_call,
     router_fields,
     to_openai_messages,
     to_openai_tools,
@@ -65,6 +64,7 @@ T = TypeVar("T")
 _ROUTER_FIELDS = frozenset(
     {"threshold", "api_base", "api_key", "timeout", "max_retries", "fallbacks"}
     | {"on_escalation_error", "max_tokens", "temperature", "device"}
+    | {"escalation_rate", "calibration_profile"}
 )
 
 
@@ -90,6 +90,17 @@ class ConfRouteLLM(FunctionCallingLLM):
     estimator: str = Field(default="perplexity", description="Uncertainty estimator name.")
     threshold: float | None = Field(
         default=None, description="Escalate when confidence is below it (router default if None)."
+    )
+    escalation_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Target share of escalated requests; the threshold comes from the "
+        "calibration profile (the one shipped for a bundled model and estimator by default).",
+    )
+    calibration_profile: str | None = Field(
+        default=None,
+        description="Path of the calibration profile for escalation_rate (None: shipped one).",
     )
     api_base: str | None = Field(default=None, description="Base URL of the strong model.")
     api_key: SecretStr | None = Field(
@@ -167,6 +178,8 @@ class ConfRouteLLM(FunctionCallingLLM):
                 estimator=estimator,
                 threshold=self.threshold,
                 policy=policy,
+                escalation_rate=self.escalation_rate,
+                profile=self.calibration_profile,
                 api_base=self.api_base,
                 api_key=self.api_key,
                 timeout=self.timeout,
@@ -223,23 +236,10 @@ class ConfRouteLLM(FunctionCallingLLM):
         }
 
     def _route(self, prompt: PromptInput, options: dict[str, Any]) -> RoutedResponse:
-        routed = self._router.route(prompt, **options)
-        return adopt_bare_tool_call(routed, options["tools"], prompt)
+        return self._router.route(prompt, **options)
 
     async def _aroute(self, prompt: PromptInput, options: dict[str, Any]) -> RoutedResponse:
-        routed = await self._router.aroute(prompt, **options)
-        return adopt_bare_tool_call(routed, options["tools"], prompt)
-
-    def _assembler(
-        self,
-        prompt: PromptInput,
-        options: dict[str, Any],
-        partial: Callable[[str, str], T],
-        final: Callable[[RoutedResponse, str], T],
-    ) -> StreamAssembler[T]:
-        return StreamAssembler(
-            partial, final, lambda routed: adopt_bare_tool_call(routed, options["tools"], prompt)
-        )
+        return await self._router.aroute(prompt, **options)
 
     def _stream(
         self, prompt: PromptInput, options: dict[str, Any], assembler: StreamAssembler[T]
@@ -271,7 +271,7 @@ class ConfRouteLLM(FunctionCallingLLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Stream an answer; the last chunk carries the decision, log-probs and tool calls."""
         options, conversation = self._options(kwargs), to_openai_messages(messages)
-        assembler = self._assembler(conversation, options, chat_partial, chat_response)
+        assembler = StreamAssembler(chat_partial, chat_response)
         return self._stream(conversation, options, assembler)
 
     @llm_chat_callback()
@@ -280,7 +280,7 @@ class ConfRouteLLM(FunctionCallingLLM):
     ) -> ChatResponseAsyncGen:
         """Async form of :meth:`stream_chat`."""
         options, conversation = self._options(kwargs), to_openai_messages(messages)
-        assembler = self._assembler(conversation, options, chat_partial, chat_response)
+        assembler = StreamAssembler(chat_partial, chat_response)
         return self._astream(conversation, options, assembler)
 
     # -- completion ------------------------------------------------------------------------
@@ -303,7 +303,7 @@ class ConfRouteLLM(FunctionCallingLLM):
     ) -> CompletionResponseGen:
         """Stream a completion; the last chunk carries the decision."""
         options = self._options(kwargs)
-        assembler = self._assembler(prompt, options, completion_partial, completion_response)
+        assembler = StreamAssembler(completion_partial, completion_response)
         return self._stream(prompt, options, assembler)
 
     @llm_completion_callback()
@@ -312,7 +312,7 @@ class ConfRouteLLM(FunctionCallingLLM):
     ) -> CompletionResponseAsyncGen:
         """Async form of :meth:`stream_complete`."""
         options = self._options(kwargs)
-        assembler = self._assembler(prompt, options, completion_partial, completion_response)
+        assembler = StreamAssembler(completion_partial, completion_response)
         return self._astream(prompt, options, assembler)
 
     # -- tools -----------------------------------------------------------------------------
@@ -330,7 +330,8 @@ class ConfRouteLLM(FunctionCallingLLM):
     ) -> dict[str, Any]:
         """The ``chat`` arguments that offer ``tools`` to both models.
 
-        A well-formed, confident local tool call is kept; a malformed or unsure one escalates.
+        A well-formed, confident local tool call is kept; a malformed or unsure one, or one
+        that repeats a call a tool has already answered in the conversation, escalates.
         ``tool_choice="none"`` offers no tools; other choices and ``tool_required`` cannot be
         enforced on the local model and only offer the tools.
         """

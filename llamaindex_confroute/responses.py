@@ -134,19 +134,15 @@ class StreamAssembler(Generic[T]):
         self,
         partial: Callable[[str, str], T],
         final: Callable[[RoutedResponse, str], T],
-        adopt: Callable[[RoutedResponse], RoutedResponse] = lambda routed: routed,
     ) -> None:
-        """Build chunks with ``partial(text so far, delta)`` and ``final(response, delta)``.
-
-        ``adopt`` may rewrite the final response (reading a bare JSON tool call) first.
-        """
-        self.partial, self.final, self.adopt = partial, final, adopt
+        """Build chunks with ``partial(text so far, delta)`` and ``final(response, delta)``."""
+        self.partial, self.final = partial, final
         self.text, self.pending = "", ""
 
     def feed(self, chunk: RoutedChunk) -> Iterator[T]:
         """The responses that ``chunk`` completes (none, one, or the final one)."""
         if chunk.response is not None:
-            routed = self.adopt(chunk.response)
+            routed = chunk.response
             text = routed.text
             delta = text[len(self.text) :] if text.startswith(self.text) else self.pending
             yield self.final(routed, delta)

@@ -21,19 +21,65 @@ from confroute.calibration import (
 )
 from confroute.errors import CalibrationError, InvalidRequestError
 
-__all__ = ["add_parsers", "read_prompts", "run_calibrate", "run_profile", "score_pool"]
+__all__ = [
+    "CALIBRATION_DATASETS",
+    "add_parsers",
+    "read_prompts",
+    "run_calibrate",
+    "run_profile",
+    "score_pool",
+]
+
+CALIBRATION_DATASETS: tuple[str, ...] = (
+    "mmlu",
+    "arc_challenge",
+    "commonsenseqa",
+    "boolq",
+    "arc_easy",
+    "openbookqa",
+    "hellaswag",
+    "truthfulqa",
+    "strategyqa",
+    "coin_flip",
+    "svamp",
+)
+"""The kit datasets the shipped profiles are built from (letter, yes/no and number answers)."""
 
 
 def add_parsers(commands: Any, default_slm: str, estimators: Sequence[str]) -> None:
     """Add the ``calibrate`` and ``profile`` subcommands to the main parser."""
     calibrate = commands.add_parser(
         "calibrate",
-        help="build a calibration profile from a JSONL of prompts",
+        help="build a calibration profile from benchmark datasets or a JSONL of prompts",
         description="Score prompts with the local model and estimator and save the calibration "
-        "set's profile (JSON). Each JSONL line: {'id', 'prompt' or 'messages', optional "
-        "'dataset', optional 'correct': true/false}.",
+        "set's profile (JSON). Either a JSONL file (each line: {'id', 'prompt' or 'messages', "
+        "optional 'dataset', optional 'correct': true/false}) or --data-dir DIR (datasets in "
+        "the benchmark kit's layout, asked in the answer-only format and graded; the answers "
+        "are cached in --run-dir like `confroute bench run`, so a rerun reuses them).",
     )
-    calibrate.add_argument("prompts", type=Path, help="JSONL file of prompts")
+    calibrate.add_argument("prompts", type=Path, nargs="?", help="JSONL file of prompts")
+    calibrate.add_argument(
+        "--data-dir", default=None, help="benchmark data directory (env CONFROUTE_DATA_DIR)"
+    )
+    calibrate.add_argument(
+        "--datasets",
+        default=",".join(CALIBRATION_DATASETS),
+        help="comma-separated datasets with --data-dir (default %(default)s)",
+    )
+    calibrate.add_argument("--limit", type=int, default=100, help="items per dataset")
+    calibrate.add_argument(
+        "--strong",
+        default=None,
+        help="with --data-dir/--run-dir: a strong model of the run whose answers label the "
+        "profile (for the predicted system accuracy)",
+    )
+    calibrate.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="answer cache (a `confroute bench run` directory; default CACHE/calibration); "
+        "without --data-dir the profile is built from what it holds",
+    )
     calibrate.add_argument("--output", "-o", type=Path, required=True, help="profile JSON to write")
     calibrate.add_argument("--slm", default=default_slm, help="local model (default %(default)s)")
     calibrate.add_argument("--estimator", default="perplexity", choices=list(estimators))
@@ -105,7 +151,9 @@ def score_pool(
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    """Build and save a profile from a prompts file."""
+    """Build and save a profile from a prompts file or benchmark datasets."""
+    if args.prompts is None:
+        return _calibrate_from_datasets(args)
     import confroute
     from confroute.router import ConfRouter
 
@@ -129,6 +177,65 @@ def run_calibrate(args: argparse.Namespace) -> int:
     )
     profile.save(args.output)
     print(f"wrote {args.output}: {profile.size} of {len(pool)} scored items")
+    _print_summary(profile)
+    return 0
+
+
+def _calibrate_from_datasets(args: argparse.Namespace) -> int:
+    """``--data-dir`` / ``--run-dir``: score kit datasets through the bench runner's cache."""
+    import os
+
+    from confroute.bench.transfer import profile_from_run
+    from confroute.models import BUNDLED_MODELS, cache_dir
+
+    data_dir = args.data_dir or os.environ.get("CONFROUTE_DATA_DIR")
+    if data_dir is None and args.run_dir is None:
+        raise CalibrationError(
+            "Give a JSONL file of prompts, --data-dir DIR (benchmark datasets), or --run-dir "
+            "RUN (answers already cached by `confroute bench run`)."
+        )
+    run_dir = args.run_dir or cache_dir() / "calibration"
+    datasets = [d for d in args.datasets.split(",") if d]
+    item_ids = None
+    fingerprint = None
+    if data_dir is not None:
+        from confroute.bench.runner import SweepConfig, SweepRunner
+
+        config = SweepConfig(
+            datasets=tuple(datasets),
+            slms=(args.slm,),
+            strong_models=(args.strong,) if args.strong else (),
+            methods=(args.estimator,),
+            limit=args.limit,
+            seed=args.seed,
+            data_dir=str(data_dir),
+            batch_size=args.batch_size,
+            baseline=False,
+        )
+        runner = SweepRunner(config, run_dir)
+        runner.run()
+        from confroute.bench.datasets import load_dataset
+
+        item_ids = {
+            d: {i.item_id for i in load_dataset(d, data_dir, limit=args.limit, seed=args.seed)}
+            for d in datasets
+        }
+        if args.slm not in BUNDLED_MODELS:
+            fingerprint = runner.local_model(args.slm).fingerprint
+    profile = profile_from_run(
+        run_dir,
+        args.slm,
+        args.estimator,
+        datasets=datasets,
+        item_ids=item_ids,
+        strong=args.strong,
+        fingerprint=fingerprint,
+        bins=args.bins,
+        fraction=args.fraction,
+        seed=args.seed,
+    )
+    profile.save(args.output)
+    print(f"wrote {args.output}: {profile.size} items from {run_dir}")
     _print_summary(profile)
     return 0
 

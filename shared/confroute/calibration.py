@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from confroute.errors import CalibrationError, ProfileMismatchError
 
 __all__ = [
+    "MIN_FORMAT_ITEMS",
     "CalibrationProfile",
     "ManifestEntry",
     "PoolItem",
@@ -33,9 +34,13 @@ __all__ = [
     "RoutingPoint",
     "build_calibration_set",
     "check_rate",
+    "default_profile_path",
+    "shipped_profiles",
 ]
 
 PROFILE_FORMAT = 1
+MIN_FORMAT_ITEMS = 30
+"""Fewest items of one answer format for a per-format threshold (else the pooled one)."""
 
 
 def check_rate(rate: float, name: str = "escalation_rate") -> float:
@@ -96,6 +101,8 @@ class PoolItem(BaseModel):
     """Whether the SLM answered correctly, when labels exist."""
     strong_correct: bool | None = None
     """Whether the strong model answered correctly, when measured."""
+    answer_format: str | None = None
+    """Answer format of the item (``letter``, ``yes_no``, ``number``, ``any``), when known."""
 
 
 class RoutingPoint(BaseModel):
@@ -130,6 +137,9 @@ class CalibrationProfile(BaseModel):
     """Strong-model correctness per confidence, when measured."""
     manifest: tuple[ManifestEntry, ...] = ()
     """The calibration items (dataset, item id), aligned with ``confidences``."""
+    answer_formats: tuple[str, ...] | None = None
+    """Answer format per confidence (see :mod:`confroute.answer_format`), when known; lets
+    :meth:`threshold_for` use the items of the request's format only."""
     construction: dict[str, Any] = Field(default_factory=dict)
     """How the set was built (bins, fraction, seed, pool size, datasets)."""
 
@@ -148,6 +158,8 @@ class CalibrationProfile(BaseModel):
                 raise ValueError(f"{name} must have one label per confidence")
         if self.manifest and len(self.manifest) != len(self.confidences):
             raise ValueError("manifest must have one entry per confidence")
+        if self.answer_formats is not None and len(self.answer_formats) != len(self.confidences):
+            raise ValueError("answer_formats must have one entry per confidence")
         return self
 
     # -- construction and storage ----------------------------------------------------------
@@ -168,12 +180,14 @@ class CalibrationProfile(BaseModel):
         ordered = sorted(items, key=lambda i: (i.confidence or 0.0, i.dataset, i.item_id))
         has_labels = all(i.correct is not None for i in ordered)
         has_strong = all(i.strong_correct is not None for i in ordered)
+        has_formats = all(i.answer_format is not None for i in ordered)
         return cls(
             fingerprint=fingerprint,
             confidences=tuple(float(i.confidence or 0.0) for i in ordered),
             correct=tuple(bool(i.correct) for i in ordered) if has_labels else None,
             strong_correct=tuple(bool(i.strong_correct) for i in ordered) if has_strong else None,
             manifest=tuple(ManifestEntry(dataset=i.dataset, item_id=i.item_id) for i in ordered),
+            answer_formats=tuple(str(i.answer_format) for i in ordered) if has_formats else None,
             construction=construction or {},
         )
 
@@ -252,21 +266,45 @@ class CalibrationProfile(BaseModel):
         """Number of calibration items."""
         return len(self.confidences)
 
-    def threshold_for(self, escalation_rate: float) -> float:
+    def formats(self) -> dict[str, int]:
+        """Answer format -> number of calibration items (empty when formats are unknown)."""
+        counts: dict[str, int] = {}
+        for name in self.answer_formats or ():
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def confidences_for(self, answer_format: str | None = None) -> tuple[float, ...]:
+        """The calibration confidences of one answer format (ascending).
+
+        The pooled confidences when ``answer_format`` is None or ``any``, when the profile
+        records no formats, or when fewer than :data:`MIN_FORMAT_ITEMS` items have that format.
+        """
+        if answer_format in (None, "any") or self.answer_formats is None:
+            return self.confidences
+        chosen = tuple(
+            c
+            for c, f in zip(self.confidences, self.answer_formats, strict=True)
+            if f == answer_format
+        )
+        return chosen if len(chosen) >= MIN_FORMAT_ITEMS else self.confidences
+
+    def threshold_for(self, escalation_rate: float, answer_format: str | None = None) -> float:
         """The threshold that escalates ``escalation_rate`` of the calibration set.
 
         Escalation happens when confidence < threshold, so the threshold is placed midway
         between the k-th and (k+1)-th smallest confidence, k = round(rate * n). Rate 0 gives
-        0.0 (escalate nothing), rate 1 gives 1.0 (escalate everything).
+        0.0 (escalate nothing), rate 1 gives 1.0 (escalate everything). With ``answer_format``
+        only that format's items count (see :meth:`confidences_for`).
         """
         rate = check_rate(escalation_rate)
-        n = self.size
+        values = self.confidences_for(answer_format)
+        n = len(values)
         k = round(rate * n)
         if k <= 0:
             return 0.0
         if k >= n:
             return 1.0
-        low, high = self.confidences[k - 1], self.confidences[k]
+        low, high = values[k - 1], values[k]
         return float((low + high) / 2) if high > low else float(high)
 
     def escalation_rate_at(self, threshold: float) -> float:
@@ -317,6 +355,7 @@ class CalibrationProfile(BaseModel):
         return {
             "fingerprint": self.fingerprint.short(),
             "items": self.size,
+            "formats": self.formats() or None,
             "mean_confidence": float(values.mean()),
             **quantiles,
             "slm_accuracy": (sum(self.correct) / self.size) if self.correct is not None else None,
@@ -377,3 +416,34 @@ def build_calibration_set(
         "datasets": sorted({item.dataset for item in pool}),
     }
     return CalibrationProfile.from_pool(chosen, fingerprint, construction)
+
+
+def profile_search_dirs() -> list[Path]:
+    """Where default profiles are looked for: ``$CONFROUTE_PROFILE_DIR``, then the package."""
+    dirs = []
+    if os.environ.get("CONFROUTE_PROFILE_DIR"):
+        dirs.append(Path(os.environ["CONFROUTE_PROFILE_DIR"]))
+    dirs.append(Path(__file__).parent / "profile_files")
+    return dirs
+
+
+def default_profile_path(model: str, estimator: str) -> Path | None:
+    """The default profile ``DIR/MODEL/ESTIMATOR.json`` of a model and estimator, if one exists.
+
+    confroute ships profiles for the bundled Qwen models (rebuild command in
+    ``docs/calibration.md``); ``$CONFROUTE_PROFILE_DIR`` is searched first.
+    """
+    for directory in profile_search_dirs():
+        path = directory / model / f"{estimator}.json"
+        if path.is_file():
+            return path
+    return None
+
+
+def shipped_profiles() -> list[str]:
+    """``model/estimator`` of every default profile found."""
+    found: set[str] = set()
+    for directory in profile_search_dirs():
+        if directory.is_dir():
+            found.update(f"{p.parent.name}/{p.stem}" for p in directory.glob("*/*.json"))
+    return sorted(found)

@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--llm",
         default=os.environ.get("CONFROUTE_LLM", f"confroute/{DEFAULT_LLM}"),
-        help="strong model as a LiteLLM model string (env CONFROUTE_LLM; default %(default)s)",
+        help="strong model as a LiteLLM model string, or 'none' to stay local (env "
+        "CONFROUTE_LLM; default %(default)s)",
     )
     ask.add_argument("--api-base", default=None, help="base URL of the strong model's server")
     ask.add_argument(
@@ -51,10 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         "--escalation-rate",
         type=float,
         default=None,
-        help="escalate this share of requests (needs --profile; see `confroute calibrate`)",
+        help="escalate this share of requests (the threshold comes from --profile, or the "
+        "profile shipped for a bundled model and the estimator)",
     )
     ask.add_argument(
-        "--profile", default=None, help="calibration profile JSON for --escalation-rate"
+        "--profile",
+        default=None,
+        help="calibration profile JSON for --escalation-rate (see `confroute calibrate`)",
     )
     ask.add_argument(
         "--estimator",
@@ -78,7 +82,7 @@ def _ask(args: argparse.Namespace) -> int:
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     router = ConfRouter(
         args.slm,
-        args.llm,
+        None if args.llm.lower() == "none" else args.llm,
         estimator=args.estimator,
         threshold=args.threshold,
         escalation_rate=args.escalation_rate,

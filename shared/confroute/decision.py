@@ -16,6 +16,7 @@ DecisionReason = Literal[
     "no_confidence",
     "context_overflow",
     "malformed_tool_call",
+    "repeated_tool_call",
     "local_only",
 ]
 """Why a request was kept local or escalated."""

@@ -19,8 +19,14 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from confroute import estimators as estimator_registry
-from confroute.calibrated import TargetEscalationRate
-from confroute.calibration import CalibrationProfile, check_rate
+from confroute.answer_format import detect_format
+from confroute.calibrated import StreamingQuantile, TargetEscalationRate
+from confroute.calibration import (
+    CalibrationProfile,
+    check_rate,
+    default_profile_path,
+    shipped_profiles,
+)
 from confroute.decision import DecisionReason, RoutingDecision
 from confroute.errors import ConfigurationError, ContextOverflowError, EscalationError
 from confroute.escalation import LOCAL_PROVIDER, Escalation, EscalationResult, Redactor
@@ -36,7 +42,7 @@ from confroute.local import GenerationConfig, LocalModel
 from confroute.messages import Message, as_messages
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
-from confroute.tools import ParsedToolCalls, parse_tool_calls
+from confroute.tools import ParsedToolCalls, parse_tool_calls, repeated_tool_calls
 
 __all__ = ["DEFAULT_THRESHOLD", "ConfRouter", "DecisionHook", "RoutedChunk", "RoutedResponse"]
 
@@ -179,6 +185,8 @@ class ConfRouter:
         escalation_rate: float | None = None,
         profile: CalibrationProfile | str | os.PathLike[str] | None = None,
         strict_profile: bool = True,
+        per_format_thresholds: bool = True,
+        adapt_to_traffic: bool = True,
         api_base: str | None = None,
         api_key: str | SecretStr | None = None,
         timeout: float = 120.0,
@@ -209,9 +217,21 @@ class ConfRouter:
             policy: A routing policy (for example :class:`confroute.calibrated.OnlineBudget`).
             escalation_rate: Escalate this share of requests; the threshold is the
                 ``profile``'s confidence quantile (the paper's calibration transfer).
-            profile: A :class:`CalibrationProfile` (or its JSON path) for ``escalation_rate``.
+            profile: A :class:`CalibrationProfile` (or its JSON path) for ``escalation_rate``
+                (default: the profile shipped for a bundled model and the estimator, built
+                from the kit datasets; see ``docs/calibration.md``).
             strict_profile: Refuse a profile made for another model or estimator (False
                 downgrades that to a warning).
+            per_format_thresholds: With ``escalation_rate``, give each recognised answer
+                format (option letter, yes/no, number) the threshold of its own calibration
+                items, when the profile records formats (see
+                :func:`confroute.answer_format.detect_format`).
+            adapt_to_traffic: With ``escalation_rate``, start from the profile's threshold and
+                follow the quantile of the live confidences
+                (:class:`~confroute.calibrated.StreamingQuantile`), which holds the rate when
+                your data's confidence scale differs from the calibration set's. False keeps
+                the profile's fixed threshold (:class:`~confroute.calibrated.
+                TargetEscalationRate`), as in the paper.
             api_base: Base URL for the strong model (OpenAI-compatible servers).
             api_key: Key for the strong model; kept secret.
             timeout: Seconds per escalation call.
@@ -239,10 +259,10 @@ class ConfRouter:
             raise ConfigurationError(
                 f"Give one of threshold, policy or escalation_rate; got {chosen_policies}."
             )
-        if escalation_rate is not None and profile is None:
+        if profile is not None and escalation_rate is None:
             raise ConfigurationError(
-                "escalation_rate needs a calibration profile: pass profile=PATH (build one with "
-                "`confroute calibrate`), or use threshold=."
+                "profile is only used with escalation_rate; pass escalation_rate=... too, or "
+                "use the profile in a policy (for example RiskControlledThreshold(profile, ...))."
             )
         _check_escalation_settings(timeout, max_retries, hooks)
         if isinstance(strong_model, Escalation) and redact is not None:
@@ -308,19 +328,42 @@ class ConfRouter:
         )
         for chosen in self.estimators:
             chosen.prepare(self.local)
-        if escalation_rate is not None and profile is not None:
-            loaded = (
-                profile
-                if isinstance(profile, CalibrationProfile)
-                else CalibrationProfile.load(profile)
+        if escalation_rate is not None:
+            self.policy = self._rate_policy(
+                escalation_rate, profile, strict_profile, per_format_thresholds, adapt_to_traffic
             )
-            loaded.check_compatible(
-                self.local.fingerprint,
-                self.estimator.name,
-                model_name=self.local.name,
-                strict=strict_profile,
-            )
-            self.policy = TargetEscalationRate(loaded, escalation_rate)
+
+    def _rate_policy(
+        self,
+        escalation_rate: float,
+        profile: CalibrationProfile | str | os.PathLike[str] | None,
+        strict: bool,
+        per_format: bool,
+        adaptive: bool,
+    ) -> TargetEscalationRate | StreamingQuantile:
+        """The target-rate policy from ``profile`` or the shipped default profile."""
+        if profile is None:
+            profile = default_profile_path(self.local.name, self.estimator.name)
+            if profile is None:
+                shipped = ", ".join(shipped_profiles()) or "none"
+                raise ConfigurationError(
+                    f"escalation_rate needs a calibration profile, and none ships for model "
+                    f"{self.local.name!r} with estimator {self.estimator.name!r} (shipped: "
+                    f"{shipped}). Pass profile=PATH (build one with `confroute calibrate`), or "
+                    "use threshold=."
+                )
+        loaded = (
+            profile if isinstance(profile, CalibrationProfile) else CalibrationProfile.load(profile)
+        )
+        loaded.check_compatible(
+            self.local.fingerprint,
+            self.estimator.name,
+            model_name=self.local.name,
+            strict=strict,
+        )
+        if adaptive:
+            return StreamingQuantile(escalation_rate, loaded, per_format=per_format)
+        return TargetEscalationRate(loaded, escalation_rate, per_format=per_format)
 
     @property
     def estimators(self) -> list[Estimator]:
@@ -377,13 +420,23 @@ class ConfRouter:
             generation = replace(
                 generation, text=self._prompt_estimator.clean_answer(generation.text)
             )
-        verdict = self.policy.decide(confidence)
+        if getattr(self.policy, "per_format", False):
+            answer_format = detect_format(messages).key
+            verdict = self.policy.decide(confidence, answer_format=answer_format)  # type: ignore[call-arg]
+        else:
+            verdict = self.policy.decide(confidence)
         reason: DecisionReason = verdict.reason  # type: ignore[assignment]
         parsed = parse_tool_calls(generation.text, tools) if tools else None
         if parsed is not None and parsed.malformed:
             logger.debug("Local tool call is malformed: %s", parsed.malformed)
             verdict = Verdict(True, verdict.threshold, "malformed_tool_call")
             reason = "malformed_tool_call"
+        elif parsed is not None and repeated_tool_calls(parsed.calls, messages):
+            # a call the conversation already made and a tool answered: the local model
+            # echoes it instead of answering from the result (an agent would loop)
+            logger.debug("Local answer repeats an answered tool call; escalating.")
+            verdict = Verdict(True, verdict.threshold, "repeated_tool_call")
+            reason = "repeated_tool_call"
         if verdict.escalate and self.escalation is None:
             reason = "local_only"
         elapsed = local_latency_s + time.perf_counter() - started

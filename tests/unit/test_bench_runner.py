@@ -295,3 +295,49 @@ def test_cli_reports_a_run_and_explains_a_missing_dataset_list(
     assert "report.md" in capsys.readouterr().out
     assert main(["run", "--run-dir", str(tmp_path / "other")]) == 2
     assert "--datasets" in capsys.readouterr().err
+
+
+def test_in_process_strong_model_reuses_the_same_models_slm_answers(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel
+) -> None:
+    run_dir = tmp_path / "run"
+    config = _config(data_dir, strong_models=("confroute/scripted-slm",))
+    stats = SweepRunner(config, run_dir, load_local=lambda name: slm, progress=False).run()
+    # the strong answers are the SLM's greedy answers: copied, not generated again
+    assert stats["strong_reused"] == 6 and stats["strong"] == 0
+    assert slm.calls == [4, 2]
+    data = load_run(run_dir)
+    assert data.strong[("confroute/scripted-slm", "commonsenseqa", "answer_only")] == {
+        f"q{i}": i < 3 for i in range(6)
+    }
+    # a different token cap would give other answers: nothing is copied then
+    capped = _config(data_dir, strong_models=("confroute/scripted-slm",), strong_max_new_tokens=3)
+    other = SweepRunner(capped, run_dir, load_local=lambda name: slm, progress=False)
+    items = load_dataset("commonsenseqa", data_dir)
+    group = other._group("strong", "confroute/scripted-slm", "commonsenseqa", "answer_only", items)
+    assert other._reuse_slm_answers(group, items) == items
+
+
+def test_routing_metrics_use_the_items_the_strong_model_answered(
+    data_dir: Path,
+    tmp_path: Path,
+    slm: ScriptedLocalModel,
+    provider: ScriptedProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from confroute.bench import evaluate
+
+    provider.default = "C"
+    run_dir = tmp_path / "run"
+    SweepRunner(_config(data_dir), run_dir, load_local=lambda name: slm, progress=False).run()
+    data = load_run(run_dir)
+    answers = data.strong[("scripted/strong", "commonsenseqa", "answer_only")]
+    del answers["q0"], answers["q3"]  # a strong run with a smaller --limit
+    monkeypatch.setattr(evaluate, "MIN_ROUTED_ITEMS", 4)
+    rows = metric_rows(data, n_boot=20)
+    routed = next(r for r in rows if r["strong"] and r["method"] == "avg_token_prob")
+    assert routed["n"] == 4 and routed["slm_accuracy"] == 0.5  # q1, q2 right; q4, q5 wrong
+    local = next(r for r in rows if r["strong"] is None and r["method"] == "avg_token_prob")
+    assert local["n"] == 6
+    monkeypatch.setattr(evaluate, "MIN_ROUTED_ITEMS", 5)
+    assert not [r for r in metric_rows(data, n_boot=20) if r["strong"]]

@@ -223,7 +223,7 @@ def test_settings_that_conflict_are_refused(scripted_slm: ScriptedLocalModel) ->
 
 
 def test_escalation_rate_goes_through_a_profile(scripted_slm: ScriptedLocalModel) -> None:
-    from confroute.calibrated import TargetEscalationRate
+    from confroute.calibrated import StreamingQuantile
     from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
 
     fingerprint = ProfileFingerprint(
@@ -238,10 +238,10 @@ def test_escalation_rate_goes_through_a_profile(scripted_slm: ScriptedLocalModel
         calibration_profile=profile,
     )
     message = llm.invoke("unsure?")
-    assert isinstance(llm.get_router().policy, TargetEscalationRate)
+    assert isinstance(llm.get_router().policy, StreamingQuantile)
     assert message.response_metadata["confroute"]["threshold"] == pytest.approx(0.55)
     assert message.response_metadata["confroute"]["reason"] == "local_only"
-    with pytest.raises(ConfigurationError, match="profile"):
+    with pytest.raises(ConfigurationError, match="none ships for model 'scripted-slm'"):
         ChatConfRoute(local_model=scripted_slm, escalation_rate=0.3).invoke("sure?")
 
 

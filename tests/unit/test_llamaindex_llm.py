@@ -379,3 +379,29 @@ def test_to_logprobs_puts_the_chosen_token_first() -> None:
     assert [(lp.token, lp.logprob) for lp in logprobs[0]] == [("b", -0.7), ("a", -0.5)]
     assert to_logprobs(None) is None
     assert to_logprobs({"content": []}) is None
+
+
+def test_escalation_rate_reaches_the_router_with_its_profile(
+    scripted_slm: ScriptedLocalModel, tmp_path: Any
+) -> None:
+    from confroute.calibrated import StreamingQuantile
+    from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+
+    fingerprint = ProfileFingerprint(
+        model_name="scripted-slm", model_fingerprint="scripted-sha", estimator="perplexity"
+    )
+    items = [PoolItem(dataset="d", item_id=str(i), confidence=i / 10) for i in range(11)]
+    path = tmp_path / "profile.json"
+    CalibrationProfile.from_pool(items, fingerprint).save(path)
+    llm = ConfRouteLLM(
+        scripted_slm, None, escalation_rate=0.5, calibration_profile=str(path), max_tokens=8
+    )
+    policy = llm.router.policy
+    assert isinstance(policy, StreamingQuantile) and policy.escalation_rate == 0.5
+    assert policy.threshold == pytest.approx(0.55)
+    decision = llm.complete("unsure?").additional_kwargs["confroute"]
+    assert decision["threshold"] == pytest.approx(0.55) and decision["reason"] == "local_only"
+    with pytest.raises(ConfigurationError, match="only used with escalation_rate"):
+        ConfRouteLLM(scripted_slm, None, calibration_profile=str(path))
+    with pytest.raises(ConfigurationError, match="one of threshold"):
+        ConfRouteLLM(scripted_slm, None, escalation_rate=0.5, threshold=0.3)

@@ -15,7 +15,7 @@ from llama_index.core.tools import FunctionTool
 from confroute.errors import InvalidRequestError
 from confroute.local import LocalModel
 from llamaindex_confroute import ConfRouteLLM, routing_decision
-from tests.fakes import ScriptedLocalModel
+from tests.fakes import ScriptedLocalModel, ScriptedProvider
 
 SURE = (0.99,) * 8
 UNSURE = (0.2,) * 8
@@ -285,9 +285,15 @@ def test_bare_json_naming_an_unknown_tool_stays_text() -> None:
     assert plain.message.content == answer  # without tools nothing is read as a call
 
 
-def test_bare_json_repeating_an_answered_call_is_not_adopted() -> None:
-    bare = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
-    llm = make_llm({"weather in Paris?": (bare, SURE), "Sunny, 21 C in Paris": (bare, SURE)})
+@pytest.mark.parametrize(
+    "echo", [PARIS_CALL, '{"arguments": {"city": "Paris"}, "name": "get_weather"}']
+)
+def test_repeating_an_answered_call_escalates(provider: ScriptedProvider, echo: str) -> None:
+    slm = LastMessageScripted(
+        script={"weather in Paris?": (PARIS_CALL, SURE), "Sunny, 21 C in Paris": (echo, SURE)}
+    )
+    llm = ConfRouteLLM(slm, "scripted/strong", max_retries=0, max_tokens=32)
+    provider.default = "It is sunny and 21 C in Paris."
     first = llm.chat_with_tools([WEATHER], user_msg="weather in Paris?")
     [call] = first.message.additional_kwargs["tool_calls"]
     result = ChatMessage(
@@ -297,10 +303,37 @@ def test_bare_json_repeating_an_answered_call_is_not_adopted() -> None:
     )
     history = [ChatMessage(role=MessageRole.USER, content="weather in Paris?"), first.message]
     again = llm.chat_with_tools([WEATHER], chat_history=[*history, result])
+    decision = routing_decision(again)
+    assert (decision.escalated, decision.reason) == (True, "repeated_tool_call")
     assert llm.get_tool_calls_from_response(again, error_on_no_tool_call=False) == []
-    assert again.message.content == bare  # an echo of the answered call stays text: no loop
+    assert again.message.content == "It is sunny and 21 C in Paris."
+    # the strong model saw the call and its result, with the tools still offered
+    sent = provider.calls[-1]
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
+    assert sent["messages"][-1]["content"] == "Sunny, 21 C in Paris"
+    assert [t["function"]["name"] for t in sent["optional_params"]["tools"]] == ["get_weather"]
     streamed = list(llm.stream_chat_with_tools([WEATHER], chat_history=[*history, result]))
-    assert llm.get_tool_calls_from_response(streamed[-1], error_on_no_tool_call=False) == []
+    assert routing_decision(streamed[-1]).reason == "repeated_tool_call"
+    assert streamed[-1].message.content == "It is sunny and 21 C in Paris."
+
+
+async def test_function_agent_answers_through_the_strong_model_when_the_call_repeats(
+    provider: ScriptedProvider,
+) -> None:
+    slm = LastMessageScripted(
+        script={
+            "What is the weather in Paris?": (PARIS_CALL, SURE),
+            "Sunny, 21 C in Paris": (PARIS_CALL, SURE),  # the 0.5B's echo
+        }
+    )
+    llm = ConfRouteLLM(slm, "scripted/strong", max_retries=0, max_tokens=32)
+    provider.default = "It is sunny and 21 C in Paris."
+    agent = FunctionAgent(tools=[WEATHER], llm=llm)
+    handler = agent.run(user_msg="What is the weather in Paris?")
+    results = [e async for e in handler.stream_events() if isinstance(e, ToolCallResult)]
+    assert str(await handler) == "It is sunny and 21 C in Paris."
+    assert [r.tool_kwargs for r in results] == [{"city": "Paris"}]
+    assert len(provider.calls) == 1
 
 
 async def test_react_agent_runs_on_plain_chat() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import litellm
 import pytest
@@ -275,7 +276,7 @@ def test_context_overflow_without_strong_model_raises(scripted_slm: ScriptedLoca
 def test_escalation_rate_uses_the_profile(
     scripted_slm: ScriptedLocalModel, provider: ScriptedProvider, tmp_path: object
 ) -> None:
-    from confroute.calibrated import TargetEscalationRate
+    from confroute.calibrated import StreamingQuantile, TargetEscalationRate
     from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
     from confroute.errors import ConfigurationError, ProfileMismatchError
 
@@ -284,9 +285,18 @@ def test_escalation_rate_uses_the_profile(
     )
     items = [PoolItem(dataset="d", item_id=str(i), confidence=i / 10) for i in range(11)]
     profile = CalibrationProfile.from_pool(items, fingerprint)
-    router = ConfRouter(scripted_slm, "scripted/strong", escalation_rate=0.5, profile=profile)
+    router = ConfRouter(
+        scripted_slm,
+        "scripted/strong",
+        escalation_rate=0.5,
+        profile=profile,
+        adapt_to_traffic=False,
+    )
     assert isinstance(router.policy, TargetEscalationRate)
     assert router.policy.threshold == pytest.approx(0.55)  # 6 of 11 below: round(5.5) = 6
+    adaptive = ConfRouter(scripted_slm, None, escalation_rate=0.5, profile=profile)
+    assert isinstance(adaptive.policy, StreamingQuantile)
+    assert adaptive.policy.threshold == pytest.approx(0.55)  # starts from the profile
     assert router.route("unsure?").decision.escalated  # confidence ~0.29 < 0.55
     assert not router.route("sure?").decision.escalated
     other = profile.model_copy(
@@ -317,3 +327,65 @@ def test_decision_reports_every_confidence(
 def test_single_stop_string_is_one_sequence(scripted_slm: ScriptedLocalModel) -> None:
     router = ConfRouter(scripted_slm, None)
     assert router._config(None, None, "ab").stop == ("ab",)
+
+
+def test_escalation_rate_finds_the_shipped_profile_and_thresholds_per_format(
+    provider: ScriptedProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+    from confroute.errors import ConfigurationError
+
+    slm = ScriptedLocalModel(
+        script={
+            "Pick one:\nA. red\nB. blue": ("A", (0.5,)),
+            "Is it red? Answer yes or no.": ("yes", (0.5,)),
+            "Tell me a story.": ("Once", (0.5,)),
+        }
+    )
+    fingerprint = ProfileFingerprint(
+        model_name="scripted-slm", model_fingerprint="scripted-sha", estimator="perplexity"
+    )
+    # letter answers sit low (0.2-0.6), yes/no answers high (0.4-0.9)
+    items = [
+        PoolItem(
+            dataset="mc", item_id=f"m{i}", confidence=0.2 + 0.4 * i / 39, answer_format="letter"
+        )
+        for i in range(40)
+    ] + [
+        PoolItem(
+            dataset="yn", item_id=f"y{i}", confidence=0.4 + 0.5 * i / 39, answer_format="yes_no"
+        )
+        for i in range(40)
+    ]
+    folder = tmp_path / "scripted-slm"
+    folder.mkdir()
+    CalibrationProfile.from_pool(items, fingerprint).save(folder / "perplexity.json")
+    with pytest.raises(ConfigurationError, match="none ships for model 'scripted-slm'"):
+        ConfRouter(slm, None, escalation_rate=0.5)
+    monkeypatch.setenv("CONFROUTE_PROFILE_DIR", str(tmp_path))
+    seen: list[RoutingDecision] = []
+    router = ConfRouter(
+        slm, "scripted/strong", escalation_rate=0.5, hooks=[seen.append], adapt_to_traffic=False
+    )
+    assert router.policy.format_thresholds["letter"] < router.policy.threshold
+    router.route("Pick one:\nA. red\nB. blue")  # 0.5 is above the letter median (0.4)
+    router.route("Is it red? Answer yes or no.")  # 0.5 is below the yes/no median (0.65)
+    router.route("Tell me a story.")  # no format: the pooled median (about 0.5)
+    assert [d.escalated for d in seen[:2]] == [False, True]
+    assert [round(d.threshold, 3) for d in seen] == [
+        round(router.policy.format_thresholds["letter"], 3),
+        round(router.policy.format_thresholds["yes_no"], 3),
+        round(router.policy.threshold, 3),
+    ]
+    pooled = ConfRouter(
+        slm, None, escalation_rate=0.5, per_format_thresholds=False, adapt_to_traffic=False
+    )
+    assert pooled.policy.format_thresholds == {}
+    # the default, adaptive policy starts from the same per-format thresholds
+    adaptive = ConfRouter(slm, None, escalation_rate=0.5)
+    assert adaptive.policy.threshold_for("letter") == pytest.approx(
+        router.policy.format_thresholds["letter"]
+    )
+    assert adaptive.policy.threshold_for("yes_no") == pytest.approx(
+        router.policy.format_thresholds["yes_no"]
+    )

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from confroute.answer_format import AnswerFormat, option_probability
 from confroute.bench import metrics as m
 from confroute.bench.baseline import BASELINE_METHOD, train_on_other_datasets
 from confroute.bench.cache import RecordFile, decode_hidden
 from confroute.bench.runner import load_embeddings
 from confroute.errors import ConfigurationError
+from confroute.generation import Generation, TokenAlternative
 
 __all__ = ["OPTION_PROB", "GroupScores", "RunData", "load_run", "metric_rows", "option_prob"]
 
@@ -75,40 +77,49 @@ class RunData:
     config: dict[str, Any]
 
 
+MIN_ROUTED_ITEMS = 10
+"""Fewest items with a strong answer for routing metrics of a partly answered group."""
+
 OPTION_PROB = "option_prob_renorm"
 """Derived method: the chosen option token's probability renormalised over the option tokens."""
 
-_STRIP = " \t\n()*.:'\"`"
+
+def record_format(record: dict[str, Any]) -> AnswerFormat:
+    """The answer format of a cached SLM record (``letter`` with its option count, ...)."""
+    kind = str(record.get("answer_format") or "any")
+    if kind == "letter":
+        return AnswerFormat("letter", int(record.get("num_options") or 0))
+    if kind == "yes_no":
+        return AnswerFormat("yes_no", 2)
+    if kind == "number":
+        return AnswerFormat("number")
+    return AnswerFormat("any")
 
 
 def option_prob(record: dict[str, Any]) -> float | None:
     """Probability of the chosen option, renormalised over every option-token variant.
 
-    For a letter or yes/no answer: at the first token that spells the answer, the top-k mass of
-    that answer's variants (``B``, `` B``, ``b``) divided by the mass of all options' variants.
-    The pilot found this fixes the mass split over ``No`` / ``no`` / `` No``. None for other
-    formats and unparsed answers.
+    :func:`confroute.answer_format.option_probability` on the cached statistics, at the token
+    that spells the extracted answer. None for other formats and unparsed answers.
     """
     answer = record.get("answer")
-    kind = record.get("answer_format")
-    if answer is None or kind not in ("letter", "yes_no"):
+    if answer is None:
         return None
-    if kind == "letter":
-        options = {chr(ord("A") + i) for i in range(int(record.get("num_options") or 0))}
-        norm = str.upper
-    else:
-        options, norm = {"yes", "no"}, str.lower
-    for token, alternatives in zip(record.get("tokens", []), record.get("top", []), strict=False):
-        if norm(token.strip(_STRIP)) != answer:
-            continue
-        mass: dict[str, float] = {}
-        for text, _, logprob in alternatives:
-            key = norm(str(text).strip(_STRIP))
-            if key in options:
-                mass[key] = mass.get(key, 0.0) + float(np.exp(logprob))
-        total = sum(mass.values())
-        return mass.get(answer, 0.0) / total if total > 0 else None
-    return None
+    tokens = tuple(record.get("tokens", ()))
+    statistics = Generation(
+        text="".join(tokens),
+        token_ids=(),
+        tokens=tokens,
+        logprobs=(),
+        top_logprobs=tuple(
+            tuple(TokenAlternative(str(t), int(i), float(lp)) for t, i, lp in alternatives)
+            for alternatives in record.get("top", ())
+        ),
+        entropies=(),
+        finish_reason="stop",
+        prompt_tokens=0,
+    )
+    return option_probability(statistics, record_format(record), answer)
 
 
 def _model_name(folder: Path) -> str:
@@ -231,8 +242,8 @@ def metric_rows(data: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dic
             }
         )
         for method in sorted(group.confidences):
-            conf = group.effective(method)
-            correct = group.correct_for(method)
+            conf = conf_all = group.effective(method)
+            correct = correct_all = group.correct_for(method)
             base = {
                 "slm": group.slm,
                 "dataset": group.dataset,
@@ -254,9 +265,13 @@ def metric_rows(data: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dic
             rows.append({**base, "strong": None})
             for strong in strong_models:
                 answers = data.strong[(strong, group.dataset, group.prompt_format)]
-                if not all(i in answers for i in group.item_ids):
+                # routing metrics on the items the strong model answered (all, or a prefix
+                # sample when the strong run used a smaller --limit)
+                mask = np.array([i in answers for i in group.item_ids])
+                if not mask.all() and mask.sum() < MIN_ROUTED_ITEMS:
                     continue
-                llm = np.array([answers[i] for i in group.item_ids])
+                llm = np.array([answers[i] for i in np.asarray(group.item_ids)[mask]])
+                conf, correct = conf_all[mask], correct_all[mask]
                 curve = m.routing_curve(conf, correct, llm)
 
                 def apgr_of(c: np.ndarray, s: np.ndarray, ll: np.ndarray) -> float:
@@ -265,6 +280,8 @@ def metric_rows(data: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dic
                 rows.append(
                     {
                         **base,
+                        "n": int(mask.sum()),
+                        "slm_accuracy": _nan_round(float(correct.mean())),
                         "strong": strong,
                         "llm_accuracy": _nan_round(float(llm.mean())),
                         "area": _nan_round(curve.area),

@@ -368,6 +368,8 @@ class SweepRunner:
 
     def _run_strong(self, group: _Group) -> None:
         todo = [i for i in group.items if i.item_id not in group.cached]
+        if todo:
+            todo = self._reuse_slm_answers(group, todo)
         if not todo:
             return
         bar = _progress(
@@ -411,6 +413,33 @@ class SweepRunner:
                 bar.update(len(batch))
         finally:
             bar.close()
+
+    def _reuse_slm_answers(self, group: _Group, todo: list[BenchItem]) -> list[BenchItem]:
+        """Copy the answers an SLM run of the same bundled model already wrote.
+
+        A strong model ``confroute/<name>`` answers with the same model, the same messages and
+        greedy decoding as the SLM run of ``<name>``; when the token caps agree too, its answer
+        is the SLM's answer, so it is taken from the SLM cache instead of generated again.
+        Returns the items still to answer.
+        """
+        if not group.model.startswith(LOCAL_PROVIDER + "/"):
+            return todo
+        if self.config.strong_max_new_tokens != self.config.max_new_tokens:
+            return todo
+        name = group.model.split("/", 1)[1]
+        path = self.run_dir / "slm" / model_slug(name) / group.dataset
+        slm = RecordFile(path / f"{group.prompt_format}.jsonl").load()
+        keys = ("text", "answer", "correct", "finish_reason", "latency_s")
+        out: list[dict[str, Any]] = []
+        for item in todo:
+            if item.item_id in slm:
+                record = {k: slm[item.item_id].get(k) for k in keys}
+                out.append({"item_id": item.item_id, **record, "from_slm": True})
+                group.cached[item.item_id] = out[-1]
+        if out:
+            group.records.append(out)
+            self.stats["strong_reused"] = self.stats.get("strong_reused", 0) + len(out)
+        return [i for i in todo if i.item_id not in slm]
 
     def _strong_local(
         self, model: LocalModel, group: _Group, items: list[BenchItem]
