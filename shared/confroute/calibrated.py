@@ -261,7 +261,7 @@ class StreamingQuantile:
         escalation_rate: float,
         profile: CalibrationProfile | None = None,
         *,
-        prior_weight: float = 20.0,
+        prior_weight: float = 10.0,
         window: int = 500,
         per_format: bool = False,
     ) -> None:

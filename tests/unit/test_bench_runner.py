@@ -73,6 +73,16 @@ def _config(data_dir: Path, **kwargs: object) -> SweepConfig:
     return SweepConfig.from_dict(base)
 
 
+def _scripted_run(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel, provider: ScriptedProvider
+) -> tuple[Path, Path]:
+    """Run the scripted sweep; return the run directory and the SLM's cache file."""
+    provider.default = "C"
+    run_dir = tmp_path / "run"
+    SweepRunner(_config(data_dir), run_dir, load_local=lambda name: slm, progress=False).run()
+    return run_dir, run_dir / "slm" / "scripted-slm" / "commonsenseqa" / "answer_only.jsonl"
+
+
 def test_second_run_reuses_the_cache_and_computes_nothing(
     data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel, provider: ScriptedProvider
 ) -> None:
@@ -102,10 +112,7 @@ def test_second_run_reuses_the_cache_and_computes_nothing(
 def test_interrupted_run_resumes_and_skips_a_damaged_line(
     data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel, provider: ScriptedProvider
 ) -> None:
-    provider.default = "C"
-    run_dir = tmp_path / "run"
-    SweepRunner(_config(data_dir), run_dir, load_local=lambda name: slm, progress=False).run()
-    path = run_dir / "slm" / "scripted-slm" / "commonsenseqa" / "answer_only.jsonl"
+    run_dir, path = _scripted_run(data_dir, tmp_path, slm, provider)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:4]) + lines[4][:30])  # a crash in the middle of a line
     stats = SweepRunner(_config(data_dir), run_dir, load_local=lambda n: slm, progress=False).run()
@@ -341,3 +348,15 @@ def test_routing_metrics_use_the_items_the_strong_model_answered(
     assert local["n"] == 6
     monkeypatch.setattr(evaluate, "MIN_ROUTED_ITEMS", 5)
     assert not [r for r in metric_rows(data, n_boot=20) if r["strong"]]
+
+
+def test_a_method_scored_on_part_of_a_group_is_left_out(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel, provider: ScriptedProvider
+) -> None:
+    run_dir, path = _scripted_run(data_dir, tmp_path, slm, provider)
+    records = RecordFile(path).load()
+    records["q2"]["confidences"]["p_true"] = 0.9  # as if p_true ran on one item only
+    RecordFile(path).append([records["q2"]])
+    [group] = load_run(run_dir).groups
+    assert "p_true" not in group.confidences
+    assert set(METHODS) <= set(group.confidences)

@@ -15,6 +15,7 @@ from confroute.bench.transfer import (
     format_of,
     leave_one_dataset_out,
     markdown,
+    pivot_markdown,
     profile_from_run,
     variant_confidences,
 )
@@ -82,6 +83,10 @@ def test_same_distribution_everywhere_transfers_almost_exactly(tmp_path: Path) -
     assert raw.curve_rms < 0.05
     assert {r.variant for r in rows} == {"raw", "answer_span", "chance", "lift"}
     assert "| perplexity | raw | pooled | fixed |" in markdown(rows)
+    table = pivot_markdown(rows, "fixed")
+    assert "| method | raw / pooled | raw / per_format | answer_span / pooled |" in table
+    line = next(x for x in table.splitlines() if x.startswith("| perplexity |"))
+    assert line.split(" | ")[1] == f"{raw.mae:.3f}"
 
 
 def test_lift_lines_up_formats_that_raw_confidence_does_not(tmp_path: Path) -> None:

@@ -198,3 +198,62 @@ def test_ks_statistic() -> None:
     a = np.linspace(0, 1, 100)
     assert ks_statistic(a, a) == 0.0
     assert ks_statistic(a * 0.5, a * 0.5 + 0.5) == pytest.approx(1.0, abs=0.02)
+
+
+def test_streaming_quantile_starts_at_the_profile_and_follows_a_shift() -> None:
+    from confroute.calibrated import StreamingQuantile
+
+    rng = np.random.default_rng(0)
+    profile = CalibrationProfile.from_pool(pool_from(rng.beta(5, 2, 1000)), FP)
+    policy = StreamingQuantile(0.3, profile)
+    assert policy.threshold == pytest.approx(profile.threshold_for(0.3))
+    # confidences drop: the profile's threshold alone would escalate ~90%
+    shifted = rng.beta(2, 5, 3000)
+    escalated = np.array([policy.decide(float(v)).escalate for v in shifted])
+    assert escalated[:10].mean() > 0.6  # near the profile's threshold at first
+    assert escalated[500:].mean() == pytest.approx(0.3, abs=0.03)
+
+
+def test_streaming_quantile_edges_and_missing_confidences() -> None:
+    from confroute.calibrated import StreamingQuantile
+
+    profile = CalibrationProfile.from_pool(pool_from(np.linspace(0, 1, 101)), FP)
+    never = StreamingQuantile(0.0, profile)
+    always = StreamingQuantile(1.0, profile)
+    assert not any(never.decide(v).escalate for v in (0.0, 0.5, None))
+    assert all(always.decide(v).escalate for v in (0.0, 1.0))
+    verdict = StreamingQuantile(0.5, profile).decide(None)
+    assert verdict.escalate and verdict.reason == "no_confidence"
+    with pytest.raises(CalibrationError):
+        StreamingQuantile(0.5, profile, window=0)
+    with pytest.raises(CalibrationError):
+        StreamingQuantile(1.5, profile)
+    cold = StreamingQuantile(0.5)  # no profile: the first request escalates, then it learns
+    assert cold.decide(0.9).escalate
+    values = np.random.default_rng(2).uniform(0, 1, 400)
+    decisions = [cold.decide(float(v)).escalate for v in values]
+    assert 0.4 < np.mean(decisions[100:]) < 0.6
+
+
+def test_streaming_quantile_keeps_a_window_per_answer_format() -> None:
+    from confroute.calibrated import StreamingQuantile
+
+    items = [
+        PoolItem(dataset="mc", item_id=f"m{i}", confidence=v, answer_format="letter")
+        for i, v in enumerate(np.linspace(0.2, 0.4, 50))
+    ] + [
+        PoolItem(dataset="yn", item_id=f"y{i}", confidence=v, answer_format="yes_no")
+        for i, v in enumerate(np.linspace(0.6, 0.9, 50))
+    ]
+    profile = CalibrationProfile.from_pool(items, FP)
+    policy = StreamingQuantile(0.5, profile, per_format=True)
+    assert policy.threshold_for("letter") == pytest.approx(0.3, abs=0.01)
+    assert policy.threshold_for("yes_no") == pytest.approx(0.75, abs=0.01)
+    rng = np.random.default_rng(1)
+    for _ in range(300):  # yes/no traffic moves up; letters are untouched
+        policy.decide(float(rng.uniform(0.9, 1.0)), answer_format="yes_no")
+    assert policy.threshold_for("yes_no") > 0.9
+    assert policy.threshold_for("letter") == pytest.approx(0.3, abs=0.01)
+    assert StreamingQuantile(0.5, profile).threshold_for("letter") == pytest.approx(
+        profile.threshold_for(0.5)
+    )  # per_format off: one pooled window

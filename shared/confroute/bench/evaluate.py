@@ -143,7 +143,10 @@ def load_run(run_dir: str | Path, *, probes: bool = True, baseline: bool = True)
             continue
         ids = sorted(records)
         rows = [records[i] for i in ids]
-        methods = sorted({k for r in rows for k in r.get("confidences", {})})
+        # a method counts for a group only when every item was scored with it (a method added
+        # to a run with a smaller --limit covers a prefix only; its missing items are not
+        # "no confidence")
+        methods = sorted(set.intersection(*(set(r.get("confidences", {})) for r in rows)))
         group = GroupScores(
             slm=_model_name(path.parent.parent),
             dataset=path.parent.name,

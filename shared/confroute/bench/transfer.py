@@ -320,6 +320,34 @@ def markdown(rows: Sequence[TransferRow], rates: Sequence[float] = DEFAULT_RATES
     return "\n".join(lines)
 
 
+def pivot_markdown(rows: Sequence[TransferRow], policy: str, *, metric: str = "mae") -> str:
+    """One table per SLM: methods x (variant, pooling), the rate MAE (or another metric)."""
+    columns = [(v, p) for v in VARIANTS for p in POOLINGS]
+    lines = []
+    for slm in sorted({r.slm for r in rows}):
+        methods = sorted({r.method for r in rows if r.slm == slm})
+        lines += [
+            f"SLM `{slm}`, policy `{policy}`, {metric}:",
+            "",
+            "| method | " + " | ".join(f"{v} / {p}" for v, p in columns) + " |",
+            "|---" * (len(columns) + 1) + "|",
+        ]
+        for method in methods:
+            cells = []
+            for variant, pooling in columns:
+                found = [
+                    r
+                    for r in rows
+                    if r.slm == slm
+                    and (r.method, r.variant, r.pooling, r.policy)
+                    == (method, variant, pooling, policy)
+                ]
+                cells.append(f"{getattr(found[0], metric):.3f}" if found else "-")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m confroute.bench.transfer RUN_DIR [--slm NAME] [--json OUT]``."""
     import argparse
@@ -329,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slm", default=None)
     parser.add_argument("--methods", default=None, help="comma-separated (default: all in run)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
+    parser.add_argument("--pivot", action="store_true", help="methods x variants tables")
     args = parser.parse_args(argv)
     data = load_run(args.run_dir, baseline=False)
     slms = [args.slm] if args.slm else sorted({g.slm for g in data.groups})
@@ -340,7 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             methods=args.methods.split(",") if args.methods else None,
             data=data,
         )
-    print(markdown(rows))
+    if args.pivot:
+        for policy in POLICIES:
+            print(pivot_markdown(rows, policy))
+            print(pivot_markdown(rows, policy, metric="curve_rms"))
+    else:
+        print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
     return 0
