@@ -152,6 +152,10 @@ def test_report_writes_tables_plots_and_a_self_contained_page(
     markdown = (out / "report.md").read_text()
     assert "| avg_token_prob | 1.000" in markdown
     assert "Routing to `scripted/strong`" in markdown
+    mean_line = next(
+        x for x in markdown.splitlines() if x.startswith("| avg_token_prob | 1.000 | 1 |")
+    )
+    assert "mean APGR (scripted/strong)" in markdown and mean_line.count("|") == 8
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
         "auroc_heatmap_scripted-slm_answer_only.png",

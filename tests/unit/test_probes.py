@@ -139,13 +139,23 @@ def test_logistic_combination_fit_save_load(tmp_path: Path) -> None:
         LogisticCombination.load(tmp_path / "missing.json")
 
 
-def test_the_shipped_ood_probe_of_the_default_slm_matches_its_weights() -> None:
-    from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
+@pytest.mark.parametrize(
+    ("model", "width"),
+    [("qwen2.5-coder-0.5b-instruct", 896), ("qwen2.5-coder-1.5b-instruct", 1536)],
+)
+def test_the_shipped_ood_probes_match_their_weights(model: str, width: int) -> None:
+    from confroute.models import BUNDLED_MODELS
 
-    stem = Path(__file__).parents[2] / "shared/confroute/probe_files" / DEFAULT_SLM / "ood_probe"
-    probe = Probe.load(stem, model=DEFAULT_SLM, fingerprint=BUNDLED_MODELS[DEFAULT_SLM].sha256)
-    assert (probe.metadata.kind, probe.metadata.layer, probe.metadata.input_dim) == ("ood", -8, 896)
+    stem = Path(__file__).parents[2] / "shared/confroute/probe_files" / model / "ood_probe"
+    probe = Probe.load(stem, model=model, fingerprint=BUNDLED_MODELS[model].sha256)
+    assert (probe.metadata.kind, probe.metadata.layer, probe.metadata.input_dim) == (
+        "ood",
+        -8,
+        width,
+    )
     assert probe.metadata.lr == 1e-4 and probe.metadata.epochs == 20
-    assert sum(d["items"] for d in probe.metadata.training["datasets"].values()) == 160
-    value = probe.predict(np.zeros(896, dtype=np.float32))
+    training = probe.metadata.training
+    assert sum(d["items"] for d in training["datasets"].values()) == 1100  # 11 datasets x 100
+    assert training["source"] == "bench run cache"
+    value = probe.predict(np.zeros(width, dtype=np.float32))
     assert 0.0 <= float(value) <= 1.0

@@ -59,6 +59,30 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _mean(rows: Sequence[dict[str, Any]], method: str, key: str) -> tuple[float, int]:
+    values = [r[key] for r in rows if r["method"] == method and r.get(key) is not None]
+    return (float(np.mean(values)) if values else float("nan")), len(values)
+
+
+def _means(local: Sequence[dict[str, Any]], routed: Sequence[dict[str, Any]]) -> str:
+    """Per method: mean AUROC over datasets and, per strong model, mean APGR and CPTs."""
+    header = ["method", "mean AUROC", "datasets"]
+    strongs = sorted({r["strong"] for r in routed})
+    for strong in strongs:
+        header += [f"mean APGR ({strong})", "mean CPT(50%)", "mean CPT(80%)", "datasets"]
+    body = []
+    for method in sorted({r["method"] for r in local}):
+        auroc, count = _mean(local, method, "auroc")
+        line = [method, f"{auroc:.3f}", str(count)]
+        for strong in strongs:
+            these = [r for r in routed if r["strong"] == strong]
+            apgr, n = _mean(these, method, "apgr")
+            line += [f"{apgr:.3f}", f"{_mean(these, method, 'cpt50')[0]:.3f}"]
+            line += [f"{_mean(these, method, 'cpt80')[0]:.3f}", str(n)]
+        body.append(line)
+    return "\nMean over datasets:\n\n" + _table(header, body)
+
+
 def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
     """The report's tables as markdown (AUROC per method x dataset; routing metrics)."""
     parts = []
@@ -107,6 +131,7 @@ def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
                     [
                         "dataset",
                         "method",
+                        "n",
                         "SLM acc",
                         "LLM acc",
                         "APGR [95% CI]",
@@ -121,6 +146,7 @@ def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
                         [
                             r["dataset"],
                             r["method"],
+                            str(r["n"]),
                             _fmt(r["slm_accuracy"]),
                             _fmt(r["llm_accuracy"]),
                             _ci(r, "apgr"),
@@ -135,26 +161,7 @@ def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
                     ],
                 )
             )
-            means = {}
-            for method in sorted({r["method"] for r in these}):
-                values = [
-                    r["apgr"] for r in these if r["method"] == method and r["apgr"] is not None
-                ]
-                aurocs = [
-                    r["auroc"] for r in these if r["method"] == method and r["auroc"] is not None
-                ]
-                means[method] = (
-                    np.mean(values) if values else np.nan,
-                    np.mean(aurocs) if aurocs else np.nan,
-                    len(values),
-                )
-            parts.append("\nMean over datasets:\n")
-            parts.append(
-                _table(
-                    ["method", "mean AUROC", "mean APGR", "datasets"],
-                    [[k, f"{v[1]:.3f}", f"{v[0]:.3f}", str(v[2])] for k, v in means.items()],
-                )
-            )
+        parts.append(_means(local, routed))
         parts.append("")
     return "\n".join(parts)
 
