@@ -283,14 +283,17 @@ class StreamingQuantile:
         self.window = window
         self.per_format = per_format and profile is not None and bool(profile.answer_formats)
         self._recent: dict[str, deque[float]] = {}
+        self._priors: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self.threshold = self._quantile("any")
 
     def _prior(self, answer_format: str) -> np.ndarray:
-        if self.profile is None:
-            return np.zeros(0)
-        key = answer_format if self.per_format else None
-        return np.asarray(self.profile.confidences_for(key), dtype=float)
+        """The profile's confidences for a format, computed once per format."""
+        if answer_format not in self._priors:
+            key = answer_format if self.per_format else None
+            values = self.profile.confidences_for(key) if self.profile is not None else ()
+            self._priors[answer_format] = np.asarray(values, dtype=float)
+        return self._priors[answer_format]
 
     def _quantile(self, answer_format: str) -> float:
         rate = self.escalation_rate
