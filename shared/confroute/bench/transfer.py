@@ -26,6 +26,7 @@ No model is loaded; everything comes from the run's cache.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -74,9 +75,16 @@ format_of = record_format
 """The answer format of a cached SLM record (alias of :func:`.evaluate.record_format`)."""
 
 
+@functools.lru_cache(maxsize=64)
+def _load_records(path: Path, modified_ns: int) -> dict[str, dict[str, Any]]:
+    del modified_ns  # part of the cache key: a rewritten file is read again
+    return RecordFile(path).load()
+
+
 def _records(run_dir: Path, group: GroupScores) -> list[dict[str, Any]]:
+    """A group's cached SLM records, in the group's item order (each file read once)."""
     path = run_dir / "slm" / model_slug(group.slm) / group.dataset / f"{group.prompt_format}.jsonl"
-    records = RecordFile(path).load()
+    records = _load_records(path, path.stat().st_mtime_ns)
     return [records[i] for i in group.item_ids]
 
 
