@@ -280,14 +280,17 @@ def test_verbalized_one_step_answers_on_its_own_prompt_in_one_batch(
     verbalized = estimators.get("verbalized_1s")
     for item in load_dataset("commonsenseqa", data_dir):
         [message] = verbalized.transform_messages(messages_for(item, "answer_only", firm=False))
-        slm.script[message["content"]] = ("C\nConfidence: 80", (0.5,) * 4)
+        # q5 states a confidence but no answer: unparsed, so the lowest confidence
+        text = "Confidence: 90" if item.item_id == "q5" else "C\nConfidence: 80"
+        slm.script[message["content"]] = (text, (0.5,) * 4)
     config = _config(data_dir, methods=("perplexity", "verbalized_1s"))
     stats = SweepRunner(config, tmp_path / "run", load_local=lambda n: slm, progress=False).run()
     assert stats["methods_computed"] == 12
     assert slm.calls == [4, 4, 2, 2]  # answers and verbalized answers, batched alike
     [group] = load_run(tmp_path / "run").groups
-    assert group.confidences["verbalized_1s"].tolist() == [0.8] * 6
-    assert group.correct_for("verbalized_1s").tolist() == [True] * 6  # its own answers
+    assert group.confidences["verbalized_1s"].tolist() == [0.8] * 5 + [0.9]
+    assert group.correct_for("verbalized_1s").tolist() == [True] * 5 + [False]  # own answers
+    assert group.effective("verbalized_1s").tolist() == [0.8] * 5 + [-1.0]
     assert group.correct_for("perplexity").tolist() == [True] * 3 + [False] * 3
 
 

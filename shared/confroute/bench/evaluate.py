@@ -42,6 +42,8 @@ class GroupScores:
         truncated: Whether the answer hit the token cap.
         confidences: Method -> raw confidence (NaN where none).
         method_correct: Method -> correctness when the method answers on its own prompt.
+        method_parsed: Method -> whether that own-prompt answer could be parsed (an unparsed
+            one gets the lowest confidence, like an unparsed SLM answer).
         hidden: ``(n, d)`` hidden states, when cached.
         p_true_mass: Mass on the True/False tokens, when cached.
     """
@@ -55,11 +57,12 @@ class GroupScores:
     truncated: np.ndarray
     confidences: dict[str, np.ndarray] = field(default_factory=dict)
     method_correct: dict[str, np.ndarray] = field(default_factory=dict)
+    method_parsed: dict[str, np.ndarray] = field(default_factory=dict)
     hidden: np.ndarray | None = None
 
     def effective(self, method: str) -> np.ndarray:
         """Confidence with unparsed answers and missing values below every real one."""
-        parsed = self.parsed if method not in self.method_correct else None
+        parsed = self.method_parsed.get(method, self.parsed)
         return m.effective_confidence(list(self.confidences[method]), parsed)
 
     def correct_for(self, method: str) -> np.ndarray:
@@ -164,6 +167,9 @@ def load_run(run_dir: str | Path, *, probes: bool = True, baseline: bool = True)
             if all(method in r.get("variants", {}) for r in rows):
                 group.method_correct[method] = np.array(
                     [bool(r["variants"][method]["correct"]) for r in rows]
+                )
+                group.method_parsed[method] = np.array(
+                    [r["variants"][method].get("answer") is not None for r in rows]
                 )
         renormalised = [option_prob(r) for r in rows]
         if any(v is not None for v in renormalised):
