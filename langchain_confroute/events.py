@@ -43,21 +43,28 @@ DECISION_EVENT = "confroute_decision"
 """Name of the custom event that carries each routing decision."""
 
 
+def _parent_of(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
+) -> dict[str, Any]:
+    """The handlers, tags and metadata of the chat model's run, for a child callback manager."""
+    return {
+        "handlers": run_manager.handlers,
+        "inheritable_handlers": run_manager.inheritable_handlers,
+        "parent_run_id": run_manager.parent_run_id,
+        "tags": run_manager.tags,
+        "inheritable_tags": run_manager.inheritable_tags,
+        "metadata": run_manager.metadata,
+        "inheritable_metadata": run_manager.inheritable_metadata,
+    }
+
+
 def dispatch_decision(
     run_manager: CallbackManagerForLLMRun | None, decision: RoutingDecision
 ) -> None:
     """Send the decision to the handlers of the chat model's run (sync form)."""
     if run_manager is None or not run_manager.handlers:
         return
-    manager = CallbackManager(
-        handlers=run_manager.handlers,
-        inheritable_handlers=run_manager.inheritable_handlers,
-        parent_run_id=run_manager.parent_run_id,
-        tags=run_manager.tags,
-        inheritable_tags=run_manager.inheritable_tags,
-        metadata=run_manager.metadata,
-        inheritable_metadata=run_manager.inheritable_metadata,
-    )
+    manager = CallbackManager(**_parent_of(run_manager))
     manager.on_custom_event(
         DECISION_EVENT, decision.model_dump(mode="json"), run_id=run_manager.run_id
     )
@@ -69,15 +76,7 @@ async def adispatch_decision(
     """Send the decision to the handlers of the chat model's run (async form)."""
     if run_manager is None or not run_manager.handlers:
         return
-    manager = AsyncCallbackManager(
-        handlers=run_manager.handlers,
-        inheritable_handlers=run_manager.inheritable_handlers,
-        parent_run_id=run_manager.parent_run_id,
-        tags=run_manager.tags,
-        inheritable_tags=run_manager.inheritable_tags,
-        metadata=run_manager.metadata,
-        inheritable_metadata=run_manager.inheritable_metadata,
-    )
+    manager = AsyncCallbackManager(**_parent_of(run_manager))
     await manager.on_custom_event(
         DECISION_EVENT, decision.model_dump(mode="json"), run_id=run_manager.run_id
     )
