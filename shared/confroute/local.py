@@ -294,28 +294,39 @@ class LocalModel:
                     prompt_tokens=len(ids),
                     context_window=self.context_window,
                 )
-        expanded = [list(ids) for ids in prompts for _ in range(config.num_samples)]
+        # Samples of one prompt share its prefill: each chunk holds whole prompts, and their
+        # cache is repeated num_samples times after the first forward pass.
+        repeats = config.num_samples
+        per_chunk = max(1, self.max_batch_size // repeats)
+        unique = [list(ids) for ids in prompts]
         results: list[Generation] = []
         with self._lock:
-            for start in range(0, len(expanded), self.max_batch_size):
-                batch = expanded[start : start + self.max_batch_size]
-                results.extend(self._decode(batch, config))
+            for start in range(0, len(unique), per_chunk):
+                results.extend(self._decode(unique[start : start + per_chunk], config, repeats))
         return results
 
-    def _decode(self, prompts: list[list[int]], config: GenerationConfig) -> list[Generation]:
+    def _decode(
+        self, prompts: list[list[int]], config: GenerationConfig, repeats: int = 1
+    ) -> list[Generation]:
+        """Decode ``prompts`` in one batch.
+
+        With ``repeats`` > 1 each prompt is prefilled once and then decoded ``repeats`` times;
+        its rows are consecutive in the result.
+        """
         import torch
 
         started = time.perf_counter()
-        batch = len(prompts)
         width = max(len(p) for p in prompts)
-        input_ids = torch.full((batch, width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
+        input_ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
         input_ids = input_ids.to(self._device)
         attention = attention.to(self._device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        prompts = [ids for ids in prompts for _ in range(repeats)]
+        batch = len(prompts)
         sampler = None
         if config.temperature > 0:
             sampler = torch.Generator(device=self._device)
@@ -342,6 +353,16 @@ class LocalModel:
                 )
                 cache = getattr(out, self._cache_kw)
                 logits = out.logits[:, -1, :].float()
+                hidden_states = out.hidden_states if want_hidden else None
+                if step == 0 and repeats > 1:  # fan the shared prefill out to the samples
+                    cache.batch_repeat_interleave(repeats)
+                    logits = logits.repeat_interleave(repeats, dim=0)
+                    attention = attention.repeat_interleave(repeats, dim=0)
+                    positions = positions.repeat_interleave(repeats, dim=0)
+                    if hidden_states is not None:
+                        hidden_states = tuple(
+                            h.repeat_interleave(repeats, dim=0) for h in hidden_states
+                        )
                 logprobs = torch.log_softmax(logits, dim=-1)
                 if sampler is None:
                     chosen = logprobs.argmax(dim=-1)
@@ -351,8 +372,8 @@ class LocalModel:
                 top = logprobs.topk(self.top_k, dim=-1)
                 entropy = -(logprobs.exp() * logprobs).nan_to_num().sum(-1)
                 hidden = (
-                    out.hidden_states[config.hidden_layer][:, -1, :].float()
-                    if want_hidden and config.hidden_layer is not None
+                    hidden_states[config.hidden_layer][:, -1, :].float()
+                    if hidden_states is not None and config.hidden_layer is not None
                     else None
                 )
                 steps.append(

@@ -81,6 +81,31 @@ def test_sampling_is_reproducible_with_a_seed(tiny_lm: LocalModel) -> None:
     assert [g.token_ids for g in first] == [g.token_ids for g in second]
 
 
+def test_samples_share_one_prefill_and_match_separate_rows(tiny_lm: LocalModel) -> None:
+    """num_samples prefills each prompt once and fans its cache out; the draws equal decoding
+    the same prompt repeated as separate rows with the same seed."""
+    config = GenerationConfig(max_new_tokens=5, temperature=1.0, num_samples=3, seed=11)
+    ids = [tiny_lm.encode(tiny_lm.render(p)) for p in PROMPTS[:2]]
+    shared = tiny_lm.generate_from_ids(ids, config)
+    separate = tiny_lm._decode([i for i in ids for _ in range(3)], config)
+    assert len(shared) == 6
+    assert [g.token_ids for g in shared] == [g.token_ids for g in separate]
+    assert [g.prompt_tokens for g in shared] == [len(ids[0])] * 3 + [len(ids[1])] * 3
+    for a, b in zip(shared, separate, strict=True):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+def test_greedy_samples_all_equal_the_single_answer(tiny_lm: LocalModel) -> None:
+    [single] = tiny_lm.generate([PROMPTS[1]], GenerationConfig(max_new_tokens=5, hidden_layer=-2))
+    many = tiny_lm.generate(
+        [PROMPTS[1]], GenerationConfig(max_new_tokens=5, num_samples=4, hidden_layer=-2)
+    )
+    assert [g.token_ids for g in many] == [single.token_ids] * 4
+    for g in many:
+        assert g.hidden_state is not None and single.hidden_state is not None
+        np.testing.assert_allclose(g.hidden_state, single.hidden_state, atol=1e-4)
+
+
 def test_context_overflow_is_reported(tiny_lm: LocalModel) -> None:
     long_prompt = [{"role": "user", "content": "yes no " * 400}]
     with pytest.raises(ContextOverflowError) as info:
