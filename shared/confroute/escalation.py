@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import SecretStr
@@ -342,6 +342,29 @@ class Escalation:
 
     # -- calls -----------------------------------------------------------------------------
 
+    def _attempts(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        temperature: float | None,
+        max_tokens: int | None,
+        stop: Sequence[str] | None,
+        tools: Sequence[Mapping[str, Any]] | None,
+        stream: bool,
+    ) -> _Attempts:
+        """One request's walk through retries and fallbacks (shared by every call path)."""
+        return _Attempts(
+            self,
+            self._outgoing(messages),
+            {
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                "stop": stop,
+                "tools": tools,
+                "stream": stream,
+            },
+        )
+
     def complete(
         self,
         messages: Sequence[Mapping[str, Any]],
@@ -357,30 +380,22 @@ class Escalation:
             EscalationError: Every model failed, or the ``redact`` hook failed; it lists each
                 failure (secrets redacted).
         """
-        started = time.perf_counter()
-        messages = self._outgoing(messages)
-        attempts, errors = 0, list[str]()
-        for model in self._plan():
-            for attempt in range(self.max_retries + 1):
-                attempts += 1
-                params = self._request(
-                    model,
-                    messages,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    stop=stop,
-                    tools=tools,
-                    stream=False,
-                )
-                try:
-                    response = litellm.completion(**params)
-                    return self._result(model, response, started, attempts, errors)
-                except Exception as error:
-                    delay = self._on_error(model, attempt, error, errors, streamed=False)
-                if delay is None:
-                    break
+        plan = self._attempts(
+            messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+            tools=tools,
+            stream=False,
+        )
+        for attempt in plan:
+            try:
+                return plan.result(attempt, litellm.completion(**attempt.params))
+            except Exception as error:
+                delay = plan.failed(attempt, error)
+            if delay is not None:
                 time.sleep(delay)
-        raise self._failure(attempts, errors)
+        raise plan.failure()
 
     async def acomplete(
         self,
@@ -392,30 +407,22 @@ class Escalation:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> EscalationResult:
         """Async form of :meth:`complete` (``litellm.acompletion``)."""
-        started = time.perf_counter()
-        messages = self._outgoing(messages)
-        attempts, errors = 0, list[str]()
-        for model in self._plan():
-            for attempt in range(self.max_retries + 1):
-                attempts += 1
-                params = self._request(
-                    model,
-                    messages,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    stop=stop,
-                    tools=tools,
-                    stream=False,
-                )
-                try:
-                    response = await litellm.acompletion(**params)
-                    return self._result(model, response, started, attempts, errors)
-                except Exception as error:
-                    delay = self._on_error(model, attempt, error, errors, streamed=False)
-                if delay is None:
-                    break
+        plan = self._attempts(
+            messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+            tools=tools,
+            stream=False,
+        )
+        for attempt in plan:
+            try:
+                return plan.result(attempt, await litellm.acompletion(**attempt.params))
+            except Exception as error:
+                delay = plan.failed(attempt, error)
+            if delay is not None:
                 await asyncio.sleep(delay)
-        raise self._failure(attempts, errors)
+        raise plan.failure()
 
     def stream(
         self,
@@ -431,43 +438,32 @@ class Escalation:
         Retries and fallbacks apply until the first text arrives; a failure after that raises
         :class:`EscalationError` (the text already yielded cannot be taken back).
         """
-        started = time.perf_counter()
-        messages = self._outgoing(messages)
-        attempts, errors = 0, list[str]()
-        for model in self._plan():
-            for attempt in range(self.max_retries + 1):
-                attempts += 1
-                params = self._request(
-                    model,
-                    messages,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    stop=stop,
-                    tools=tools,
-                    stream=True,
-                )
-                chunks: list[Any] = []
-                yielded = False
-                try:
-                    for chunk in litellm.completion(**params):
-                        chunks.append(chunk)
-                        text = _delta_text(chunk)
-                        if text:
-                            yielded = True
-                            yield StreamDelta(text=text)
-                    response = litellm.stream_chunk_builder(chunks, messages=messages)
-                    result = self._result(model, response, started, attempts, errors)
-                except Exception as error:
-                    delay = self._on_error(model, attempt, error, errors, streamed=yielded)
-                else:
-                    yield StreamDelta(result=result)
-                    return
-                if yielded:
-                    raise self._failure(attempts, errors)
-                if delay is None:
-                    break
+        plan = self._attempts(
+            messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+            tools=tools,
+            stream=True,
+        )
+        for attempt in plan:
+            chunks: list[Any] = []
+            try:
+                for chunk in litellm.completion(**attempt.params):
+                    chunks.append(chunk)
+                    text = _delta_text(chunk)
+                    if text:
+                        attempt.yielded = True
+                        yield StreamDelta(text=text)
+                result = plan.streamed_result(attempt, chunks)
+            except Exception as error:
+                delay = plan.failed(attempt, error)
+            else:
+                yield StreamDelta(result=result)
+                return
+            if delay is not None:
                 time.sleep(delay)
-        raise self._failure(attempts, errors)
+        raise plan.failure()
 
     async def astream(
         self,
@@ -479,44 +475,104 @@ class Escalation:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> AsyncIterator[StreamDelta]:
         """Async form of :meth:`stream`."""
-        started = time.perf_counter()
-        messages = self._outgoing(messages)
-        attempts, errors = 0, list[str]()
-        for model in self._plan():
-            for attempt in range(self.max_retries + 1):
-                attempts += 1
-                params = self._request(
-                    model,
-                    messages,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    stop=stop,
-                    tools=tools,
-                    stream=True,
-                )
-                chunks: list[Any] = []
-                yielded = False
-                try:
-                    response_stream = await litellm.acompletion(**params)
-                    async for chunk in response_stream:
-                        chunks.append(chunk)
-                        text = _delta_text(chunk)
-                        if text:
-                            yielded = True
-                            yield StreamDelta(text=text)
-                    response = litellm.stream_chunk_builder(chunks, messages=messages)
-                    result = self._result(model, response, started, attempts, errors)
-                except Exception as error:
-                    delay = self._on_error(model, attempt, error, errors, streamed=yielded)
-                else:
-                    yield StreamDelta(result=result)
-                    return
-                if yielded:
-                    raise self._failure(attempts, errors)
-                if delay is None:
-                    break
+        plan = self._attempts(
+            messages,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+            tools=tools,
+            stream=True,
+        )
+        for attempt in plan:
+            chunks: list[Any] = []
+            try:
+                async for chunk in await litellm.acompletion(**attempt.params):
+                    chunks.append(chunk)
+                    text = _delta_text(chunk)
+                    if text:
+                        attempt.yielded = True
+                        yield StreamDelta(text=text)
+                result = plan.streamed_result(attempt, chunks)
+            except Exception as error:
+                delay = plan.failed(attempt, error)
+            else:
+                yield StreamDelta(result=result)
+                return
+            if delay is not None:
                 await asyncio.sleep(delay)
-        raise self._failure(attempts, errors)
+        raise plan.failure()
+
+
+@dataclass
+class _Attempt:
+    """One call to one model."""
+
+    model: str
+    number: int
+    params: dict[str, Any]
+    yielded: bool = False
+
+
+class _Attempts:
+    """Iterate the calls of one request: ``max_retries + 1`` per model, then the fallbacks.
+
+    The caller makes each call, reports a failure with :meth:`failed` (which returns the delay
+    to sleep before the next call, or None), and stops on success. A failure after streamed
+    text ends the walk: the text cannot be taken back. An empty answer from a deterministic
+    in-process model (greedy ``confroute/<name>``) is not retried: it would be empty again.
+    """
+
+    def __init__(
+        self, owner: Escalation, messages: list[dict[str, Any]], options: dict[str, Any]
+    ) -> None:
+        self._owner = owner
+        self.messages = messages
+        self._options = options
+        self.started = time.perf_counter()
+        self.count = 0
+        self.errors: list[str] = []
+        self._next_model = False
+        self._stop = False
+
+    def __iter__(self) -> Iterator[_Attempt]:
+        for model in self._owner._plan():
+            self._next_model = False
+            for number in range(self._owner.max_retries + 1):
+                self.count += 1
+                params = self._owner._request(model, self.messages, **self._options)
+                yield _Attempt(model, number, params)
+                if self._stop:
+                    return
+                if self._next_model:
+                    break
+
+    def failed(self, attempt: _Attempt, error: BaseException) -> float | None:
+        """Record ``error``; the delay before retrying ``attempt``'s model, or None."""
+        if attempt.yielded:
+            self._stop = True
+        if isinstance(error, EmptyAnswerError) and self._deterministic(attempt.model):
+            attempt = replace(attempt, number=self._owner.max_retries)
+        delay = self._owner._on_error(
+            attempt.model, attempt.number, error, self.errors, streamed=attempt.yielded
+        )
+        self._next_model = delay is None
+        return delay
+
+    def _deterministic(self, model: str) -> bool:
+        return model.startswith(f"{LOCAL_PROVIDER}/") and not self._options["temperature"]
+
+    def result(self, attempt: _Attempt, response: Any) -> EscalationResult:
+        """Read a successful call's response (raises EmptyAnswerError when it is empty)."""
+        return self._owner._result(attempt.model, response, self.started, self.count, self.errors)
+
+    def streamed_result(self, attempt: _Attempt, chunks: list[Any]) -> EscalationResult:
+        """Assemble a streamed call's chunks into its result."""
+        response = litellm.stream_chunk_builder(chunks, messages=self.messages)
+        return self.result(attempt, response)
+
+    def failure(self) -> EscalationError:
+        """The error raised once every call failed."""
+        return self._owner._failure(self.count, self.errors)
 
 
 class EmptyAnswerError(Exception):

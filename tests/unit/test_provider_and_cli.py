@@ -68,6 +68,33 @@ def test_not_retryable_errors_skip_to_fallback(provider: ScriptedProvider) -> No
     assert (result.text, result.model, result.attempts) == ("ok", "scripted/y", 2)
 
 
+@pytest.mark.parametrize(("temperature", "local_calls"), [(None, 1), (0.0, 1), (0.7, 3)])
+def test_empty_greedy_local_answer_is_not_retried(
+    monkeypatch: pytest.MonkeyPatch, temperature: float | None, local_calls: int
+) -> None:
+    """A greedy in-process model answers the same every time: an empty answer goes straight to
+    the fallback; a sampled one is retried."""
+    calls: list[str] = []
+
+    def completion(**params: object) -> litellm.ModelResponse:
+        model = str(params["model"])
+        calls.append(model)
+        content = "" if model.startswith("confroute/") else "ok"
+        return litellm.ModelResponse(
+            choices=[{"message": {"role": "assistant", "content": content}}]
+        )
+
+    monkeypatch.setattr(litellm, "completion", completion)
+    escalation = Escalation(
+        "confroute/tiny-test", fallbacks=["scripted/y"], max_retries=2, backoff_s=0
+    )
+    result = escalation.complete(MESSAGES, temperature=temperature)
+    assert result.text == "ok"
+    assert calls == ["confroute/tiny-test"] * local_calls + ["scripted/y"]
+    assert result.attempts == local_calls + 1
+    assert all("empty" in error for error in result.errors)
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory, tiny_lm: LocalModel) -> Path:
     directory = tmp_path_factory.mktemp("tiny-model")
