@@ -10,7 +10,7 @@ import pytest
 
 from confroute.bench.baseline import fit_logistic, train_on_other_datasets
 from confroute.bench.cache import RecordFile
-from confroute.bench.datasets import load_dataset
+from confroute.bench.datasets import load_dataset, sample_items
 from confroute.bench.evaluate import load_run, metric_rows
 from confroute.bench.formats import messages_for
 from confroute.bench.report import write_report
@@ -307,6 +307,10 @@ def test_cli_reports_a_run_and_explains_a_missing_dataset_list(
     SweepRunner(_config(data_dir), tmp_path / "run", load_local=lambda n: slm, progress=False).run()
     assert main(["report", str(tmp_path / "run"), "--bootstrap", "10", "--no-plots"]) == 0
     assert "report.md" in capsys.readouterr().out
+    out = tmp_path / "first3"
+    args = ["report", str(tmp_path / "run"), "--bootstrap", "10", "--no-plots", "--limit", "3"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "| commonsenseqa | 3 |" in (out / "report.md").read_text()
     assert main(["run", "--run-dir", str(tmp_path / "other")]) == 2
     assert "--datasets" in capsys.readouterr().err
 
@@ -367,3 +371,28 @@ def test_a_method_scored_on_part_of_a_group_is_left_out(
     [group] = load_run(run_dir).groups
     assert "p_true" not in group.confidences
     assert set(METHODS) <= set(group.confidences)
+
+
+def test_report_limit_compares_methods_on_the_first_items_of_the_sample(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel, provider: ScriptedProvider
+) -> None:
+    """A method added with a smaller --limit is left out of the whole group, and included
+    when the report is restricted to the items that limit asked."""
+    provider.default = "C"
+    run_dir = tmp_path / "run"
+    few = _config(data_dir, methods=("avg_token_prob", "perplexity"))
+    SweepRunner(few, run_dir, load_local=lambda n: slm, progress=False).run()
+    more = _config(data_dir, methods=METHODS, limit=3)
+    SweepRunner(more, run_dir, load_local=lambda n: slm, progress=False).run()
+    [whole] = load_run(run_dir).groups
+    assert len(whole.item_ids) == 6
+    assert "min_token_prob" not in whole.confidences
+    [first] = load_run(run_dir, limit=3).groups
+    expected = sample_items(load_dataset("commonsenseqa", data_dir), 3)
+    assert first.item_ids == sorted(i.item_id for i in expected)
+    assert "min_token_prob" in first.confidences
+    assert first.correct.tolist() == [
+        whole.correct[whole.item_ids.index(i)] for i in first.item_ids
+    ]
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        load_run(run_dir, limit=0)

@@ -101,6 +101,13 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     report.add_argument("--out", type=Path, default=None, help="output folder (RUN_DIR/report)")
     report.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     report.add_argument("--no-plots", action="store_true", help="tables only")
+    report.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="report on the first N items of each dataset's sample only (compare methods "
+        "that were run with a smaller --limit on the same items)",
+    )
 
 
 def _sweep(args: argparse.Namespace) -> SweepConfig:
@@ -142,7 +149,13 @@ def run_bench(args: argparse.Namespace) -> int:
     from confroute.bench.runner import SweepRunner
 
     if args.bench_command == "report":
-        out = write_report(args.run_dir, args.out, n_boot=args.bootstrap, plots=not args.no_plots)
+        out = write_report(
+            args.run_dir,
+            args.out,
+            n_boot=args.bootstrap,
+            plots=not args.no_plots,
+            limit=args.limit,
+        )
         print(f"report: {out / 'report.md'}")
         print(f"html  : {out / 'report.html'}")
         return 0

@@ -32,6 +32,7 @@ __all__ = [
     "load_dataset",
     "resolve_data_dir",
     "sample_items",
+    "sample_key",
 ]
 
 DATA_DIR_ENV = "CONFROUTE_DATA_DIR"
@@ -392,10 +393,13 @@ def sample_items(items: Sequence[BenchItem], limit: int | None, seed: int = 0) -
     Items are ordered by a hash of ``(seed, item_id)``, so a smaller limit is a prefix of a
     larger one: a run with ``--limit 40`` reuses every cached item of a ``--limit 20`` run.
     """
-    ordered = sorted(
-        items, key=lambda i: hashlib.sha256(f"{seed}:{i.dataset}/{i.item_id}".encode()).hexdigest()
-    )
+    ordered = sorted(items, key=lambda i: sample_key(i.dataset, i.item_id, seed))
     return ordered if limit is None else ordered[:limit]
+
+
+def sample_key(dataset: str, item_id: str, seed: int = 0) -> str:
+    """The sort key of an item in its dataset's fixed sample (see :func:`sample_items`)."""
+    return hashlib.sha256(f"{seed}:{dataset}/{item_id}".encode()).hexdigest()
 
 
 def load_dataset(

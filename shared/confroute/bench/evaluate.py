@@ -19,6 +19,7 @@ from confroute.answer_format import AnswerFormat, option_probability
 from confroute.bench import metrics as m
 from confroute.bench.baseline import BASELINE_METHOD, train_on_other_datasets
 from confroute.bench.cache import RecordFile, decode_hidden
+from confroute.bench.datasets import sample_key
 from confroute.bench.runner import load_embeddings
 from confroute.errors import ConfigurationError
 from confroute.generation import Generation, TokenAlternative
@@ -130,18 +131,38 @@ def _model_name(folder: Path) -> str:
     return str(json.loads(meta.read_text())["model"]) if meta.is_file() else folder.name
 
 
-def load_run(run_dir: str | Path, *, probes: bool = True, baseline: bool = True) -> RunData:
+def load_run(
+    run_dir: str | Path,
+    *,
+    probes: bool = True,
+    baseline: bool = True,
+    limit: int | None = None,
+) -> RunData:
     """Read a run directory.
 
+    Args:
+        run_dir: A run directory of ``confroute bench run``.
+        probes: Score the probe methods from the cached hidden states.
+        baseline: Score the query-only baseline from the cached query embeddings.
+        limit: Keep only the first ``limit`` items of each dataset's fixed sample (the items
+            a ``--limit`` run asks), so methods computed for fewer items than others can be
+            compared on the same items.
+
     Raises:
-        ConfigurationError: The directory holds no SLM results.
+        ConfigurationError: The directory holds no SLM results, or ``limit`` is below 1.
     """
+    if limit is not None and limit < 1:
+        raise ConfigurationError(f"limit must be at least 1, got {limit}.")
     root = Path(run_dir)
     config_path = root / "sweep.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    seed = int(config.get("seed", 0))
     groups = []
     for path in sorted(root.glob("slm/*/*/*.jsonl")):
         records = RecordFile(path).load()
+        if limit is not None:
+            first = sorted(records, key=lambda i: sample_key(path.parent.name, i, seed))[:limit]
+            records = {i: records[i] for i in first}
         if not records:
             continue
         ids = sorted(records)

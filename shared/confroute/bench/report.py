@@ -343,8 +343,12 @@ def write_report(
     *,
     n_boot: int = 1000,
     plots: bool = True,
+    limit: int | None = None,
 ) -> Path:
     """Write the report of a run directory; returns the report folder.
+
+    ``limit`` reports on the first ``limit`` items of each dataset's sample only (see
+    :func:`~confroute.bench.evaluate.load_run`).
 
     Raises:
         ConfigurationError: The run directory holds no results.
@@ -354,7 +358,7 @@ def write_report(
         raise ConfigurationError(f"Run directory {root} does not exist.")
     out = Path(out_dir) if out_dir is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    data = load_run(root)
+    data = load_run(root, limit=limit)
     rows = metric_rows(data, n_boot=n_boot)
     (out / "metrics.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     markdown = markdown_tables(rows)
