@@ -353,16 +353,18 @@ class LocalModel:
                 )
                 cache = getattr(out, self._cache_kw)
                 logits = out.logits[:, -1, :].float()
-                hidden_states = out.hidden_states if want_hidden else None
+                hidden = (
+                    out.hidden_states[config.hidden_layer][:, -1, :].float()
+                    if want_hidden and config.hidden_layer is not None
+                    else None
+                )
                 if step == 0 and repeats > 1:  # fan the shared prefill out to the samples
                     cache.batch_repeat_interleave(repeats)
                     logits = logits.repeat_interleave(repeats, dim=0)
                     attention = attention.repeat_interleave(repeats, dim=0)
                     positions = positions.repeat_interleave(repeats, dim=0)
-                    if hidden_states is not None:
-                        hidden_states = tuple(
-                            h.repeat_interleave(repeats, dim=0) for h in hidden_states
-                        )
+                    if hidden is not None:
+                        hidden = hidden.repeat_interleave(repeats, dim=0)
                 logprobs = torch.log_softmax(logits, dim=-1)
                 if sampler is None:
                     chosen = logprobs.argmax(dim=-1)
@@ -371,11 +373,6 @@ class LocalModel:
                 chosen_lp = logprobs.gather(-1, chosen[:, None])[:, 0]
                 top = logprobs.topk(self.top_k, dim=-1)
                 entropy = -(logprobs.exp() * logprobs).nan_to_num().sum(-1)
-                hidden = (
-                    hidden_states[config.hidden_layer][:, -1, :].float()
-                    if hidden_states is not None and config.hidden_layer is not None
-                    else None
-                )
                 steps.append(
                     _Step(
                         chosen.tolist(),
