@@ -447,15 +447,11 @@ class Escalation:
             stream=True,
         )
         for attempt in plan:
-            chunks: list[Any] = []
             try:
                 for chunk in litellm.completion(**attempt.params):
-                    chunks.append(chunk)
-                    text = _delta_text(chunk)
-                    if text:
-                        attempt.yielded = True
+                    if text := attempt.take(chunk):
                         yield StreamDelta(text=text)
-                result = plan.streamed_result(attempt, chunks)
+                result = plan.streamed_result(attempt)
             except Exception as error:
                 delay = plan.failed(attempt, error)
             else:
@@ -484,15 +480,11 @@ class Escalation:
             stream=True,
         )
         for attempt in plan:
-            chunks: list[Any] = []
             try:
                 async for chunk in await litellm.acompletion(**attempt.params):
-                    chunks.append(chunk)
-                    text = _delta_text(chunk)
-                    if text:
-                        attempt.yielded = True
+                    if text := attempt.take(chunk):
                         yield StreamDelta(text=text)
-                result = plan.streamed_result(attempt, chunks)
+                result = plan.streamed_result(attempt)
             except Exception as error:
                 delay = plan.failed(attempt, error)
             else:
@@ -511,6 +503,15 @@ class _Attempt:
     number: int
     params: dict[str, Any]
     yielded: bool = False
+    chunks: list[Any] = field(default_factory=list)
+
+    def take(self, chunk: Any) -> str:
+        """Keep a streamed chunk; return its text (empty when it carries none)."""
+        self.chunks.append(chunk)
+        text = _delta_text(chunk)
+        if text:
+            self.yielded = True
+        return text
 
 
 class _Attempts:
@@ -565,9 +566,9 @@ class _Attempts:
         """Read a successful call's response (raises EmptyAnswerError when it is empty)."""
         return self._owner._result(attempt.model, response, self.started, self.count, self.errors)
 
-    def streamed_result(self, attempt: _Attempt, chunks: list[Any]) -> EscalationResult:
+    def streamed_result(self, attempt: _Attempt) -> EscalationResult:
         """Assemble a streamed call's chunks into its result."""
-        response = litellm.stream_chunk_builder(chunks, messages=self.messages)
+        response = litellm.stream_chunk_builder(attempt.chunks, messages=self.messages)
         return self.result(attempt, response)
 
     def failure(self) -> EscalationError:
