@@ -147,7 +147,8 @@ class ScriptedLocalModel(LocalModel):
 class ScriptedProvider:
     """Behaviour of the ``scripted/`` LiteLLM provider used by unit tests.
 
-    ``answers`` is consumed in order: a string is returned as the answer, an exception raised.
+    ``answers`` is consumed in order: a string is returned as the answer, a dict as the
+    assistant message (``content`` and ``tool_calls`` in the OpenAI shape), an exception raised.
     When it runs out, ``default`` is returned.
     """
 
@@ -155,14 +156,16 @@ class ScriptedProvider:
     default: str = "strong answer"
     calls: list[dict[str, Any]] = field(default_factory=list)
 
-    def next(self, request: dict[str, Any]) -> str:
+    def next(self, request: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(request)
         if self.answers:
             item = self.answers.pop(0)
             if isinstance(item, BaseException):
                 raise item
-            return str(item)
-        return self.default
+            if isinstance(item, dict):
+                return {"role": "assistant", **item}
+            return {"role": "assistant", "content": str(item)}
+        return {"role": "assistant", "content": self.default}
 
 
 def install_scripted_provider(behaviour: ScriptedProvider) -> Callable[[], None]:
@@ -172,7 +175,7 @@ def install_scripted_provider(behaviour: ScriptedProvider) -> Callable[[], None]
 
     def respond(model: str, messages: list[Any], kwargs: dict[str, Any]) -> Any:
         optional = kwargs.get("optional_params") or {}
-        text = behaviour.next(
+        message = behaviour.next(
             {
                 "model": model,
                 "messages": messages,
@@ -185,8 +188,8 @@ def install_scripted_provider(behaviour: ScriptedProvider) -> Callable[[], None]
             choices=[
                 {
                     "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                    "message": message,
                 }
             ],
             usage={"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
@@ -205,7 +208,25 @@ def install_scripted_provider(behaviour: ScriptedProvider) -> Callable[[], None]
             self, model: str, messages: list[Any], *args: Any, **kwargs: Any
         ) -> Iterator[Any]:
             response = respond(model, messages, kwargs)
-            words = response.choices[0].message.content.split(" ")
+            message = response.choices[0].message
+            for index, call in enumerate(message.tool_calls or []):
+                yield {
+                    "text": "",
+                    "tool_use": {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.function.name,
+                            "arguments": call.function.arguments,
+                        },
+                        "index": index,
+                    },
+                    "is_finished": False,
+                    "finish_reason": "",
+                    "usage": None,
+                    "index": 0,
+                }
+            words = (message.content or "").split(" ")
             for i, word in enumerate(words):
                 last = i == len(words) - 1
                 yield {

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from confroute.errors import ConfigurationError, EscalationError
+from confroute.tools import repeated_tool_calls
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -96,7 +97,9 @@ class Escalation:
     tried the same way; when all fail, :class:`~confroute.errors.EscalationError` is raised,
     naming the models and each cause. Errors that retrying cannot fix (authentication, bad
     request, unknown model, permission) skip straight to the next fallback. The worst-case wall
-    time is about ``(1 + len(fallbacks)) * (1 + max_retries) * timeout`` plus back-off.
+    time is about ``(1 + len(fallbacks)) * (1 + max_retries) * timeout`` plus back-off. With
+    ``tools``, an answer that only repeats a tool call the conversation already made and a tool
+    answered is asked once more with ``tool_choice="none"`` (one more call, no retry used).
 
     Example:
         >>> Escalation("openai/gpt-4o-mini", api_key="sk-...")  # doctest: +SKIP
@@ -231,6 +234,7 @@ class Escalation:
         stop: Sequence[str] | None,
         tools: Sequence[Mapping[str, Any]] | None,
         stream: bool,
+        tool_choice: str | None = None,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": model,
@@ -250,6 +254,8 @@ class Escalation:
             params["stop"] = list(stop)
         if tools:
             params["tools"] = [dict(t) for t in tools]
+            if tool_choice is not None:
+                params["tool_choice"] = tool_choice
         if self.top_logprobs is not None:
             params["logprobs"] = True
             params["top_logprobs"] = self.top_logprobs
@@ -362,6 +368,7 @@ class Escalation:
                 "stop": stop,
                 "tools": tools,
                 "stream": stream,
+                "tool_choice": None,
             },
         )
 
@@ -521,6 +528,12 @@ class _Attempts:
     to sleep before the next call, or None), and stops on success. A failure after streamed
     text ends the walk: the text cannot be taken back. An empty answer from a deterministic
     in-process model (greedy ``confroute/<name>``) is not retried: it would be empty again.
+
+    An answer that only repeats a tool call the conversation already made and a tool answered
+    (an agent would loop on it) is asked again once, from the same model and without using a
+    retry, with ``tool_choice="none"`` so that the model answers from the tool's result; the
+    later calls of the request keep that setting. A provider that still repeats the call is
+    answered as is.
     """
 
     def __init__(
@@ -534,11 +547,13 @@ class _Attempts:
         self.errors: list[str] = []
         self._next_model = False
         self._stop = False
+        self._ask_again = False
 
     def __iter__(self) -> Iterator[_Attempt]:
         for model in self._owner._plan():
             self._next_model = False
-            for number in range(self._owner.max_retries + 1):
+            number = 0
+            while number <= self._owner.max_retries:
                 self.count += 1
                 params = self._owner._request(model, self.messages, **self._options)
                 yield _Attempt(model, number, params)
@@ -546,9 +561,19 @@ class _Attempts:
                     return
                 if self._next_model:
                     break
+                if self._ask_again:
+                    self._ask_again = False
+                else:
+                    number += 1
 
     def failed(self, attempt: _Attempt, error: BaseException) -> float | None:
         """Record ``error``; the delay before retrying ``attempt``'s model, or None."""
+        if isinstance(error, RepeatedToolCallError):
+            self.errors.append(self._owner._describe(attempt.model, error))
+            logger.info("%s repeated an answered tool call; asking again.", attempt.model)
+            self._options["tool_choice"] = "none"
+            self._ask_again = True
+            return 0.0
         if attempt.yielded:
             self._stop = True
         if isinstance(error, EmptyAnswerError) and self._deterministic(attempt.model):
@@ -563,8 +588,24 @@ class _Attempts:
         return model.startswith(f"{LOCAL_PROVIDER}/") and not self._options["temperature"]
 
     def result(self, attempt: _Attempt, response: Any) -> EscalationResult:
-        """Read a successful call's response (raises EmptyAnswerError when it is empty)."""
-        return self._owner._result(attempt.model, response, self.started, self.count, self.errors)
+        """Read a successful call's response.
+
+        Raises:
+            EmptyAnswerError: The answer is empty.
+            RepeatedToolCallError: Every tool call of the answer repeats an answered one, and
+                it may be asked again (nothing of it was streamed, and ``tool_choice`` was not
+                yet "none").
+        """
+        result = self._owner._result(attempt.model, response, self.started, self.count, self.errors)
+        if self._options["tools"] and self._options["tool_choice"] is None and not attempt.yielded:
+            repeated = repeated_tool_calls(result.tool_calls, self.messages)
+            if repeated and len(repeated) == len(result.tool_calls):  # nothing new: a loop
+                names = ", ".join(sorted({str(c["function"]["name"]) for c in repeated}))
+                raise RepeatedToolCallError(
+                    f"the answer repeats an answered tool call ({names}); asked again with "
+                    "tool_choice='none'"
+                )
+        return result
 
     def streamed_result(self, attempt: _Attempt) -> EscalationResult:
         """Assemble a streamed call's chunks into its result."""
@@ -578,6 +619,10 @@ class _Attempts:
 
 class EmptyAnswerError(Exception):
     """The provider answered 200 but with no usable answer (retried like a server error)."""
+
+
+class RepeatedToolCallError(Exception):
+    """The answer repeats a tool call the conversation already made and a tool answered."""
 
 
 def _is_number(value: Any) -> bool:

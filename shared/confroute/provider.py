@@ -64,6 +64,8 @@ class LocalProvider(litellm.CustomLLM):  # type: ignore[misc]
         local = get_local_model(name)
         started = time.perf_counter()
         tools = optional_params.get("tools") or None
+        if optional_params.get("tool_choice") == "none":
+            tools = None  # answer in words (asked when a model repeated an answered call)
         [generation] = local.generate([messages], _config(optional_params), tools=tools)
         message: dict[str, Any] = {"role": "assistant", "content": generation.text}
         finish_reason: str = generation.finish_reason

@@ -11,7 +11,7 @@ import pytest
 from confroute import provider as local_provider
 from confroute.escalation import Escalation
 from confroute.local import LocalModel
-from tests.fakes import ScriptedProvider
+from tests.fakes import ScriptedLocalModel, ScriptedProvider
 
 MESSAGES = [{"role": "user", "content": "What is 17*23?"}]
 
@@ -41,6 +41,28 @@ async def test_provider_async_and_stream(served: str) -> None:
         for c in litellm.completion(model=served, messages=MESSAGES, max_tokens=5, stream=True)
     ]
     assert "".join(pieces) == sync.choices[0].message.content
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "none"])
+def test_provider_honours_tool_choice_none(tool_choice: str) -> None:
+    call = '<tool_call>{"name": "lookup", "arguments": {"q": "x"}}</tool_call>'
+    local_provider.register_provider()
+    local_provider.set_local_model(
+        "scripted-tools", ScriptedLocalModel(script={"Look it up.": (call, (0.9,) * 3)})
+    )
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    response = litellm.completion(
+        model="confroute/scripted-tools",
+        messages=[{"role": "user", "content": "Look it up."}],
+        tools=[tool],
+        tool_choice=tool_choice,
+    )
+    message = response.choices[0].message
+    if tool_choice == "auto":
+        assert [c.function.name for c in message.tool_calls] == ["lookup"]
+    else:  # no tools offered: the text is the answer, nothing is parsed as a call
+        assert not message.tool_calls
+        assert message.content == call
 
 
 def test_escalation_to_provider_costs_nothing(served: str) -> None:

@@ -283,6 +283,79 @@ async def test_repeating_an_answered_call_escalates(
     assert [t["function"]["name"] for t in sent["optional_params"]["tools"]] == ["multiply", "add"]
 
 
+async def _answer_on(router: ConfRouter, path: str) -> tuple[str, Any]:
+    """(streamed text, final response) of one routed answer to ``_after_result()``."""
+    conversation = _after_result()
+    if path == "route":
+        response = router.route(conversation, tools=TOOLS)
+        return response.text, response
+    if path == "aroute":
+        response = await router.aroute(conversation, tools=TOOLS)
+        return response.text, response
+    if path == "stream":
+        chunks = list(router.stream(conversation, tools=TOOLS))
+    else:
+        chunks = [c async for c in router.astream(conversation, tools=TOOLS)]
+    return "".join(c.text for c in chunks), chunks[-1].response
+
+
+STRONG_REPEAT = {"content": "", "tool_calls": [_call("multiply", '{"b": 7, "a": 6}', "call_9")]}
+
+
+@pytest.mark.parametrize("path", ["route", "aroute", "stream", "astream"])
+async def test_a_strong_model_repeating_the_call_is_asked_again_without_tools(
+    provider: ScriptedProvider, path: str
+) -> None:
+    slm = ScriptedLocalModel(script={QUESTION["content"]: (CALL, SURE)})
+    router, seen = _router(slm)
+    provider.answers = [STRONG_REPEAT, "6 times 7 is 42."]
+    streamed, response = await _answer_on(router, path)
+    assert streamed == response.text == "6 times 7 is 42."
+    assert response.tool_calls == []
+    decision = response.decision
+    assert (decision.escalated, decision.reason, decision.attempts) == (
+        True,
+        "repeated_tool_call",
+        2,
+    )
+    assert decision.error is None
+    assert seen == [decision]
+    first, second = provider.calls
+    assert "tool_choice" not in first["optional_params"]
+    assert second["optional_params"]["tool_choice"] == "none"
+    assert second["messages"] == first["messages"]
+    assert response.remote is not None
+    assert response.remote.errors == [
+        "scripted/strong: RepeatedToolCallError: the answer repeats an answered tool call "
+        "(multiply); asked again with tool_choice='none'"
+    ]
+
+
+def test_a_strong_model_that_repeats_again_is_answered_as_is(provider: ScriptedProvider) -> None:
+    slm = ScriptedLocalModel(script={QUESTION["content"]: (CALL, SURE)})
+    router, _seen = _router(slm)
+    provider.answers = [STRONG_REPEAT, STRONG_REPEAT, "never asked"]
+    response = router.route(_after_result(), tools=TOOLS)
+    assert [c["function"]["name"] for c in response.tool_calls] == ["multiply"]
+    assert response.decision.attempts == 2
+    assert len(provider.calls) == 2
+
+
+@pytest.mark.parametrize("names", [["add"], ["multiply", "add"]], ids=["new", "repeat+new"])
+def test_a_new_call_from_the_strong_model_is_kept(
+    provider: ScriptedProvider, names: list[str]
+) -> None:
+    slm = ScriptedLocalModel(script={QUESTION["content"]: (CALL, SURE)})
+    router, _seen = _router(slm)
+    arguments = {"multiply": '{"a": 6, "b": 7}', "add": '{"a": 42, "b": 1}'}
+    calls = [_call(name, arguments[name], f"c{i}") for i, name in enumerate(names)]
+    provider.answers = [{"content": "", "tool_calls": calls}]
+    response = router.route(_after_result(), tools=TOOLS)
+    assert [c["function"]["name"] for c in response.tool_calls] == names
+    assert response.decision.attempts == 1
+    assert len(provider.calls) == 1
+
+
 @pytest.mark.parametrize("path", ["route", "stream"])
 def test_a_new_call_after_a_result_stays_local(provider: ScriptedProvider, path: str) -> None:
     follow_up = '<tool_call>{"name": "add", "arguments": {"a": 42, "b": 1}}</tool_call>'
