@@ -351,12 +351,11 @@ class Escalation:
     def _attempts(
         self,
         messages: Sequence[Mapping[str, Any]],
-        *,
+        stream: bool,
         temperature: float | None,
         max_tokens: int | None,
         stop: Sequence[str] | None,
         tools: Sequence[Mapping[str, Any]] | None,
-        stream: bool,
     ) -> _Attempts:
         """One request's walk through retries and fallbacks (shared by every call path)."""
         return _Attempts(
@@ -387,14 +386,7 @@ class Escalation:
             EscalationError: Every model failed, or the ``redact`` hook failed; it lists each
                 failure (secrets redacted).
         """
-        plan = self._attempts(
-            messages,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-            tools=tools,
-            stream=False,
-        )
+        plan = self._attempts(messages, False, temperature, max_tokens, stop, tools)
         for attempt in plan:
             try:
                 return plan.result(attempt, litellm.completion(**attempt.params))
@@ -414,14 +406,7 @@ class Escalation:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> EscalationResult:
         """Async form of :meth:`complete` (``litellm.acompletion``)."""
-        plan = self._attempts(
-            messages,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-            tools=tools,
-            stream=False,
-        )
+        plan = self._attempts(messages, False, temperature, max_tokens, stop, tools)
         for attempt in plan:
             try:
                 return plan.result(attempt, await litellm.acompletion(**attempt.params))
@@ -445,14 +430,7 @@ class Escalation:
         Retries and fallbacks apply until the first text arrives; a failure after that raises
         :class:`EscalationError` (the text already yielded cannot be taken back).
         """
-        plan = self._attempts(
-            messages,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-            tools=tools,
-            stream=True,
-        )
+        plan = self._attempts(messages, True, temperature, max_tokens, stop, tools)
         for attempt in plan:
             try:
                 for chunk in litellm.completion(**attempt.params):
@@ -478,14 +456,7 @@ class Escalation:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> AsyncIterator[StreamDelta]:
         """Async form of :meth:`stream`."""
-        plan = self._attempts(
-            messages,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-            tools=tools,
-            stream=True,
-        )
+        plan = self._attempts(messages, True, temperature, max_tokens, stop, tools)
         for attempt in plan:
             try:
                 async for chunk in await litellm.acompletion(**attempt.params):
