@@ -15,23 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from confroute.bench.cache import RecordFile
-
-_STATED = re.compile(r"confidence\s*[:=]?\s*(\d{1,3})", re.IGNORECASE)
+from confroute.estimators.verbalized import parse_confidence
 
 
 def stated_confidence(text: str) -> str:
     """The confidence a one-step reply states: "100", "0", "other", or "missing"."""
-    found = _STATED.search(text)
-    if found is None:
+    value = parse_confidence(text, require_keyword=True)
+    if value is None:
         return "missing"
-    value = found.group(1)
-    return value if value in ("100", "0") else "other"
+    return "100" if value == 1.0 else "0" if value == 0.0 else "other"
 
 
 def count(run_dir: Path, prompt_format: str = "answer_only") -> dict[str, dict[str, Any]]:
