@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confroute.errors import CacheCorruptError, ModelNotFoundError, WeightsNotInstalledError
+from confroute.settings import DEFAULT_LLM, DEFAULT_SLM
 
 if TYPE_CHECKING:
     import torch
@@ -46,10 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SLM = "qwen2.5-coder-0.5b-instruct"
-"""The bundled model that answers first."""
-DEFAULT_LLM = "qwen2.5-coder-1.5b-instruct"
-"""The bundled model used as the strong model when no provider is configured."""
 
 _MANIFEST = "confroute-cache.json"
 _CACHE_FORMAT = 1

@@ -1,0 +1,178 @@
+"""Every default of the router, written once, and the one place environment variables are read.
+
+:class:`RouterSettings` is a frozen pydantic model: each setting carries its bounds, so a bad
+value fails at construction with a message that names it. The core
+(:class:`~confroute.router.ConfRouter`), both adapters, the CLI and the server build from it.
+:class:`Environment` reads the ``CONFROUTE_*`` variables (and nothing else in confroute does).
+
+Example:
+    >>> RouterSettings(timeout=30).timeout
+    30.0
+    >>> RouterSettings(max_new_tokens=0)  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    pydantic_core._pydantic_core.ValidationError: ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from confroute.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_LLM",
+    "DEFAULT_SLM",
+    "DEFAULT_THRESHOLD",
+    "LOCAL_PROVIDER",
+    "Environment",
+    "RouterSettings",
+    "environment",
+    "settings_from",
+]
+
+DEFAULT_SLM = "qwen2.5-coder-0.5b-instruct"
+"""The bundled small model that answers first."""
+DEFAULT_LLM = "qwen2.5-coder-1.5b-instruct"
+"""The bundled stronger model that takes escalations by default (in process)."""
+LOCAL_PROVIDER = "confroute"
+"""LiteLLM provider prefix of the in-process bundled models (see :mod:`confroute.provider`)."""
+DEFAULT_THRESHOLD = 0.8
+"""Default fixed threshold on the default estimator (perplexity confidence)."""
+
+
+class RouterSettings(BaseModel):
+    """The router's settings; every default lives here and nowhere else.
+
+    Models, estimator and policy objects (which are not plain values) are passed to
+    :class:`~confroute.router.ConfRouter` beside these.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    local_model: str = DEFAULT_SLM
+    """The local model to load: a bundled name, a directory, a ``.gguf`` file or a hub id."""
+    strong_model: str | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
+    """The LiteLLM model string escalations go to; None keeps everything local."""
+    estimator: str = "perplexity"
+    """Name of the uncertainty estimator whose confidence drives the decision."""
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Escalate when confidence is below it (None: :data:`DEFAULT_THRESHOLD`, unless a rate or
+    a policy is chosen)."""
+    escalation_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Escalate this share of requests (the threshold comes from a calibration profile)."""
+    strict_profile: bool = True
+    """Refuse a calibration profile made for another model or estimator."""
+    per_format_thresholds: bool = True
+    """With a rate: each answer format gets its own calibration threshold."""
+    adapt_to_traffic: bool = True
+    """With a rate: follow the live confidence quantile (False keeps the profile's threshold)."""
+    api_base: str | None = None
+    """Base URL of the strong model's OpenAI-compatible server."""
+    api_key: SecretStr | None = None
+    """Key of the strong model; never logged or reported."""
+    timeout: float = Field(default=120.0, gt=0, allow_inf_nan=False)
+    """Seconds per escalation call."""
+    max_retries: int = Field(default=2, ge=0)
+    """Retries per strong model, with back-off."""
+    fallbacks: tuple[str, ...] = ()
+    """LiteLLM models tried in order when ``strong_model`` fails."""
+    on_escalation_error: Literal["return_local", "raise"] = "return_local"
+    """When escalation fails: answer with the local answer, or raise ``EscalationError``."""
+    max_new_tokens: int = Field(default=256, ge=1)
+    """Default answer length cap (both models)."""
+    temperature: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    """Default temperature of both models (0 = greedy)."""
+    device: str = "auto"
+    """Device of a local model loaded by name: ``"auto"``, ``"cpu"``, ``"cuda"``..."""
+
+    def with_env(self, env: Environment | None = None) -> RouterSettings:
+        """These settings with ``CONFROUTE_API_KEY`` / ``CONFROUTE_API_BASE`` filling unset ones."""
+        env = env or environment()
+        updates: dict[str, Any] = {}
+        if self.api_key is None and env.api_key is not None:
+            updates["api_key"] = env.api_key
+        if self.api_base is None and env.api_base is not None:
+            updates["api_base"] = env.api_base
+        return self.model_copy(update=updates) if updates else self
+
+
+def settings_from(base: RouterSettings | None = None, **changes: Any) -> RouterSettings:
+    """``base`` (default: the defaults) with ``changes`` applied and validated.
+
+    Raises:
+        ConfigurationError: An unknown setting, or a value out of its bounds; the message
+            names each one.
+    """
+    data = (base or RouterSettings()).model_dump()
+    unknown = sorted(set(changes) - set(RouterSettings.model_fields))
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown setting(s) {unknown}; the settings are {sorted(RouterSettings.model_fields)}."
+        )
+    data.update(changes)
+    try:
+        return RouterSettings(**data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            if "api_key" not in e["loc"]
+            else f"api_key: {e['msg']}"
+            for e in error.errors()
+        )
+        raise ConfigurationError(f"Invalid router settings: {problems}.") from None
+
+
+class Environment(BaseModel):
+    """The ``CONFROUTE_*`` environment variables, read in one place (:func:`environment`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slm: str = DEFAULT_SLM
+    """``CONFROUTE_SLM``: the local model of the CLI and the server."""
+    llm: str = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
+    """``CONFROUTE_LLM``: the strong model of the CLI and the server."""
+    api_base: str | None = None
+    """``CONFROUTE_API_BASE``: the strong model's base URL (both adapters, CLI, server)."""
+    api_key: SecretStr | None = None
+    """``CONFROUTE_API_KEY``: the strong model's key (both adapters, CLI, server)."""
+    cache_dir: Path = Path.home() / ".cache" / "confroute"
+    """``CONFROUTE_CACHE``: where assembled and converted weights are kept."""
+    quiet: bool = False
+    """``CONFROUTE_QUIET=1``: no progress messages while weights are assembled."""
+    verify_full: bool = False
+    """``CONFROUTE_VERIFY=full``: re-hash the weights on every load."""
+    profile_dir: Path | None = None
+    """``CONFROUTE_PROFILE_DIR``: an extra directory searched for calibration profiles."""
+    probe_dir: Path | None = None
+    """``CONFROUTE_PROBE_DIR``: an extra directory searched for probe files."""
+    data_dir: Path | None = None
+    """``CONFROUTE_DATA_DIR``: the benchmark data directory."""
+
+
+def environment(environ: Mapping[str, str] | None = None) -> Environment:
+    """The ``CONFROUTE_*`` variables as they are now (read at each call; nothing is cached)."""
+    env = os.environ if environ is None else environ
+
+    def text(name: str) -> str | None:
+        value = env.get(name)
+        return value if value else None
+
+    values: dict[str, Any] = {
+        "slm": text("CONFROUTE_SLM"),
+        "llm": text("CONFROUTE_LLM"),
+        "api_base": text("CONFROUTE_API_BASE"),
+        "api_key": text("CONFROUTE_API_KEY"),
+        "cache_dir": text("CONFROUTE_CACHE"),
+        "profile_dir": text("CONFROUTE_PROFILE_DIR"),
+        "probe_dir": text("CONFROUTE_PROBE_DIR"),
+        "data_dir": text("CONFROUTE_DATA_DIR"),
+    }
+    values = {k: v for k, v in values.items() if v is not None}
+    values["quiet"] = env.get("CONFROUTE_QUIET") == "1"
+    values["verify_full"] = env.get("CONFROUTE_VERIFY") == "full"
+    return Environment(**values)
