@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from confroute.errors import ConfigurationError, EscalationError
+from confroute.target import EscalationResult, StreamDelta
 from confroute.tools import repeated_tool_calls
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -47,45 +48,6 @@ _NOT_RETRYABLE = (
     litellm.NotFoundError,
     litellm.PermissionDeniedError,
 )
-
-
-@dataclass
-class EscalationResult:
-    """The strong model's answer.
-
-    Attributes:
-        text: Answer text ("" when the answer is only tool calls).
-        model: The LiteLLM model string that answered (a fallback when the primary failed).
-        tool_calls: Tool calls in the OpenAI shape.
-        prompt_tokens: Billed prompt tokens, when reported.
-        completion_tokens: Billed completion tokens, when reported.
-        cost_usd: From LiteLLM's cost map; 0 for in-process models; None when unknown.
-        latency_s: Wall time, retries included.
-        attempts: Calls made, retries and fallbacks included.
-        logprobs: ``choices[0].logprobs`` in the OpenAI shape, when the provider returned them.
-        finish_reason: The provider's finish reason.
-        errors: Failures met before success (one line each, secrets redacted).
-    """
-
-    text: str
-    model: str
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost_usd: float | None = None
-    latency_s: float = 0.0
-    attempts: int = 0
-    logprobs: dict[str, Any] | None = None
-    finish_reason: str | None = None
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class StreamDelta:
-    """One piece of a streamed escalation: a text delta, or the final result (``done``)."""
-
-    text: str = ""
-    result: EscalationResult | None = None
 
 
 class Escalation:

@@ -103,6 +103,7 @@ StepMonitorFactory = Callable[[int], StepMonitor]
 """Called once per decoded batch with its number of rows; returns that batch's monitor."""
 # -- end of step monitor hook -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """How to decode.

@@ -13,12 +13,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from confroute.backend import Capabilities
 from confroute.errors import ConfigurationError, ContextOverflowError
 from confroute.generation import (
     Generation,
@@ -27,7 +28,7 @@ from confroute.generation import (
     StepMonitorFactory,
     TokenAlternative,
 )
-from confroute.messages import Message, validate_messages
+from confroute.messages import validate_messages
 from confroute.models import DEFAULT_SLM, load_pretrained
 from confroute.tools import normalize_tool_calls_for_template
 
@@ -171,6 +172,9 @@ class LocalModel:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.last_follow_up_reused = 0
         """Prompt tokens the last follow-up read from a kept cache (0: prefilled in full)."""
+        self.capabilities = Capabilities(top_logprobs=top_k)
+        """Everything: log-probs, top-k, entropies, samples, follow-ups from a kept cache,
+        hidden states and a step monitor."""
 
     def __repr__(self) -> str:
         """Name and device, never weights."""
@@ -199,9 +203,17 @@ class LocalModel:
         """Token ids of a prompt text (no special tokens added: the template has them)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
+    def count_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
         """Number of prompt tokens of a conversation."""
         return len(self.encode(self.render(messages)))
+
+    def vocabulary(self) -> list[tuple[str, int]]:
+        """Every ``(token string, id)`` pair of the tokenizer."""
+        return list(self.tokenizer.get_vocab().items())
+
+    def special_token_ids(self) -> frozenset[int]:
+        """Ids of the special tokens (end of turn, padding)."""
+        return frozenset(self._special_ids)
 
     # -- generation ------------------------------------------------------------------------
 

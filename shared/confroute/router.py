@@ -42,6 +42,7 @@ from confroute.local import GenerationConfig, LocalModel
 from confroute.messages import Message, as_messages
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
+from confroute.response import RoutedChunk, RoutedResponse
 from confroute.tools import ParsedToolCalls, parse_tool_calls, repeated_tool_calls
 
 __all__ = ["DEFAULT_THRESHOLD", "ConfRouter", "DecisionHook", "RoutedChunk", "RoutedResponse"]
@@ -56,57 +57,6 @@ DecisionHook = Callable[[RoutingDecision], None]
 
 PromptInput = str | Sequence[Mapping[str, Any]]
 """A plain question, or a conversation of OpenAI-shaped messages."""
-
-
-@dataclass
-class RoutedResponse:
-    """The answer returned to the caller, with the decision that produced it.
-
-    Attributes:
-        text: The answer text.
-        decision: The routing decision (also sent to the hooks).
-        local: The local model's generation (None when the prompt did not fit the SLM).
-        remote: The strong model's result when it answered.
-        tool_calls: Tool calls in the OpenAI shape (from whichever model answered).
-        confidences: Every chosen estimator's confidence in the local answer, by name (the
-            primary one, which the policy used, and the ``extra_estimators``).
-    """
-
-    text: str
-    decision: RoutingDecision
-    local: Generation | None = None
-    remote: EscalationResult | None = None
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    confidences: dict[str, float | None] = field(default_factory=dict)
-
-    @property
-    def logprobs(self) -> dict[str, Any] | None:
-        """Log-probabilities of the returned answer in the OpenAI shape, when known."""
-        if self.remote is not None and self.decision.answered_by == self.remote.model:
-            return self.remote.logprobs
-        return self.local.openai_logprobs() if self.local is not None else None
-
-    @property
-    def prompt_tokens(self) -> int:
-        """Prompt tokens of the model that answered."""
-        if self.remote is not None and self.remote.prompt_tokens is not None:
-            return self.remote.prompt_tokens
-        return self.decision.local_prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        """Completion tokens of the model that answered."""
-        if self.remote is not None and self.remote.completion_tokens is not None:
-            return self.remote.completion_tokens
-        return self.decision.local_completion_tokens
-
-
-@dataclass
-class RoutedChunk:
-    """One piece of a streamed answer; the last one carries the full response."""
-
-    text: str = ""
-    response: RoutedResponse | None = None
 
 
 @dataclass
