@@ -73,7 +73,7 @@ def mask_secret(text: str, secret: SecretStr | None) -> str:
 
 @dataclass
 class RequestOptions:
-    """What the caller asked for; the same on every attempt of one request.
+    """What the caller asked for, shared by the attempts of one request.
 
     Attributes:
         temperature: Sampling temperature, or None for the provider's default.
