@@ -19,12 +19,13 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
 from confroute.errors import EscalationError
-from confroute.escalation import LOCAL_PROVIDER, Escalation
+from confroute.escalation import Escalation
 from confroute.estimators import Estimator
 from confroute.local import LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import RoutingPolicy
 from confroute.router import ConfRouter
+from confroute.settings import LOCAL_PROVIDER
 from langchain_confroute.calls import (
     RoutedRequest,
     answers_for_batch,

@@ -28,12 +28,12 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
 from confroute.errors import ConfigurationError, InvalidRequestError
-from confroute.escalation import LOCAL_PROVIDER
 from confroute.estimators import Estimator
 from confroute.local import LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import RoutingPolicy
 from confroute.router import ConfRouter, PromptInput, RoutedResponse
+from confroute.settings import LOCAL_PROVIDER
 from llamaindex_confroute.convert import (
     router_fields,
     to_openai_messages,

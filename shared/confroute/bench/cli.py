@@ -39,8 +39,8 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     from confroute.bench.datasets import DATA_DIR_ENV, DATASETS
     from confroute.bench.formats import FORMATS
     from confroute.bench.runner import DEFAULT_METHODS
-    from confroute.escalation import LOCAL_PROVIDER
     from confroute.models import DEFAULT_LLM, DEFAULT_SLM
+    from confroute.settings import LOCAL_PROVIDER
 
     bench = subparsers.add_parser("bench", help="run the routing benchmark and report it")
     commands = bench.add_subparsers(dest="bench_command", required=True)

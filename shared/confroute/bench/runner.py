@@ -40,10 +40,11 @@ from confroute.bench.sweep import (
     SweepConfig,
 )
 from confroute.errors import EscalationError
-from confroute.escalation import LOCAL_PROVIDER, Escalation
+from confroute.escalation import Escalation
 from confroute.estimators import PROBE_LAYER, EstimationContext, Estimator, Requirement
 from confroute.generation import Generation
 from confroute.local import GenerationConfig, LocalModel
+from confroute.settings import LOCAL_PROVIDER
 
 __all__ = [
     "DEFAULT_METHODS",

@@ -12,8 +12,8 @@ from typing import Any
 from confroute import estimators as registry
 from confroute.bench.formats import FORMATS
 from confroute.errors import ConfigurationError
-from confroute.escalation import LOCAL_PROVIDER
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
+from confroute.settings import LOCAL_PROVIDER
 
 __all__ = ["DEFAULT_METHODS", "PROBE_METHODS", "SINGLE_PASS_METHODS", "SweepConfig"]
 
