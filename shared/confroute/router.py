@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from confroute import estimators as estimator_registry
 from confroute.answer_format import detect_format
+from confroute.backend import LocalBackend
 from confroute.calibrated import StreamingQuantile, TargetEscalationRate
 from confroute.calibration import (
     CalibrationProfile,
@@ -125,7 +126,7 @@ class ConfRouter:
 
     def __init__(
         self,
-        local_model: str | os.PathLike[str] | LocalModel = DEFAULT_SLM,
+        local_model: str | os.PathLike[str] | LocalBackend = DEFAULT_SLM,
         strong_model: str | Escalation | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}",
         *,
         estimator: str | Estimator = "perplexity",
@@ -152,8 +153,9 @@ class ConfRouter:
         """Build a router.
 
         Args:
-            local_model: A :class:`LocalModel`, or what to load (bundled name, directory,
-                ``.gguf`` file or hub id).
+            local_model: A :class:`~confroute.backend.LocalBackend` (a :class:`LocalModel`,
+                a :class:`~confroute.serving.batcher.MicroBatcher`), or what to load (bundled
+                name, directory, ``.gguf`` file or hub id).
             strong_model: A LiteLLM model string, an :class:`Escalation`, or None for
                 local-only routing (would-be escalations are reported with reason
                 ``local_only``). The default is the bundled 1.5B model, in process.
@@ -271,9 +273,9 @@ class ConfRouter:
             )
         self.on_escalation_error = on_escalation_error
         self.hooks: list[DecisionHook] = list(hooks)
-        self.local = (
+        self.local: LocalBackend = (
             local_model
-            if isinstance(local_model, LocalModel)
+            if isinstance(local_model, LocalBackend)
             else LocalModel(local_model, device=device)
         )
         for chosen in self.estimators:
