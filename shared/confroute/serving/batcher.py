@@ -134,7 +134,8 @@ class MicroBatcher:
             )
         if window_ms < 0:
             raise ConfigurationError(f"window_ms must be >= 0, got {window_ms}.")
-        chosen = _default_max_batch(model) if max_batch is None else max_batch
+        own = getattr(model, "max_batch_size", DEFAULT_MAX_BATCH)  # a LocalModel's pass size
+        chosen = own if max_batch is None else max_batch
         if chosen < 1:
             raise ConfigurationError(f"max_batch must be >= 1, got {max_batch}.")
         self._inner = model
@@ -317,12 +318,6 @@ class MicroBatcher:
             self.stats.requests += 1
             self._queue.put(request)
         return future
-
-
-def _default_max_batch(model: LocalBackend) -> int:
-    """The backend's own ``max_batch_size`` (a LocalModel's forward-pass size), if it has one."""
-    size = getattr(model, "max_batch_size", None)
-    return size if isinstance(size, int) else DEFAULT_MAX_BATCH
 
 
 def _serve(
