@@ -18,10 +18,10 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
+from confroute.backend import LocalBackend
 from confroute.errors import EscalationError
 from confroute.escalation import Escalation
 from confroute.estimators import Estimator
-from confroute.local import LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import RoutingPolicy
 from confroute.router import ConfRouter
@@ -88,8 +88,9 @@ class ChatConfRoute(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    local_model: str | Path | LocalModel = DEFAULT_SLM
+    local_model: str | Path | LocalBackend = DEFAULT_SLM
     """The local model: a bundled name, a directory, a ``.gguf`` file, a hub id or a loaded
+    :class:`~confroute.backend.LocalBackend` such as a
     :class:`~confroute.local.LocalModel` (shared, not copied)."""
     strong_model: str | Escalation | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
     """The escalation target: a LiteLLM model string (``"openai/gpt-4o-mini"``), an

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models.base import LangSmithParams
 
+from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError
 from confroute.escalation import Escalation
-from confroute.local import LocalModel
 from confroute.router import ConfRouter
 from langchain_confroute.messages import PROVIDER
 
@@ -98,7 +98,7 @@ def build_router(model: ChatConfRoute) -> ConfRouter:
             options["profile"] = model.calibration_profile
     local = model.local_model
     return ConfRouter(
-        local if isinstance(local, LocalModel) else str(local), model.strong_model, **options
+        local if isinstance(local, LocalBackend) else str(local), model.strong_model, **options
     )
 
 
@@ -108,7 +108,7 @@ def local_name(model: ChatConfRoute) -> str:
         name: str = model.router.local.name
         return name
     local = model.local_model
-    return local.name if isinstance(local, LocalModel) else str(local)
+    return local.name if isinstance(local, LocalBackend) else str(local)
 
 
 def identifying_params(model: ChatConfRoute) -> dict[str, Any]:

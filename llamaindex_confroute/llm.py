@@ -27,9 +27,9 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
+from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.estimators import Estimator
-from confroute.local import LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import RoutingPolicy
 from confroute.router import ConfRouter, PromptInput, RoutedResponse
@@ -123,7 +123,7 @@ class ConfRouteLLM(FunctionCallingLLM):
 
     def __init__(
         self,
-        local_model: str | os.PathLike[str] | LocalModel = DEFAULT_SLM,
+        local_model: str | os.PathLike[str] | LocalBackend = DEFAULT_SLM,
         strong_model: str | None = DEFAULT_STRONG_MODEL,
         *,
         estimator: str | Estimator = "perplexity",
@@ -134,8 +134,9 @@ class ConfRouteLLM(FunctionCallingLLM):
         """Build the LLM from router options, or around a ready :class:`ConfRouter`.
 
         Args:
-            local_model: A :class:`LocalModel`, or what to load (bundled name, directory,
-                ``.gguf`` file or hub id).
+            local_model: A :class:`~confroute.backend.LocalBackend` (a
+                :class:`~confroute.local.LocalModel`), or what to load (bundled name,
+                directory, ``.gguf`` file or hub id).
             strong_model: LiteLLM model string of the strong model, or None for local only.
             estimator: Name of an uncertainty estimator, or an instance.
             policy: A routing policy (instead of ``threshold``), e.g. a target escalation rate.
@@ -166,7 +167,7 @@ class ConfRouteLLM(FunctionCallingLLM):
         else:
             super().__init__(
                 local_model=local_model.name
-                if isinstance(local_model, LocalModel)
+                if isinstance(local_model, LocalBackend)
                 else os.fspath(local_model),
                 strong_model=strong_model,
                 estimator=estimator if isinstance(estimator, str) else estimator.name,
