@@ -23,7 +23,7 @@ from confroute.escalation import LOCAL_PROVIDER, Escalation
 from confroute.estimators import Estimator
 from confroute.local import LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policy import RoutingPolicy
+from confroute.policies import RoutingPolicy
 from confroute.router import ConfRouter
 from langchain_confroute.calls import (
     RoutedRequest,

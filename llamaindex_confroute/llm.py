@@ -32,7 +32,7 @@ from confroute.escalation import LOCAL_PROVIDER
 from confroute.estimators import Estimator
 from confroute.local import LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policy import RoutingPolicy
+from confroute.policies import RoutingPolicy
 from confroute.router import ConfRouter, PromptInput, RoutedResponse
 from llamaindex_confroute.convert import (
     router_fields,

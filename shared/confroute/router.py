@@ -20,7 +20,6 @@ from pydantic import SecretStr
 
 from confroute import estimators as estimator_registry
 from confroute.answer_format import detect_format
-from confroute.calibrated import StreamingQuantile, TargetEscalationRate
 from confroute.calibration import (
     CalibrationProfile,
     check_rate,
@@ -41,7 +40,13 @@ from confroute.generation import Generation
 from confroute.local import GenerationConfig, LocalModel
 from confroute.messages import Message, as_messages
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
+from confroute.policies import (
+    FixedThreshold,
+    RoutingPolicy,
+    StreamingQuantile,
+    TargetEscalationRate,
+    Verdict,
+)
 from confroute.response import RoutedChunk, RoutedResponse
 from confroute.tools import ParsedToolCalls, parse_tool_calls, repeated_tool_calls
 
