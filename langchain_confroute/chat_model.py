@@ -23,7 +23,7 @@ from confroute.errors import EscalationError
 from confroute.escalation import Escalation
 from confroute.estimators import Estimator
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policy import RoutingPolicy
+from confroute.policies import RoutingPolicy
 from confroute.router import ConfRouter
 from confroute.settings import LOCAL_PROVIDER
 from langchain_confroute.calls import (

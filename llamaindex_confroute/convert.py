@@ -18,7 +18,7 @@ from llama_index.core.llms.llm import ToolSelection
 
 from confroute.errors import InvalidRequestError
 from confroute.messages import Message
-from confroute.policy import FixedThreshold
+from confroute.policies import FixedThreshold
 from confroute.router import ConfRouter
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.estimators import Estimator
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policy import RoutingPolicy
+from confroute.policies import RoutingPolicy
 from confroute.router import ConfRouter, PromptInput, RoutedResponse
 from confroute.settings import LOCAL_PROVIDER
 from llamaindex_confroute.convert import (

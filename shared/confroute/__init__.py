@@ -26,7 +26,7 @@ from confroute.escalation import Escalation
 from confroute.generation import Generation, TokenAlternative
 from confroute.local import GenerationConfig, LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
+from confroute.policies import FixedThreshold, RoutingPolicy, Verdict
 from confroute.router import ConfRouter, RoutedChunk, RoutedResponse
 from confroute.target import EscalationResult
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from confroute.bounds import check_unit_interval
 from confroute.errors import CalibrationError, ProfileMismatchError
 
 __all__ = [
@@ -44,11 +45,11 @@ MIN_FORMAT_ITEMS = 30
 
 
 def check_rate(rate: float, name: str = "escalation_rate") -> float:
-    """Return ``rate`` as a float in [0, 1], or raise :class:`CalibrationError`."""
-    value = float(rate)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise CalibrationError(f"{name} must be in [0, 1], got {rate!r}.")
-    return value
+    """Return ``rate`` as a float in [0, 1], or raise :class:`CalibrationError`.
+
+    The calibration form of :func:`confroute.bounds.check_unit_interval`.
+    """
+    return check_unit_interval(name, rate, error=CalibrationError)
 
 
 class ProfileFingerprint(BaseModel):

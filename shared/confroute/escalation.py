@@ -21,8 +21,7 @@ from pydantic import SecretStr
 
 from confroute.attempts import AttemptPlan, Attempts, RequestOptions, mask_secret
 from confroute.errors import ConfigurationError, EscalationError
-from confroute.settings import LOCAL_PROVIDER
-from confroute.settings import RouterSettings
+from confroute.settings import LOCAL_PROVIDER, RouterSettings
 from confroute.target import EscalationResult, StreamDelta
 
 __all__ = ["Escalation", "EscalationResult", "Redactor", "StreamDelta"]

@@ -19,11 +19,11 @@ from confroute.bench.transfer import (
     profile_from_run,
     variant_confidences,
 )
-from confroute.calibrated import TargetEscalationRate
 from confroute.calibration import CalibrationProfile
 from confroute.errors import CalibrationError, ConfigurationError
 from confroute.generation import Generation
 from confroute.models import BUNDLED_MODELS
+from confroute.policies import TargetEscalationRate
 
 SLM = "qwen2.5-coder-0.5b-instruct"
 

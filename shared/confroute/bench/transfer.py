@@ -18,7 +18,7 @@ Confidence variants (``docs/calibration.md``):
 Poolings: ``pooled`` (one profile from all other datasets) and ``per_format`` (a profile from
 the other datasets of the same answer format: letter, yes/no, number; the pooled one when no
 other dataset has that format). Policies: ``fixed`` (the profile's threshold) and
-``streaming`` (:class:`~confroute.calibrated.StreamingQuantile`, which starts from the profile
+``streaming`` (:class:`~confroute.policies.StreamingQuantile`, which starts from the profile
 and follows the quantile of the held-out confidences as they arrive, without labels).
 
 No model is loaded; everything comes from the run's cache.
@@ -41,9 +41,9 @@ from confroute.answer_format import answer_span, chance_corrected, chance_lift
 from confroute.bench import metrics as m
 from confroute.bench.cache import RecordFile, generation_from_record, model_slug
 from confroute.bench.evaluate import OPTION_PROB, GroupScores, RunData, load_run, record_format
-from confroute.calibrated import StreamingQuantile
 from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
 from confroute.estimators import EstimationContext
+from confroute.policies import StreamingQuantile
 
 __all__ = [
     "DEFAULT_RATES",
@@ -132,7 +132,7 @@ class TransferRow:
     variant: str
     pooling: str
     policy: str
-    """``fixed`` (the profile's threshold) or ``streaming`` (:class:`~confroute.calibrated.
+    """``fixed`` (the profile's threshold) or ``streaming`` (:class:`~confroute.policies.
     StreamingQuantile` warm-started from the profile, over the held-out items in a fixed
     shuffled order)."""
     mae: float
