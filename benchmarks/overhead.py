@@ -37,7 +37,7 @@ from confroute import ConfRouter, LocalModel, estimators
 from confroute.estimators import LogisticCombination
 from confroute.local import GenerationConfig
 from confroute.models import DEFAULT_SLM
-from confroute.probes import default_probe_path, train_probe
+from confroute.estimators.probe_network import default_probe_path, train_probe
 
 PROMPTS = [
     "What is 17*23? Reply with the number only.",

@@ -39,7 +39,7 @@ from confroute.estimators import PROBE_LAYER, EstimationContext, LogisticCombina
 from confroute.estimators.combined import DEFAULT_SIGNALS
 from confroute.local import GenerationConfig
 from confroute.models import DEFAULT_SLM
-from confroute.probes import train_probe
+from confroute.estimators.probe_network import train_probe
 
 DEFAULT_DATASETS = ("mmlu", "commonsenseqa", "openbookqa", "boolq")
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "shared" / "confroute" / "probe_files"
