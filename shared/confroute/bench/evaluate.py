@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from confroute.answer_format import AnswerFormat, option_probability
+from confroute.answer_format import AnswerFormat
 from confroute.bench import metrics as m
+from confroute.bench.answer_formats import option_probability
 from confroute.bench.baseline import BASELINE_METHOD, train_on_other_datasets
 from confroute.bench.cache import RecordFile, decode_hidden
 from confroute.bench.datasets import sample_key
@@ -103,8 +104,8 @@ def record_format(record: dict[str, Any]) -> AnswerFormat:
 def option_prob(record: dict[str, Any]) -> float | None:
     """Probability of the chosen option, renormalised over every option-token variant.
 
-    :func:`confroute.answer_format.option_probability` on the cached statistics, at the token
-    that spells the extracted answer. None for other formats and unparsed answers.
+    :func:`confroute.bench.answer_formats.option_probability` on the cached statistics, at the
+    token that spells the extracted answer. None for other formats and unparsed answers.
     """
     answer = record.get("answer")
     if answer is None:

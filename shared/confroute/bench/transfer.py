@@ -10,10 +10,11 @@ Confidence variants (``docs/calibration.md``):
 
 - ``raw``: the estimator's confidence as the router computes it;
 - ``answer_span``: token statistics of the final-answer tokens only
-  (:func:`confroute.answer_format.answer_span`);
+  (:func:`confroute.bench.answer_formats.answer_span`);
 - ``chance``: chance-corrected for the number of options,
-  :func:`confroute.answer_format.chance_corrected` (probability-like estimators only);
-- ``lift``: the ratio to chance, :func:`confroute.answer_format.chance_lift` (same estimators).
+  :func:`confroute.bench.answer_formats.chance_corrected` (probability-like estimators only);
+- ``lift``: the ratio to chance, :func:`confroute.bench.answer_formats.chance_lift` (same
+  estimators).
 
 Poolings: ``pooled`` (one profile from all other datasets) and ``per_format`` (a profile from
 the other datasets of the same answer format: letter, yes/no, number; the pooled one when no
@@ -37,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from confroute import estimators as registry
-from confroute.answer_format import answer_span, chance_corrected, chance_lift
 from confroute.bench import metrics as m
+from confroute.bench.answer_formats import answer_span, chance_corrected, chance_lift
 from confroute.bench.cache import RecordFile, generation_from_record, model_slug
 from confroute.bench.evaluate import OPTION_PROB, GroupScores, RunData, load_run, record_format
 from confroute.calibrated import StreamingQuantile
