@@ -7,6 +7,7 @@ datasets) are fitted here, from the cached hidden states and query embeddings.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -19,13 +20,22 @@ from confroute.answer_format import AnswerFormat
 from confroute.bench import metrics as m
 from confroute.bench.answer_formats import option_probability
 from confroute.bench.baseline import BASELINE_METHOD, train_on_other_datasets
-from confroute.bench.cache import RecordFile, decode_hidden
+from confroute.bench.cache import RecordFile, decode_hidden, model_slug
 from confroute.bench.datasets import sample_key
 from confroute.bench.runner import load_embeddings
 from confroute.errors import ConfigurationError
 from confroute.generation import Generation, TokenAlternative
 
-__all__ = ["OPTION_PROB", "GroupScores", "RunData", "load_run", "metric_rows", "option_prob"]
+__all__ = [
+    "OPTION_PROB",
+    "GroupScores",
+    "RunData",
+    "group_records",
+    "load_run",
+    "metric_rows",
+    "option_prob",
+    "record_format",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +109,19 @@ def record_format(record: dict[str, Any]) -> AnswerFormat:
     if kind == "number":
         return AnswerFormat("number")
     return AnswerFormat("any")
+
+
+@functools.lru_cache(maxsize=64)
+def _load_records(path: Path, modified_ns: int) -> dict[str, dict[str, Any]]:
+    del modified_ns  # part of the cache key: a rewritten file is read again
+    return RecordFile(path).load()
+
+
+def group_records(run_dir: Path, group: GroupScores) -> list[dict[str, Any]]:
+    """A group's cached SLM records, in the group's item order (each file read once)."""
+    path = run_dir / "slm" / model_slug(group.slm) / group.dataset / f"{group.prompt_format}.jsonl"
+    records = _load_records(path, path.stat().st_mtime_ns)
+    return [records[i] for i in group.item_ids]
 
 
 def option_prob(record: dict[str, Any]) -> float | None:
