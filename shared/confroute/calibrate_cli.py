@@ -198,7 +198,7 @@ def _calibrate_from_datasets(args: argparse.Namespace) -> int:
     item_ids = None
     fingerprint = None
     if data_dir is not None:
-        from confroute.bench.runner import SweepConfig, SweepRunner
+        from confroute.bench import SweepConfig, SweepRunner, load_dataset
 
         config = SweepConfig(
             datasets=tuple(datasets),
@@ -213,8 +213,6 @@ def _calibrate_from_datasets(args: argparse.Namespace) -> int:
         )
         runner = SweepRunner(config, run_dir)
         runner.run()
-        from confroute.bench.datasets import load_dataset
-
         item_ids = {
             d: {i.item_id for i in load_dataset(d, data_dir, limit=args.limit, seed=args.seed)}
             for d in datasets
