@@ -16,10 +16,9 @@ from confroute.bench.transfer import (
     leave_one_dataset_out,
     markdown,
     pivot_markdown,
-    profile_from_run,
     variant_confidences,
 )
-from confroute.calibration import CalibrationProfile
+from confroute.calibration import CalibrationProfile, profile_from_run
 from confroute.errors import CalibrationError, ConfigurationError
 from confroute.generation import Generation
 from confroute.models import BUNDLED_MODELS

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from confroute.errors import ConfigurationError, ConfRouteError
+from confroute.settings import environment
 
 if TYPE_CHECKING:
     from confroute.bench.runner import SweepConfig
@@ -139,7 +140,8 @@ def _sweep(args: argparse.Namespace) -> SweepConfig:
         data["baseline"] = False
     if "datasets" not in data:
         raise ConfigurationError("Name the datasets: --datasets mmlu,boolq (or --config FILE).")
-    data.setdefault("data_dir", os.environ.get("CONFROUTE_DATA_DIR"))
+    env_data_dir = environment().data_dir
+    data.setdefault("data_dir", str(env_data_dir) if env_data_dir is not None else None)
     return SweepConfig.from_dict(data)
 
 

@@ -235,7 +235,7 @@ class LogisticCombination(Estimator):
             ConfigurationError: No weights and no file, or weights fitted for another model.
         """
         if self.weights is None:
-            from confroute.probes import probe_search_dirs
+            from confroute.estimators.probe_network import probe_search_dirs
 
             path = self.path
             if path is None and local_model is not None:
