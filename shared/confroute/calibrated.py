@@ -206,7 +206,7 @@ class OnlineBudget:
         self._escalated: deque[bool] = deque(maxlen=window)
         self._lock = threading.Lock()
 
-    def decide(self, confidence: float | None) -> Verdict:
+    def decide(self, confidence: float | None, answer_format: str | None = None) -> Verdict:
         """Decide with the current threshold, then update it."""
         with self._lock:
             value = 0.0 if confidence is None else confidence

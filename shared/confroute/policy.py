@@ -30,7 +30,7 @@ class Verdict:
 class RoutingPolicy(Protocol):
     """Decides from a confidence in [0, 1] (or None, meaning none could be computed)."""
 
-    def decide(self, confidence: float | None) -> Verdict:
+    def decide(self, confidence: float | None, answer_format: str | None = None) -> Verdict:
         """Return whether to escalate, and why."""
         ...
 
@@ -58,7 +58,7 @@ class FixedThreshold:
         """Args: threshold: a number in [0, 1]."""
         self.threshold = check_unit_interval("threshold", threshold)
 
-    def decide(self, confidence: float | None) -> Verdict:
+    def decide(self, confidence: float | None, answer_format: str | None = None) -> Verdict:
         """Compare the confidence with the threshold."""
         if self.threshold >= 1.0:
             return Verdict(True, self.threshold, "low_confidence")

@@ -1,117 +1,58 @@
 """The routing engine: answer locally, score the answer, escalate when unsure.
 
 Both framework adapters call :class:`ConfRouter`; it has sync, async, batch and streaming paths,
-and reports every decision (escalated, kept, or failed) to its hooks.
+and reports every decision (escalated, kept, or failed) to its hooks. The work is split in two
+plain objects that know nothing of threads or event loops: :class:`~confroute.scoring.Pipeline`
+(generate, score, verdict) and :class:`~confroute.outcome.Outcome` (decision, hooks, response);
+each public method here only drives them, synchronously or asynchronously.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
-
-from pydantic import SecretStr
+from dataclasses import replace
+from typing import Any
 
 from confroute import estimators as estimator_registry
-from confroute.answer_format import detect_format
-from confroute.calibrated import StreamingQuantile, TargetEscalationRate
-from confroute.calibration import (
-    CalibrationProfile,
-    check_rate,
-    default_profile_path,
-    shipped_profiles,
+from confroute.assembly import (
+    check_policy,
+    escalation_target,
+    generation_defaults,
+    local_backend,
+    threshold_policy,
 )
-from confroute.decision import DecisionReason, RoutingDecision
-from confroute.errors import ConfigurationError, ContextOverflowError, EscalationError
-from confroute.escalation import LOCAL_PROVIDER, Escalation, EscalationResult, Redactor
-from confroute.estimators import (
-    PROBE_LAYER,
-    EstimationContext,
-    Estimator,
-    Requirement,
-    shared_confidence,
-)
-from confroute.generation import Generation
-from confroute.local import GenerationConfig, LocalModel
+from confroute.backend import LocalBackend
+from confroute.calibration import CalibrationProfile
+from confroute.errors import ConfigurationError, EscalationError
+from confroute.escalation import Redactor
+from confroute.estimators import Estimator
+from confroute.generation import GenerationConfig
+from confroute.hooks import DecisionHook, ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message, as_messages
-from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
+from confroute.outcome import Outcome, StreamPlan
+from confroute.policy import RoutingPolicy
 from confroute.response import RoutedChunk, RoutedResponse
-from confroute.tools import ParsedToolCalls, parse_tool_calls, repeated_tool_calls
+from confroute.scoring import Pipeline, stop_sequences
+from confroute.settings import DEFAULT_THRESHOLD, RouterSettings, settings_from
+from confroute.target import EscalationTarget
 
-__all__ = ["DEFAULT_THRESHOLD", "ConfRouter", "DecisionHook", "RoutedChunk", "RoutedResponse"]
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_THRESHOLD = 0.8
-"""Default fixed threshold on the default estimator (perplexity confidence)."""
-
-DecisionHook = Callable[[RoutingDecision], None]
-"""Called once with every routing decision (adapters turn it into framework callbacks)."""
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "ConfRouter",
+    "DecisionHook",
+    "PromptInput",
+    "RoutedChunk",
+    "RoutedResponse",
+]
 
 PromptInput = str | Sequence[Mapping[str, Any]]
 """A plain question, or a conversation of OpenAI-shaped messages."""
 
-
-@dataclass
-class _Scored:
-    """A local answer (or its absence) with the policy's verdict on it."""
-
-    messages: list[Message]
-    generation: Generation | None
-    confidence: float | None
-    verdict: Verdict
-    reason: DecisionReason
-    local_latency_s: float
-    parsed: ParsedToolCalls | None = None
-    confidences: dict[str, float | None] = field(default_factory=dict)
-
-
-def _stop_sequences(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Stop sequences as a tuple; a single string is one sequence, not its characters."""
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        return (stop,)
-    if not all(isinstance(s, str) for s in stop):
-        raise ConfigurationError(f"stop must be a string or a list of strings, got {stop!r}.")
-    return tuple(stop)
-
-
-def _check_tools(tools: Sequence[Mapping[str, Any]] | None) -> None:
-    if tools is None:
-        return
-    if isinstance(tools, (str, bytes)) or not all(isinstance(t, Mapping) for t in tools):
-        raise ConfigurationError(
-            "tools must be a list of OpenAI tool dicts ({'type': 'function', 'function': "
-            f"{{...}}}}); got {tools!r}."
-        )
-
-
-def _check_escalation_settings(
-    timeout: float, max_retries: int, hooks: Sequence[DecisionHook]
-) -> None:
-    """Check settings even when no escalation is built from them (local-only mode)."""
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not timeout > 0
-        or math.isinf(timeout)
-    ):
-        raise ConfigurationError(
-            f"timeout must be a finite number of seconds > 0, got {timeout!r}."
-        )
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigurationError(f"max_retries must be an integer >= 0, got {max_retries!r}.")
-    for hook in hooks:
-        if not callable(hook):
-            raise ConfigurationError(f"Every hook must be callable; got {hook!r}.")
+_FROM_SETTINGS: Any = object()
+"""Marks ``strong_model`` as not given: it comes from the settings."""
 
 
 class ConfRouter:
@@ -125,195 +66,125 @@ class ConfRouter:
 
     def __init__(
         self,
-        local_model: str | os.PathLike[str] | LocalModel = DEFAULT_SLM,
-        strong_model: str | Escalation | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}",
+        local_model: str | os.PathLike[str] | LocalBackend | None = None,
+        strong_model: str | EscalationTarget | None = _FROM_SETTINGS,
         *,
-        estimator: str | Estimator = "perplexity",
+        settings: RouterSettings | None = None,
+        estimator: str | Estimator | None = None,
         extra_estimators: Sequence[str | Estimator] = (),
-        threshold: float | None = None,
         policy: RoutingPolicy | None = None,
-        escalation_rate: float | None = None,
         profile: CalibrationProfile | str | os.PathLike[str] | None = None,
-        strict_profile: bool = True,
-        per_format_thresholds: bool = True,
-        adapt_to_traffic: bool = True,
-        api_base: str | None = None,
-        api_key: str | SecretStr | None = None,
-        timeout: float = 120.0,
-        max_retries: int = 2,
-        fallbacks: Sequence[str] = (),
-        on_escalation_error: Literal["return_local", "raise"] = "return_local",
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
         hooks: Sequence[DecisionHook] = (),
-        device: str = "auto",
+        observers: Sequence[ScoreObserver] = (),
+        tracers: Sequence[Tracer] = (),
         redact: Redactor | None = None,
+        **changes: Any,
     ) -> None:
         """Build a router.
 
         Args:
-            local_model: A :class:`LocalModel`, or what to load (bundled name, directory,
-                ``.gguf`` file or hub id).
-            strong_model: A LiteLLM model string, an :class:`Escalation`, or None for
-                local-only routing (would-be escalations are reported with reason
-                ``local_only``). The default is the bundled 1.5B model, in process.
-            estimator: Name of an uncertainty estimator, or an instance; its confidence
-                drives the routing decision.
+            local_model: A :class:`~confroute.backend.LocalBackend` (for example a
+                :class:`LocalModel`), or what to load (bundled name, directory, ``.gguf`` file
+                or hub id); default ``settings.local_model``.
+            strong_model: A LiteLLM model string, an
+                :class:`~confroute.target.EscalationTarget` (an :class:`Escalation`), or None
+                for local-only routing (would-be escalations are reported with reason
+                ``local_only``). Default ``settings.strong_model``, the bundled 1.5B in process.
+            settings: The :class:`~confroute.settings.RouterSettings` to start from.
+            estimator: Name of an uncertainty estimator, or an instance; its confidence drives
+                the decision (default ``settings.estimator``).
             extra_estimators: More estimators computed on the same generation, reported in
-                :attr:`RoutedResponse.confidences` (single-pass ones cost nothing extra;
-                follow-up and sampling ones cost their own work once).
-            threshold: Escalate when confidence is below it (default
-                :data:`DEFAULT_THRESHOLD`). Give either ``threshold`` or ``policy``.
-            policy: A routing policy (for example :class:`confroute.calibrated.OnlineBudget`).
-            escalation_rate: Escalate this share of requests; the threshold is the
-                ``profile``'s confidence quantile (the paper's calibration transfer).
+                :attr:`RoutedResponse.confidences`.
+            policy: A routing policy (for example :class:`~confroute.calibrated.OnlineBudget`);
+                excludes ``threshold`` and ``escalation_rate``.
             profile: A :class:`CalibrationProfile` (or its JSON path) for ``escalation_rate``
-                (default: the profile shipped for a bundled model and the estimator, built
-                from the kit datasets; see ``docs/calibration.md``).
-            strict_profile: Refuse a profile made for another model or estimator (False
-                downgrades that to a warning).
-            per_format_thresholds: With ``escalation_rate``, give each recognised answer
-                format (option letter, yes/no, number) the threshold of its own calibration
-                items, when the profile records formats (see
-                :func:`confroute.answer_format.detect_format`).
-            adapt_to_traffic: With ``escalation_rate``, start from the profile's threshold and
-                follow the quantile of the live confidences
-                (:class:`~confroute.calibrated.StreamingQuantile`), which holds the rate when
-                your data's confidence scale differs from the calibration set's. False keeps
-                the profile's fixed threshold (:class:`~confroute.calibrated.
-                TargetEscalationRate`), as in the paper.
-            api_base: Base URL for the strong model (OpenAI-compatible servers).
-            api_key: Key for the strong model; kept secret.
-            timeout: Seconds per escalation call.
-            max_retries: Retries per strong model.
-            fallbacks: Models tried in order when ``strong_model`` fails.
-            on_escalation_error: ``"return_local"`` answers with the local answer (the
-                decision records the error); ``"raise"`` raises :class:`EscalationError`.
-            max_new_tokens: Default answer length cap of the local model.
-            temperature: Default temperature (0 = greedy) for both models.
-            hooks: Callables that receive every :class:`RoutingDecision`.
-            device: Device for a local model loaded by name.
-            redact: Called on the messages before any escalation (for example to mask
-                personal data); what it returns is what the strong model sees.
+                (default: the profile shipped for a bundled model and the estimator).
+            hooks: Callables that receive every :class:`~confroute.decision.RoutingDecision`.
+            observers: :data:`~confroute.hooks.ScoreObserver` callables that see each scored
+                answer and may replace its verdict.
+            tracers: :class:`~confroute.hooks.Tracer` objects that open spans around local
+                generation and escalation.
+            redact: Called on the messages before any escalation (for example to mask personal
+                data); what it returns is what the strong model sees.
+            **changes: Any :class:`~confroute.settings.RouterSettings` field (``threshold=``,
+                ``escalation_rate=``, ``api_key=``, ``timeout=``, ``max_new_tokens=``, ...),
+                applied on top of ``settings``.
+
+        Raises:
+            TypeError: A keyword that is no setting (a typo such as ``treshold=``).
+            ConfigurationError: A setting is out of its bounds, settings contradict each other,
+                or the local backend cannot serve an estimator's requirements.
         """
-        chosen_policies = [
-            n
-            for n, v in (
-                ("threshold", threshold),
+        unknown = sorted(set(changes) - set(RouterSettings.model_fields))
+        if unknown:
+            raise TypeError(
+                f"ConfRouter() got an unexpected keyword argument {unknown[0]!r}; the settings "
+                f"are {sorted(RouterSettings.model_fields)}."
+            )
+        if strong_model is not _FROM_SETTINGS and isinstance(strong_model, str):
+            changes["strong_model"] = strong_model
+        self.settings = settings_from(settings, **changes)
+        chosen = [
+            name
+            for name, value in (
+                ("threshold", self.settings.threshold),
                 ("policy", policy),
-                ("escalation_rate", escalation_rate),
+                ("escalation_rate", self.settings.escalation_rate),
             )
-            if v is not None
+            if value is not None
         ]
-        if len(chosen_policies) > 1:
+        if len(chosen) > 1:
             raise ConfigurationError(
-                f"Give one of threshold, policy or escalation_rate; got {chosen_policies}."
+                f"Give one of threshold, policy or escalation_rate; got {chosen}."
             )
-        if profile is not None and escalation_rate is None:
+        if profile is not None and self.settings.escalation_rate is None:
             raise ConfigurationError(
                 "profile is only used with escalation_rate; pass escalation_rate=... too, or "
                 "use the profile in a policy (for example RiskControlledThreshold(profile, ...))."
             )
-        _check_escalation_settings(timeout, max_retries, hooks)
-        if isinstance(strong_model, Escalation) and redact is not None:
+        for hook in (*hooks, *observers):
+            if not callable(hook):
+                raise ConfigurationError(f"Every hook must be callable; got {hook!r}.")
+        if strong_model is _FROM_SETTINGS or isinstance(strong_model, str):
+            strong_model = self.settings.strong_model
+        elif strong_model is not None and redact is not None:
             raise ConfigurationError("Pass redact= to the Escalation you built, not to ConfRouter.")
-        if on_escalation_error not in ("return_local", "raise"):
-            raise ConfigurationError(
-                "on_escalation_error must be 'return_local' or 'raise', got "
-                f"{on_escalation_error!r}."
-            )
-        self.estimator = estimator_registry.get(estimator)
+        self.estimator = estimator_registry.get(estimator or self.settings.estimator)
         self.extra_estimators = [estimator_registry.get(e) for e in extra_estimators]
-        names = [e.name for e in self.estimators]
-        if len(set(names)) != len(names):
-            raise ConfigurationError(f"Each estimator may be chosen once; got {names}.")
-        prompt_changers = [e for e in self.estimators if Requirement.PROMPT in e.requires]
-        if len(prompt_changers) > 1:
-            raise ConfigurationError(
-                "Only one estimator may change the answer prompt; got "
-                f"{[e.name for e in prompt_changers]}."
-            )
-        self._prompt_estimator = prompt_changers[0] if prompt_changers else None
-        if escalation_rate is None:
-            self.policy: RoutingPolicy = policy or FixedThreshold(
-                DEFAULT_THRESHOLD if threshold is None else threshold
-            )
-        else:
-            check_rate(escalation_rate)
-        needs = frozenset().union(*(e.requires for e in self.estimators))
-        hidden_layers = {
-            getattr(e, "hidden_layer", PROBE_LAYER)
-            for e in self.estimators
-            if Requirement.HIDDEN_STATE in e.requires
-        }
-        if len(hidden_layers) > 1:
-            raise ConfigurationError(
-                f"The chosen estimators read different hidden layers {sorted(hidden_layers)}; "
-                "choose estimators that read the same one."
-            )
-        self.defaults = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            hidden_layer=next(iter(hidden_layers)) if hidden_layers else None,
-            keep_cache=Requirement.FOLLOW_UP in needs,
-        )
-        if isinstance(strong_model, Escalation) or strong_model is None:
-            self.escalation = strong_model
-        else:
-            self.escalation = Escalation(
-                strong_model,
-                api_base=api_base,
-                api_key=api_key,
-                timeout=timeout,
-                max_retries=max_retries,
-                fallbacks=fallbacks,
-                redact=redact,
-            )
-        self.on_escalation_error = on_escalation_error
+        self.defaults = generation_defaults(self.settings, self.estimators)
+        self.escalation = escalation_target(self.settings, strong_model, redact)
         self.hooks: list[DecisionHook] = list(hooks)
-        self.local = (
-            local_model
-            if isinstance(local_model, LocalModel)
-            else LocalModel(local_model, device=device)
+        self.observers: list[ScoreObserver] = list(observers)
+        self.tracers: list[Tracer] = list(tracers)
+        self.local = local_backend(self.settings, local_model, self.estimators)
+        self.policy = check_policy(
+            policy or threshold_policy(self.settings, self.local, self.estimator, profile)
         )
-        for chosen in self.estimators:
-            chosen.prepare(self.local)
-        if escalation_rate is not None:
-            self.policy = self._rate_policy(
-                escalation_rate, profile, strict_profile, per_format_thresholds, adapt_to_traffic
-            )
+        for chosen_estimator in self.estimators:
+            chosen_estimator.prepare(self.local)
 
-    def _rate_policy(
+    def with_hooks(
         self,
-        escalation_rate: float,
-        profile: CalibrationProfile | str | os.PathLike[str] | None,
-        strict: bool,
-        per_format: bool,
-        adaptive: bool,
-    ) -> TargetEscalationRate | StreamingQuantile:
-        """The target-rate policy from ``profile`` or the shipped default profile."""
-        if profile is None:
-            profile = default_profile_path(self.local.name, self.estimator.name)
-            if profile is None:
-                shipped = ", ".join(shipped_profiles()) or "none"
-                raise ConfigurationError(
-                    f"escalation_rate needs a calibration profile, and none ships for model "
-                    f"{self.local.name!r} with estimator {self.estimator.name!r} (shipped: "
-                    f"{shipped}). Pass profile=PATH (build one with `confroute calibrate`), or "
-                    "use threshold=."
-                )
-        loaded = (
-            profile if isinstance(profile, CalibrationProfile) else CalibrationProfile.load(profile)
-        )
-        loaded.check_compatible(
-            self.local.fingerprint,
-            self.estimator.name,
-            model_name=self.local.name,
-            strict=strict,
-        )
-        if adaptive:
-            return StreamingQuantile(escalation_rate, loaded, per_format=per_format)
-        return TargetEscalationRate(loaded, escalation_rate, per_format=per_format)
+        *,
+        hooks: Sequence[DecisionHook] = (),
+        observers: Sequence[ScoreObserver] = (),
+        tracers: Sequence[Tracer] = (),
+    ) -> ConfRouter:
+        """A copy that also calls these hooks; it shares the models, estimators and policy.
+
+        The original router is not changed. A hook it already has is not added twice.
+        """
+        copy = object.__new__(ConfRouter)
+        copy.__dict__.update(self.__dict__)
+        copy.hooks = [*self.hooks, *(h for h in hooks if h not in self.hooks)]
+        copy.observers = [*self.observers, *(o for o in observers if o not in self.observers)]
+        copy.tracers = [*self.tracers, *(t for t in tracers if t not in self.tracers)]
+        return copy
+
+    @property
+    def on_escalation_error(self) -> str:
+        """``"return_local"`` or ``"raise"`` (from :attr:`settings`)."""
+        return self.settings.on_escalation_error
 
     @property
     def estimators(self) -> list[Estimator]:
@@ -327,194 +198,63 @@ class ConfRouter:
             f"estimator={self.estimator.name!r}, policy={self.policy!r})"
         )
 
-    # -- shared steps ----------------------------------------------------------------------
+    # -- the two halves of a call ----------------------------------------------------------
 
-    def _config(
-        self, max_new_tokens: int | None, temperature: float | None, stop: Sequence[str] | None
+    def generation_config(
+        self,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: str | Sequence[str] | None = None,
     ) -> GenerationConfig:
+        """The local generation settings of one call: :attr:`defaults` with these overrides."""
         return replace(
             self.defaults,
             max_new_tokens=max_new_tokens or self.defaults.max_new_tokens,
             temperature=self.defaults.temperature if temperature is None else temperature,
-            stop=_stop_sequences(stop),
+            stop=stop_sequences(stop),
         )
 
-    def _score(
+    def _pipeline(self) -> Pipeline:
+        return Pipeline(
+            self.local,
+            self.estimators,
+            self.policy,
+            tuple(self.observers),
+            tuple(self.tracers),
+            can_escalate=self.escalation is not None,
+        )
+
+    def _outcome(self) -> Outcome:
+        return Outcome(
+            self.estimator.name,
+            self.local.name,
+            self.local.context_window,
+            tuple(self.hooks),
+            raise_on_error=self.settings.on_escalation_error == "raise",
+            can_escalate=self.escalation is not None,
+        )
+
+    def _target(self, answer: ScoredAnswer) -> EscalationTarget | None:
+        """The strong model to ask for this answer, or None to keep it local."""
+        return self.escalation if answer.verdict.escalate else None
+
+    def _request(
         self,
-        messages: list[Message],
-        generation: Generation | None,
-        local_latency_s: float,
+        prompts: Sequence[PromptInput],
+        max_new_tokens: int | None,
+        temperature: float | None,
+        stop: Sequence[str] | None,
         tools: Sequence[Mapping[str, Any]] | None,
-        *,
-        answered: list[Message] | None = None,
-        config: GenerationConfig | None = None,
-    ) -> _Scored:
-        started = time.perf_counter()
-        if generation is None:
-            verdict = Verdict(True, self.policy.decide(None).threshold, "context_overflow")
-            return _Scored(messages, None, None, verdict, "context_overflow", local_latency_s)
-        context = EstimationContext(
-            messages=answered if answered is not None else messages,
-            local_model=self.local,
-            config=config,
-            tools=tools,
-        )
-        try:
-            confidences = {
-                e.name: shared_confidence(e, generation, context) for e in self.estimators
-            }
-        finally:
-            generation.extras.pop("prefix", None)  # free the key/value cache
-        confidence = confidences[self.estimator.name]
-        if self._prompt_estimator is not None:
-            generation = replace(
-                generation, text=self._prompt_estimator.clean_answer(generation.text)
-            )
-        if getattr(self.policy, "per_format", False):
-            answer_format = detect_format(messages).key
-            verdict = self.policy.decide(confidence, answer_format=answer_format)  # type: ignore[call-arg]
-        else:
-            verdict = self.policy.decide(confidence)
-        reason: DecisionReason = verdict.reason  # type: ignore[assignment]
-        parsed = parse_tool_calls(generation.text, tools) if tools else None
-        if parsed is not None and parsed.malformed:
-            logger.debug("Local tool call is malformed: %s", parsed.malformed)
-            verdict = Verdict(True, verdict.threshold, "malformed_tool_call")
-            reason = "malformed_tool_call"
-        elif parsed is not None and repeated_tool_calls(parsed.calls, messages):
-            # a call the conversation already made and a tool answered: the local model
-            # echoes it instead of answering from the result (an agent would loop)
-            logger.debug("Local answer repeats an answered tool call; escalating.")
-            verdict = Verdict(True, verdict.threshold, "repeated_tool_call")
-            reason = "repeated_tool_call"
-        if verdict.escalate and self.escalation is None:
-            reason = "local_only"
-        elapsed = local_latency_s + time.perf_counter() - started
-        return _Scored(
-            messages, generation, confidence, verdict, reason, elapsed, parsed, confidences
-        )
-
-    def _decision(
-        self,
-        scored: _Scored,
-        *,
-        remote: EscalationResult | None = None,
-        error: EscalationError | None = None,
-    ) -> RoutingDecision:
-        generation = scored.generation
-        escalate = scored.verdict.escalate and self.escalation is not None
-        answered_by = remote.model if remote is not None else self.local.name
-        return RoutingDecision(
-            estimator=self.estimator.name,
-            confidence=scored.confidence,
-            threshold=scored.verdict.threshold,
-            escalated=escalate,
-            reason=scored.reason,
-            local_model=self.local.name,
-            remote_model=(remote.model if remote else error.provider if error else None),
-            answered_by=answered_by,
-            local_latency_s=scored.local_latency_s,
-            remote_latency_s=remote.latency_s if remote else None,
-            local_prompt_tokens=generation.prompt_tokens if generation else 0,
-            local_completion_tokens=generation.completion_tokens if generation else 0,
-            remote_prompt_tokens=remote.prompt_tokens if remote else None,
-            remote_completion_tokens=remote.completion_tokens if remote else None,
-            cost_usd=remote.cost_usd if remote else None,
-            attempts=remote.attempts if remote else error.attempts if error else 0,
-            error=str(error) if error else None,
-            confidences=dict(scored.confidences),
-        )
-
-    def _emit(self, decision: RoutingDecision) -> None:
-        logger.debug(
-            "routing decision %s: escalated=%s reason=%s confidence=%s threshold=%.3f",
-            decision.id,
-            decision.escalated,
-            decision.reason,
-            decision.confidence,
-            decision.threshold,
-        )
-        for hook in self.hooks:
-            try:
-                hook(decision)
-            except Exception:
-                logger.exception("A decision hook raised; the answer is returned regardless.")
-
-    def _finish(
-        self,
-        scored: _Scored,
-        remote: EscalationResult | None = None,
-        error: EscalationError | None = None,
-    ) -> RoutedResponse:
-        decision = self._decision(scored, remote=remote, error=error)
-        self._emit(decision)
-        if error is not None and (self.on_escalation_error == "raise" or scored.generation is None):
-            error.decision = decision
-            raise error
-        if scored.generation is None and remote is None:
-            raise ContextOverflowError(
-                f"The prompt does not fit {self.local.name}'s context window of "
-                f"{self.local.context_window} tokens and no strong model is configured. Shorten "
-                "the prompt, lower max_new_tokens, or configure a strong model.",
-                prompt_tokens=-1,
-                context_window=self.local.context_window,
-            )
-        confidences = dict(scored.confidences)
-        if remote is not None:
-            return RoutedResponse(
-                remote.text,
-                decision,
-                scored.generation,
-                remote,
-                list(remote.tool_calls),
-                confidences,
-            )
-        if scored.parsed is not None and not scored.parsed.malformed:
-            return RoutedResponse(
-                scored.parsed.content,
-                decision,
-                scored.generation,
-                None,
-                scored.parsed.calls,
-                confidences,
-            )
-        text = scored.generation.text if scored.generation is not None else ""
-        return RoutedResponse(text, decision, scored.generation, confidences=confidences)
-
-    def _escalation_for(self, scored: _Scored) -> Escalation | None:
-        """The escalation to run for this answer, or None to keep it local."""
-        return self.escalation if scored.verdict.escalate else None
-
-    def _generate(
-        self,
-        conversations: list[list[Message]],
-        config: GenerationConfig,
-        tools: Sequence[Mapping[str, Any]] | None,
-    ) -> tuple[list[Generation | None], float]:
-        """Generate for every conversation that fits the context window, in one batch."""
-        started = time.perf_counter()
-        prompts: list[list[int] | None] = []
-        for conversation in conversations:
-            ids = self.local.encode(self.local.render(conversation, tools))
-            fits = len(ids) + config.max_new_tokens <= self.local.context_window
-            prompts.append(ids if fits else None)
-        fitting = [p for p in prompts if p is not None]
-        generated = iter(self.local.generate_from_ids(fitting, config) if fitting else [])
-        results = [next(generated) if p is not None else None for p in prompts]
-        return results, time.perf_counter() - started
-
-    def _escalate_kwargs(
-        self,
-        config: GenerationConfig,
-        max_tokens: int | None,
-        tools: Sequence[Mapping[str, Any]] | None,
-    ) -> dict[str, Any]:
-        return {
+    ) -> tuple[list[list[Message]], GenerationConfig, dict[str, Any]]:
+        """Conversations, local settings and escalation options of one call."""
+        config = self.generation_config(max_new_tokens, temperature, stop)
+        options = {
             "temperature": config.temperature,
-            "max_tokens": max_tokens or config.max_new_tokens,
+            "max_tokens": max_new_tokens or config.max_new_tokens,
             "stop": list(config.stop) or None,
             "tools": tools,
         }
+        return [as_messages(p) for p in prompts], config, options
 
     # -- public API ------------------------------------------------------------------------
 
@@ -534,13 +274,10 @@ class ConfRouter:
             EscalationError: Escalation failed and ``on_escalation_error="raise"`` (or there
                 is no local answer to fall back on).
         """
-        return self.route_batch(
-            [prompt],
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            stop=stop,
-            tools=tools,
-        )[0]
+        [response] = self.route_batch(
+            [prompt], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop, tools=tools
+        )
+        return response
 
     def route_batch(
         self,
@@ -553,25 +290,27 @@ class ConfRouter:
         max_concurrency: int = 8,
     ) -> list[RoutedResponse]:
         """Answer many prompts: one batched local generation, escalations in parallel."""
-        conversations = [as_messages(p) for p in prompts]
-        config = self._config(max_new_tokens, temperature, stop)
-        scored = self._generate_and_score(conversations, config, tools)
-        kwargs = self._escalate_kwargs(config, max_new_tokens, tools)
+        conversations, config, options = self._request(
+            prompts, max_new_tokens, temperature, stop, tools
+        )
+        answers = self._pipeline().run(conversations, config, tools)
+        outcome = self._outcome()
 
-        def finish(item: _Scored) -> RoutedResponse:
-            escalation = self._escalation_for(item)
-            if escalation is None:
-                return self._finish(item)
+        def finish(answer: ScoredAnswer) -> RoutedResponse:
+            target = self._target(answer)
+            if target is None:
+                return outcome.finish(answer)
             try:
-                remote = escalation.complete(item.messages, **kwargs)
+                with spans(self.tracers, lambda t: t.escalation(target.model, "complete")):
+                    remote = target.complete(answer.messages, **options)
             except EscalationError as error:
-                return self._finish(item, error=error)
-            return self._finish(item, remote=remote)
+                return outcome.finish(answer, error=error)
+            return outcome.finish(answer, remote=remote)
 
-        if sum(self._escalation_for(s) is not None for s in scored) <= 1:
-            return [finish(s) for s in scored]
+        if sum(self._target(a) is not None for a in answers) <= 1:
+            return [finish(a) for a in answers]
         with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
-            return list(pool.map(finish, scored))
+            return list(pool.map(finish, answers))
 
     async def aroute(
         self,
@@ -584,11 +323,7 @@ class ConfRouter:
     ) -> RoutedResponse:
         """Async form of :meth:`route`: local work in a worker thread, escalation awaited."""
         [response] = await self.aroute_batch(
-            [prompt],
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            stop=stop,
-            tools=tools,
+            [prompt], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop, tools=tools
         )
         return response
 
@@ -602,39 +337,24 @@ class ConfRouter:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[RoutedResponse]:
         """Async form of :meth:`route_batch`; escalations run concurrently."""
-        conversations = [as_messages(p) for p in prompts]
-        config = self._config(max_new_tokens, temperature, stop)
-        scored = await asyncio.to_thread(self._generate_and_score, conversations, config, tools)
-        kwargs = self._escalate_kwargs(config, max_new_tokens, tools)
+        conversations, config, options = self._request(
+            prompts, max_new_tokens, temperature, stop, tools
+        )
+        answers = await asyncio.to_thread(self._pipeline().run, conversations, config, tools)
+        outcome = self._outcome()
 
-        async def finish(item: _Scored) -> RoutedResponse:
-            escalation = self._escalation_for(item)
-            if escalation is None:
-                return self._finish(item)
+        async def finish(answer: ScoredAnswer) -> RoutedResponse:
+            target = self._target(answer)
+            if target is None:
+                return outcome.finish(answer)
             try:
-                remote = await escalation.acomplete(item.messages, **kwargs)
+                with spans(self.tracers, lambda t: t.escalation(target.model, "acomplete")):
+                    remote = await target.acomplete(answer.messages, **options)
             except EscalationError as error:
-                return self._finish(item, error=error)
-            return self._finish(item, remote=remote)
+                return outcome.finish(answer, error=error)
+            return outcome.finish(answer, remote=remote)
 
-        return list(await asyncio.gather(*(finish(s) for s in scored)))
-
-    def _generate_and_score(
-        self,
-        conversations: list[list[Message]],
-        config: GenerationConfig,
-        tools: Sequence[Mapping[str, Any]] | None,
-    ) -> list[_Scored]:
-        _check_tools(tools)
-        answered = conversations
-        if self._prompt_estimator is not None:
-            answered = [self._prompt_estimator.transform_messages(c) for c in conversations]
-        generations, latency = self._generate(answered, config, tools)
-        per_item = latency / max(len(conversations), 1)
-        return [
-            self._score(c, g, per_item, tools, answered=a, config=config)
-            for c, a, g in zip(conversations, answered, generations, strict=True)
-        ]
+        return list(await asyncio.gather(*(finish(a) for a in answers)))
 
     def stream(
         self,
@@ -649,33 +369,30 @@ class ConfRouter:
 
         The local answer is held back until its confidence is known, then released in one
         piece; an escalated answer streams the strong model's tokens as they arrive. The last
-        chunk carries the :class:`RoutedResponse` (with the decision).
+        chunk carries the :class:`RoutedResponse` (with the decision). A stream closed before
+        its end still reports its decision (with an error saying so).
         """
-        config = self._config(max_new_tokens, temperature, stop)
-        [scored] = self._generate_and_score([as_messages(prompt)], config, tools)
-        escalation = self._escalation_for(scored)
-        if escalation is None:
-            response = self._finish(scored)
-            yield RoutedChunk(text=response.text)
-            yield RoutedChunk(response=response)
+        conversations, config, options = self._request(
+            [prompt], max_new_tokens, temperature, stop, tools
+        )
+        [answer] = self._pipeline().run(conversations, config, tools)
+        target = self._target(answer)
+        plan = StreamPlan(self._outcome(), answer, target.model if target else "")
+        if target is None:
+            yield from plan.kept()
             return
-        kwargs = self._escalate_kwargs(config, max_new_tokens, tools)
-        streamed = False
+        chunks: list[RoutedChunk] = []
         try:
-            for delta in escalation.stream(scored.messages, **kwargs):
-                if delta.result is not None:
-                    yield RoutedChunk(response=self._finish(scored, remote=delta.result))
-                    return
-                streamed = True
-                yield RoutedChunk(text=delta.text)
+            with spans(self.tracers, lambda t: t.escalation(target.model, "stream")):
+                for delta in target.stream(answer.messages, **options):
+                    yield (chunk := plan.take(delta))
+                    if chunk.response is not None:
+                        return
         except EscalationError as error:
-            if streamed:
-                error.decision = self._decision(scored, error=error)
-                self._emit(error.decision)
-                raise
-            response = self._finish(scored, error=error)
-            yield RoutedChunk(text=response.text)
-            yield RoutedChunk(response=response)
+            chunks = plan.failed(error)
+        finally:
+            plan.close()
+        yield from chunks
 
     async def astream(
         self,
@@ -687,30 +404,26 @@ class ConfRouter:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> AsyncIterator[RoutedChunk]:
         """Async form of :meth:`stream`."""
-        config = self._config(max_new_tokens, temperature, stop)
-        [scored] = await asyncio.to_thread(
-            self._generate_and_score, [as_messages(prompt)], config, tools
+        conversations, config, options = self._request(
+            [prompt], max_new_tokens, temperature, stop, tools
         )
-        escalation = self._escalation_for(scored)
-        if escalation is None:
-            response = self._finish(scored)
-            yield RoutedChunk(text=response.text)
-            yield RoutedChunk(response=response)
+        [answer] = await asyncio.to_thread(self._pipeline().run, conversations, config, tools)
+        target = self._target(answer)
+        plan = StreamPlan(self._outcome(), answer, target.model if target else "")
+        if target is None:
+            for chunk in plan.kept():
+                yield chunk
             return
-        kwargs = self._escalate_kwargs(config, max_new_tokens, tools)
-        streamed = False
+        chunks: list[RoutedChunk] = []
         try:
-            async for delta in escalation.astream(scored.messages, **kwargs):
-                if delta.result is not None:
-                    yield RoutedChunk(response=self._finish(scored, remote=delta.result))
-                    return
-                streamed = True
-                yield RoutedChunk(text=delta.text)
+            with spans(self.tracers, lambda t: t.escalation(target.model, "astream")):
+                async for delta in target.astream(answer.messages, **options):
+                    yield (chunk := plan.take(delta))
+                    if chunk.response is not None:
+                        return
         except EscalationError as error:
-            if streamed:
-                error.decision = self._decision(scored, error=error)
-                self._emit(error.decision)
-                raise
-            response = self._finish(scored, error=error)
-            yield RoutedChunk(text=response.text)
-            yield RoutedChunk(response=response)
+            chunks = plan.failed(error)
+        finally:
+            plan.close()
+        for chunk in chunks:
+            yield chunk

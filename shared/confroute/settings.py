@@ -118,13 +118,32 @@ def settings_from(base: RouterSettings | None = None, **changes: Any) -> RouterS
     try:
         return RouterSettings(**data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-            if "api_key" not in e["loc"]
-            else f"api_key: {e['msg']}"
-            for e in error.errors()
-        )
+        problems = "; ".join(_problem(e) for e in error.errors())
         raise ConfigurationError(f"Invalid router settings: {problems}.") from None
+
+
+_REQUIREMENTS = {
+    "threshold": "in [0, 1]",
+    "escalation_rate": "in [0, 1]",
+    "timeout": "a finite number of seconds > 0",
+    "max_retries": "an integer >= 0",
+    "fallbacks": "a list of LiteLLM model strings",
+    "on_escalation_error": "'return_local' or 'raise'",
+    "max_new_tokens": "an integer >= 1",
+    "temperature": "a finite number >= 0",
+}
+"""How each bounded setting is described in an error message."""
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One setting's problem as "NAME must be ..., got VALUE" (never a key's value)."""
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    if name == "api_key":
+        return "api_key must be a string or a SecretStr"
+    requirement = _REQUIREMENTS.get(name)
+    if requirement is None:
+        return f"{name}: {error['msg']} (got {error.get('input')!r})"
+    return f"{name} must be {requirement}, got {error.get('input')!r}"
 
 
 class Environment(BaseModel):

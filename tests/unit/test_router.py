@@ -326,7 +326,7 @@ def test_decision_reports_every_confidence(
 
 def test_single_stop_string_is_one_sequence(scripted_slm: ScriptedLocalModel) -> None:
     router = ConfRouter(scripted_slm, None)
-    assert router._config(None, None, "ab").stop == ("ab",)
+    assert router.generation_config(None, None, "ab").stop == ("ab",)
 
 
 def test_escalation_rate_finds_the_shipped_profile_and_thresholds_per_format(

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from confroute.decision import DecisionReason
 from confroute.errors import ConfigurationError
 from confroute.generation import Generation
+from confroute.hooks import ScoredAnswer
 from confroute.policy import FixedThreshold, Verdict, check_unit_interval
 from confroute.router import ConfRouter
 
@@ -184,6 +184,10 @@ class EarlyEscalationRouter(ConfRouter):
     is always escalated (reason ``low_confidence``), whatever the estimator says about the
     partial answer; with ``strong_model=None`` it is reported as ``local_only`` and the partial
     answer is returned. ``response.local.extras["stopped_early_at"]`` tells where it stopped.
+
+    It is a plain :class:`ConfRouter` with two things attached through public seams: the
+    running-confidence monitor as ``defaults.step_monitor``, and :meth:`escalate_stopped` as a
+    score observer (:data:`confroute.hooks.ScoreObserver`).
     """
 
     def __init__(self, *args: Any, early_escalation: EarlyEscalation, **kwargs: Any) -> None:
@@ -205,13 +209,18 @@ class EarlyEscalationRouter(ConfRouter):
                     "EarlyEscalation(threshold=...) explicitly."
                 )
             early_escalation = replace(early_escalation, threshold=self.policy.threshold)
+        if not self.local.capabilities.step_monitor:
+            raise ConfigurationError(
+                f"Early escalation watches every decoding step, which the local backend "
+                f"{self.local.name!r} cannot report; use a backend with step_monitor "
+                "(the transformers LocalModel), or drop early_escalation."
+            )
         self.early_escalation = early_escalation
         self.defaults = replace(self.defaults, step_monitor=early_escalation)
+        self.observers.append(self.escalate_stopped)
 
-    def _score(self, *args: Any, **kwargs: Any) -> Any:
-        scored = super()._score(*args, **kwargs)
-        if stopped_early_at(scored.generation) is None or scored.verdict.escalate:
-            return scored
-        reason: DecisionReason = "low_confidence" if self.escalation is not None else "local_only"
-        verdict = Verdict(True, scored.verdict.threshold, "low_confidence")
-        return replace(scored, verdict=verdict, reason=reason)
+    def escalate_stopped(self, answer: ScoredAnswer) -> Verdict | None:
+        """Score observer: escalate an answer stopped early (low_confidence), whatever it scored."""
+        if stopped_early_at(answer.generation) is None or answer.verdict.escalate:
+            return None
+        return Verdict(True, answer.verdict.threshold, "low_confidence")

@@ -1,0 +1,190 @@
+"""Building a router's pieces from its settings: generation defaults, backend, target, policy.
+
+Pure functions of :class:`~confroute.settings.RouterSettings` and the objects the user passed;
+:class:`~confroute.router.ConfRouter` calls them once, at construction. Each one checks what it
+builds and raises :class:`~confroute.errors.ConfigurationError` with what to do instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+
+from confroute.backend import LocalBackend
+from confroute.calibrated import StreamingQuantile, TargetEscalationRate
+from confroute.calibration import CalibrationProfile, default_profile_path, shipped_profiles
+from confroute.errors import ConfigurationError
+from confroute.escalation import Escalation, Redactor
+from confroute.estimators import PROBE_LAYER, Estimator, Requirement
+from confroute.generation import GenerationConfig
+from confroute.local import LocalModel
+from confroute.policy import FixedThreshold, RoutingPolicy
+from confroute.settings import DEFAULT_THRESHOLD, RouterSettings
+from confroute.target import EscalationTarget
+
+__all__ = [
+    "check_policy",
+    "escalation_target",
+    "generation_defaults",
+    "local_backend",
+    "threshold_policy",
+]
+
+
+def generation_defaults(
+    settings: RouterSettings, estimators: Sequence[Estimator]
+) -> GenerationConfig:
+    """The local generation settings the estimators need (and a check that they fit together).
+
+    Raises:
+        ConfigurationError: An estimator is chosen twice, two change the answer prompt, or
+            two read different hidden layers.
+    """
+    names = [e.name for e in estimators]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"Each estimator may be chosen once; got {names}.")
+    prompt_changers = [e.name for e in estimators if Requirement.PROMPT in e.requires]
+    if len(prompt_changers) > 1:
+        raise ConfigurationError(
+            f"Only one estimator may change the answer prompt; got {prompt_changers}."
+        )
+    hidden_layers = {
+        getattr(e, "hidden_layer", PROBE_LAYER)
+        for e in estimators
+        if Requirement.HIDDEN_STATE in e.requires
+    }
+    if len(hidden_layers) > 1:
+        raise ConfigurationError(
+            f"The chosen estimators read different hidden layers {sorted(hidden_layers)}; "
+            "choose estimators that read the same one."
+        )
+    needs = frozenset().union(*(e.requires for e in estimators))
+    return GenerationConfig(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        hidden_layer=next(iter(hidden_layers)) if hidden_layers else None,
+        keep_cache=Requirement.FOLLOW_UP in needs,
+    )
+
+
+def escalation_target(
+    settings: RouterSettings, strong_model: str | EscalationTarget | None, redact: Redactor | None
+) -> EscalationTarget | None:
+    """The strong model: a target as given, or an :class:`Escalation` built from a model string.
+
+    Raises:
+        ConfigurationError: ``strong_model`` is neither a string, a target nor None.
+    """
+    if strong_model is None or isinstance(strong_model, EscalationTarget):
+        return strong_model
+    if not isinstance(strong_model, str):
+        raise ConfigurationError(
+            "strong_model must be a LiteLLM model string, an EscalationTarget (such as an "
+            f"Escalation) or None; got {type(strong_model).__name__}."
+        )
+    return Escalation(
+        strong_model,
+        api_base=settings.api_base,
+        api_key=settings.api_key,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        fallbacks=settings.fallbacks,
+        redact=redact,
+    )
+
+
+def local_backend(
+    settings: RouterSettings,
+    local_model: str | os.PathLike[str] | LocalBackend | None,
+    estimators: Sequence[Estimator],
+) -> LocalBackend:
+    """The local backend (loaded by name when needed), checked against the estimators' needs.
+
+    Raises:
+        ConfigurationError: ``local_model`` is of the wrong type, or the backend cannot compute
+            what an estimator needs (its :class:`~confroute.backend.Capabilities`).
+    """
+    if local_model is None or isinstance(local_model, (str, os.PathLike)):
+        name = settings.local_model if local_model is None else local_model
+        local: LocalBackend = LocalModel(name, device=settings.device)
+    elif isinstance(local_model, LocalBackend):
+        local = local_model
+    else:
+        raise ConfigurationError(
+            "local_model must be a model name or path, or a LocalBackend (such as a "
+            f"LocalModel); got {type(local_model).__name__}."
+        )
+    for estimator in estimators:
+        missing = local.capabilities.missing(estimator.requires)
+        if missing:
+            raise ConfigurationError(
+                f"The estimator {estimator.name!r} needs {missing}, which the local backend "
+                f"{local.name!r} ({type(local).__name__}) cannot compute; choose another "
+                "estimator or a backend that has it (the transformers LocalModel has all)."
+            )
+    return local
+
+
+def threshold_policy(
+    settings: RouterSettings,
+    local: LocalBackend,
+    estimator: Estimator,
+    profile: CalibrationProfile | str | os.PathLike[str] | None,
+) -> RoutingPolicy:
+    """A fixed threshold, or the target-rate policy from ``profile`` (or the shipped one).
+
+    Raises:
+        ConfigurationError: ``escalation_rate`` is set and no profile is given or shipped.
+        ProfileMismatchError: The profile was made for another model or estimator (with
+            ``strict_profile``).
+    """
+    rate = settings.escalation_rate
+    if rate is None:
+        threshold = settings.threshold
+        return FixedThreshold(DEFAULT_THRESHOLD if threshold is None else threshold)
+    if profile is None:
+        profile = default_profile_path(local.name, estimator.name)
+        if profile is None:
+            shipped = ", ".join(shipped_profiles()) or "none"
+            raise ConfigurationError(
+                f"escalation_rate needs a calibration profile, and none ships for model "
+                f"{local.name!r} with estimator {estimator.name!r} (shipped: {shipped}). Pass "
+                "profile=PATH (build one with `confroute calibrate`), or use threshold=."
+            )
+    loaded = (
+        profile if isinstance(profile, CalibrationProfile) else CalibrationProfile.load(profile)
+    )
+    loaded.check_compatible(
+        local.fingerprint, estimator.name, model_name=local.name, strict=settings.strict_profile
+    )
+    per_format = settings.per_format_thresholds
+    if settings.adapt_to_traffic:
+        return StreamingQuantile(rate, loaded, per_format=per_format)
+    return TargetEscalationRate(loaded, rate, per_format=per_format)
+
+
+def check_policy(policy: RoutingPolicy) -> RoutingPolicy:
+    """``policy`` if its ``decide`` takes ``answer_format`` (the router always passes it).
+
+    Raises:
+        ConfigurationError: ``policy`` has no ``decide``, or a ``decide(confidence)`` without
+            the ``answer_format`` keyword (the message says how to write it).
+    """
+    decide = getattr(policy, "decide", None)
+    if not callable(decide):
+        raise ConfigurationError(
+            f"policy must have decide(confidence, answer_format=None) -> Verdict; got {policy!r}."
+        )
+    try:
+        params = inspect.signature(decide).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: trust it
+        return policy
+    takes_keywords = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "answer_format" not in params and not takes_keywords:
+        raise ConfigurationError(
+            f"{type(policy).__name__}.decide must accept answer_format (the answer format key "
+            "the router recognised, or None): write it as "
+            "`def decide(self, confidence, answer_format=None) -> Verdict`."
+        )
+    return policy

@@ -1,0 +1,202 @@
+"""The second half of a routing call: the decision record, the hooks, and the returned answer.
+
+:class:`Outcome` turns a scored answer plus what the strong model did (an answer, an error, or
+nothing) into the :class:`~confroute.decision.RoutingDecision` and the
+:class:`~confroute.response.RoutedResponse`. :class:`StreamPlan` holds the decisions of one
+streamed request, so that the router's sync and async stream loops only feed it what arrives.
+Neither knows about threads or event loops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confroute.decision import RoutingDecision
+from confroute.errors import ContextOverflowError, EscalationError
+from confroute.hooks import DecisionHook, ScoredAnswer
+from confroute.response import RoutedChunk, RoutedResponse
+from confroute.target import EscalationResult, StreamDelta
+
+__all__ = ["Outcome", "StreamPlan"]
+
+logger = logging.getLogger(__name__)
+
+ABANDONED_STREAM = "The stream was closed by its reader before the strong model's answer ended."
+"""The error recorded in the decision of a streamed escalation nobody read to its end."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Builds and reports decisions for one router.
+
+    Attributes:
+        estimator: Name of the primary estimator.
+        local_model: Name of the local model.
+        context_window: The local model's context window (for the overflow error).
+        hooks: Decision hooks, called once per decision.
+        raise_on_error: ``on_escalation_error="raise"``.
+        can_escalate: Whether a strong model is configured.
+    """
+
+    estimator: str
+    local_model: str
+    context_window: int
+    hooks: Sequence[DecisionHook]
+    raise_on_error: bool
+    can_escalate: bool
+
+    def decision(
+        self,
+        answer: ScoredAnswer,
+        *,
+        remote: EscalationResult | None = None,
+        error: EscalationError | None = None,
+    ) -> RoutingDecision:
+        """The decision record of ``answer`` (never a secret: errors are already redacted)."""
+        generation = answer.generation
+        return RoutingDecision(
+            estimator=self.estimator,
+            confidence=answer.confidence,
+            threshold=answer.verdict.threshold,
+            escalated=answer.verdict.escalate and self.can_escalate,
+            reason=answer.reason,
+            local_model=self.local_model,
+            remote_model=(remote.model if remote else error.provider if error else None),
+            answered_by=remote.model if remote is not None else self.local_model,
+            local_latency_s=answer.local_latency_s,
+            remote_latency_s=remote.latency_s if remote else None,
+            local_prompt_tokens=generation.prompt_tokens if generation else 0,
+            local_completion_tokens=generation.completion_tokens if generation else 0,
+            remote_prompt_tokens=remote.prompt_tokens if remote else None,
+            remote_completion_tokens=remote.completion_tokens if remote else None,
+            cost_usd=remote.cost_usd if remote else None,
+            attempts=remote.attempts if remote else error.attempts if error else 0,
+            error=str(error) if error else None,
+            confidences=dict(answer.confidences),
+        )
+
+    def emit(self, decision: RoutingDecision) -> None:
+        """Log the decision at DEBUG and call every hook (a hook that raises is logged)."""
+        logger.debug(
+            "routing decision %s: escalated=%s reason=%s confidence=%s threshold=%.3f",
+            decision.id,
+            decision.escalated,
+            decision.reason,
+            decision.confidence,
+            decision.threshold,
+        )
+        for hook in self.hooks:
+            try:
+                hook(decision)
+            except Exception:
+                logger.exception("A decision hook raised; the answer is returned regardless.")
+
+    def failed(self, answer: ScoredAnswer, error: EscalationError) -> EscalationError:
+        """Report a failure that cannot fall back on the local answer; return the error to raise."""
+        error.decision = self.decision(answer, error=error)
+        self.emit(error.decision)
+        return error
+
+    def finish(
+        self,
+        answer: ScoredAnswer,
+        remote: EscalationResult | None = None,
+        error: EscalationError | None = None,
+    ) -> RoutedResponse:
+        """Report the decision and build the response.
+
+        Raises:
+            EscalationError: Escalation failed and the router raises on errors, or there is no
+                local answer to fall back on.
+            ContextOverflowError: The prompt did not fit and no strong model is configured.
+        """
+        decision = self.decision(answer, remote=remote, error=error)
+        self.emit(decision)
+        if error is not None and (self.raise_on_error or answer.generation is None):
+            error.decision = decision
+            raise error
+        if answer.generation is None and remote is None:
+            raise ContextOverflowError(
+                f"The prompt does not fit {self.local_model}'s context window of "
+                f"{self.context_window} tokens and no strong model is configured. Shorten "
+                "the prompt, lower max_new_tokens, or configure a strong model.",
+                prompt_tokens=-1,
+                context_window=self.context_window,
+            )
+        confidences = dict(answer.confidences)
+        if remote is not None:
+            return RoutedResponse(
+                remote.text,
+                decision,
+                answer.generation,
+                remote,
+                list(remote.tool_calls),
+                confidences,
+            )
+        if answer.parsed is not None and not answer.parsed.malformed:
+            return RoutedResponse(
+                answer.parsed.content,
+                decision,
+                answer.generation,
+                None,
+                answer.parsed.calls,
+                confidences,
+            )
+        text = answer.generation.text if answer.generation is not None else ""
+        return RoutedResponse(text, decision, answer.generation, confidences=confidences)
+
+
+class StreamPlan:
+    """The decisions of one streamed request; the sync and async loops only feed it.
+
+    Exactly one decision is reported whatever happens: the kept local answer, the strong
+    model's finished stream, a failure (before any text: the local answer is returned; after:
+    the error is raised), or a reader that stops early (:meth:`close`).
+    """
+
+    def __init__(self, outcome: Outcome, answer: ScoredAnswer, model: str) -> None:
+        """Plan the stream of ``answer``, escalated to ``model``."""
+        self.outcome, self.answer, self.model = outcome, answer, model
+        self.streamed = False
+        self.reported = False
+
+    def kept(self) -> list[RoutedChunk]:
+        """The local answer in one piece, then the chunk carrying the response."""
+        response = self.outcome.finish(self.answer)
+        self.reported = True
+        return [RoutedChunk(text=response.text), RoutedChunk(response=response)]
+
+    def take(self, delta: StreamDelta) -> RoutedChunk:
+        """The chunk for one delta of the strong model's stream (the last carries the response)."""
+        if delta.result is not None:
+            self.reported = True
+            return RoutedChunk(response=self.outcome.finish(self.answer, remote=delta.result))
+        self.streamed = True
+        return RoutedChunk(text=delta.text)
+
+    def failed(self, error: EscalationError) -> list[RoutedChunk]:
+        """The local answer when nothing was streamed yet.
+
+        Raises:
+            EscalationError: Text was already streamed (it cannot be taken back), or the router
+                raises on errors.
+        """
+        self.reported = True
+        if self.streamed:
+            raise self.outcome.failed(self.answer, error)
+        return self.kept_after(error)
+
+    def kept_after(self, error: EscalationError) -> list[RoutedChunk]:
+        """The local answer after a failed escalation, with the error in the decision."""
+        response = self.outcome.finish(self.answer, error=error)
+        return [RoutedChunk(text=response.text), RoutedChunk(response=response)]
+
+    def close(self) -> None:
+        """Report the decision of a stream its reader abandoned (idempotent)."""
+        if self.reported:
+            return
+        self.reported = True
+        error = EscalationError(ABANDONED_STREAM, provider=self.model, attempts=1, errors=[])
+        self.outcome.failed(self.answer, error)

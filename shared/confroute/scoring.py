@@ -1,0 +1,193 @@
+"""The first half of a routing call: generate locally, score the answers, reach a verdict.
+
+:class:`Pipeline` holds what this needs (the local backend, the estimators, the policy, the
+observers and tracers) and nothing else; the router builds one per call from its current
+settings, so a router copied by :meth:`~confroute.router.ConfRouter.with_hooks` shares every
+piece but its hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from confroute.answer_format import detect_format
+from confroute.backend import LocalBackend, prompt_fits
+from confroute.decision import DecisionReason
+from confroute.errors import ConfigurationError
+from confroute.estimators import EstimationContext, Estimator, Requirement, shared_confidence
+from confroute.generation import Generation, GenerationConfig
+from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
+from confroute.messages import Message
+from confroute.policy import RoutingPolicy, Verdict
+from confroute.tools import parse_tool_calls, repeated_tool_calls
+
+__all__ = ["Pipeline", "check_tools", "stop_sequences"]
+
+logger = logging.getLogger(__name__)
+
+
+def stop_sequences(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Stop sequences as a tuple; a single string is one sequence, not its characters.
+
+    Raises:
+        ConfigurationError: ``stop`` holds something that is not a string.
+    """
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if not all(isinstance(s, str) for s in stop):
+        raise ConfigurationError(f"stop must be a string or a list of strings, got {stop!r}.")
+    return tuple(stop)
+
+
+def check_tools(tools: Sequence[Mapping[str, Any]] | None) -> None:
+    """Refuse tools that are not a list of OpenAI tool dicts.
+
+    Raises:
+        ConfigurationError: ``tools`` is a string or holds something other than dicts.
+    """
+    if tools is None:
+        return
+    if isinstance(tools, (str, bytes)) or not all(isinstance(t, Mapping) for t in tools):
+        raise ConfigurationError(
+            "tools must be a list of OpenAI tool dicts ({'type': 'function', 'function': "
+            f"{{...}}}}); got {tools!r}."
+        )
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Local generation, scoring and the verdict for a batch of conversations.
+
+    Attributes:
+        local: The local backend.
+        estimators: The primary estimator (whose confidence the policy reads) first, then the
+            extra ones.
+        policy: The routing policy.
+        observers: Score observers, in order (see :data:`confroute.hooks.ScoreObserver`).
+        tracers: Tracers whose ``local_generation`` span wraps the batched generation.
+        can_escalate: Whether a strong model is configured (otherwise a would-be escalation is
+            reported as ``local_only``).
+    """
+
+    local: LocalBackend
+    estimators: Sequence[Estimator]
+    policy: RoutingPolicy
+    observers: Sequence[ScoreObserver] = ()
+    tracers: Sequence[Tracer] = ()
+    can_escalate: bool = True
+
+    @property
+    def prompt_estimator(self) -> Estimator | None:
+        """The one estimator that changes the answer prompt, if any."""
+        return next((e for e in self.estimators if Requirement.PROMPT in e.requires), None)
+
+    def run(
+        self,
+        conversations: list[list[Message]],
+        config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> list[ScoredAnswer]:
+        """Generate for every conversation in one batch and score each answer."""
+        check_tools(tools)
+        changer = self.prompt_estimator
+        answered = conversations
+        if changer is not None:
+            answered = [changer.transform_messages(c) for c in conversations]
+        generations, latency = self.generate(answered, config, tools)
+        per_item = latency / max(len(conversations), 1)
+        return [
+            self.score(c, g, per_item, tools, answered=a, config=config)
+            for c, a, g in zip(conversations, answered, generations, strict=True)
+        ]
+
+    def generate(
+        self,
+        conversations: list[list[Message]],
+        config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> tuple[list[Generation | None], float]:
+        """Generate for every conversation that fits the context window, in one batch."""
+        started = time.perf_counter()
+        with spans(self.tracers, lambda tracer: tracer.local_generation(len(conversations))):
+            prompts: list[list[int] | None] = []
+            for conversation in conversations:
+                ids = self.local.encode(self.local.render(conversation, tools))
+                fits = prompt_fits(len(ids), config.max_new_tokens, self.local.context_window)
+                prompts.append(ids if fits else None)
+            fitting = [p for p in prompts if p is not None]
+            generated = iter(self.local.generate_from_ids(fitting, config) if fitting else [])
+            results = [next(generated) if p is not None else None for p in prompts]
+        return results, time.perf_counter() - started
+
+    def score(
+        self,
+        messages: list[Message],
+        generation: Generation | None,
+        local_latency_s: float,
+        tools: Sequence[Mapping[str, Any]] | None,
+        *,
+        answered: list[Message] | None = None,
+        config: GenerationConfig | None = None,
+    ) -> ScoredAnswer:
+        """Score one answer and reach the verdict (policy, tool-call checks, observers)."""
+        started = time.perf_counter()
+        if generation is None:
+            verdict = Verdict(True, self.policy.decide(None).threshold, "context_overflow")
+            overflow = ScoredAnswer(messages, None, None, verdict, "context_overflow", 0.0)
+            return self._observed(replace(overflow, local_latency_s=local_latency_s))
+        context = EstimationContext(
+            messages=answered if answered is not None else messages,
+            local_model=self.local,
+            config=config,
+            tools=tools,
+        )
+        try:
+            confidences = {
+                e.name: shared_confidence(e, generation, context) for e in self.estimators
+            }
+        finally:
+            generation.extras.pop("prefix", None)  # free the key/value cache
+        confidence = confidences[self.estimators[0].name]
+        changer = self.prompt_estimator
+        if changer is not None:
+            generation = replace(generation, text=changer.clean_answer(generation.text))
+        verdict = self.policy.decide(confidence, answer_format=detect_format(messages).key)
+        parsed = parse_tool_calls(generation.text, tools) if tools else None
+        if parsed is not None and parsed.malformed:
+            logger.debug("Local tool call is malformed: %s", parsed.malformed)
+            verdict = Verdict(True, verdict.threshold, "malformed_tool_call")
+        elif parsed is not None and repeated_tool_calls(parsed.calls, messages):
+            # a call the conversation already made and a tool answered: the local model
+            # echoes it instead of answering from the result (an agent would loop)
+            logger.debug("Local answer repeats an answered tool call; escalating.")
+            verdict = Verdict(True, verdict.threshold, "repeated_tool_call")
+        elapsed = local_latency_s + time.perf_counter() - started
+        answer = ScoredAnswer(
+            messages, generation, confidence, verdict, verdict.reason, elapsed, parsed, confidences
+        )
+        return self._observed(answer)
+
+    def _observed(self, answer: ScoredAnswer) -> ScoredAnswer:
+        """``answer`` after every observer has seen it, with ``local_only`` where it applies.
+
+        A prompt that did not fit keeps ``context_overflow`` (with no strong model the router
+        raises :class:`~confroute.errors.ContextOverflowError` for it).
+        """
+        for observer in self.observers:
+            try:
+                replacement = observer(answer)
+            except Exception:
+                logger.exception("A score observer raised; its verdict is ignored.")
+                continue
+            if replacement is not None:
+                answer = replace(answer, verdict=replacement, reason=replacement.reason)
+        reason: DecisionReason = answer.reason
+        if answer.verdict.escalate and not self.can_escalate and answer.generation is not None:
+            reason = "local_only"
+        return replace(answer, reason=reason) if reason != answer.reason else answer
