@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.base.llms.types import (
     CachePoint,
@@ -17,15 +17,19 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms.llm import ToolSelection
 
 from confroute.errors import InvalidRequestError
+from confroute.escalation import Escalation
 from confroute.messages import Message
 from confroute.policy import FixedThreshold
 from confroute.router import ConfRouter
+from confroute.settings import RouterSettings, environment
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
 __all__ = [
+    "from_environment",
     "router_fields",
+    "setting",
     "to_openai_messages",
     "to_openai_tools",
     "tool_arguments",
@@ -134,10 +138,30 @@ def tool_selections(message: ChatMessage) -> list[ToolSelection]:
     ]
 
 
+def setting(name: str) -> Any:
+    """The default of the router setting ``name`` (from :class:`RouterSettings`)."""
+    return RouterSettings.model_fields[name].default
+
+
+def from_environment(name: Literal["api_base", "api_key"]) -> Callable[[], Any]:
+    """A field default factory reading ``CONFROUTE_API_BASE`` / ``CONFROUTE_API_KEY``.
+
+    The variables are read through :func:`confroute.settings.environment` when the LLM is built.
+    """
+
+    def read() -> Any:
+        return getattr(environment(), name)
+
+    return read
+
+
 def router_fields(router: ConfRouter) -> dict[str, Any]:
     """The field values that describe a ready router (its key stays in the router)."""
-    escalation = router.escalation
-    policy = router.policy
+    escalation, policy, settings = router.escalation, router.policy, router.settings
+    # A ready Escalation keeps its own connection settings; otherwise the router's apply.
+    source: Escalation | RouterSettings = (
+        escalation if isinstance(escalation, Escalation) else settings
+    )
     return {
         "local_model": router.local.name,
         "strong_model": escalation.model if escalation is not None else None,
@@ -148,11 +172,11 @@ def router_fields(router: ConfRouter) -> dict[str, Any]:
             else None
         ),
         "escalation_rate": getattr(policy, "escalation_rate", None),
-        "api_base": escalation.api_base if escalation is not None else None,
-        "timeout": escalation.timeout if escalation is not None else 120.0,
-        "max_retries": escalation.max_retries if escalation is not None else 2,
-        "fallbacks": list(escalation.fallbacks) if escalation is not None else [],
-        "on_escalation_error": router.on_escalation_error,
-        "max_tokens": router.defaults.max_new_tokens,
-        "temperature": router.defaults.temperature,
+        "api_base": source.api_base if escalation is not None else None,
+        "timeout": source.timeout,
+        "max_retries": source.max_retries,
+        "fallbacks": list(source.fallbacks) if escalation is not None else [],
+        "on_escalation_error": settings.on_escalation_error,
+        "max_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
     }

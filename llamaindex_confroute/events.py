@@ -19,7 +19,9 @@ from llama_index.core.instrumentation.dispatcher import (  # type: ignore[attr-d
     active_instrument_tags,
 )
 from llama_index.core.instrumentation.events import BaseEvent
-from llama_index.core.instrumentation.events.span import SpanDropEvent
+from llama_index.core.instrumentation.events.span import (  # type: ignore[attr-defined]
+    SpanDropEvent,
+)
 from llama_index.core.instrumentation.span import active_span_id
 
 from confroute.decision import RoutingDecision
@@ -141,9 +143,7 @@ def instrument(router: ConfRouter) -> ConfRouter:
     The copy (:meth:`ConfRouter.with_hooks`) shares the router's local model, estimator, policy
     and escalation; it adds :data:`tracer`'s spans around local generation and escalation and
     :func:`dispatch_decision`, which dispatches a :class:`RoutingDecisionEvent` per decision.
-    The hooks the router has now are kept (a router instrumented already gets nothing twice);
-    the original router is not changed.
+    The hooks the router has now are kept (an instrumented router gets neither twice); the
+    original router is not changed.
     """
-    hooks = [] if dispatch_decision in router.hooks else [dispatch_decision]
-    tracers = [] if tracer in router.tracers else [tracer]
-    return router.with_hooks(hooks=hooks, tracers=tracers)
+    return router.with_hooks(hooks=[dispatch_decision], tracers=[tracer])

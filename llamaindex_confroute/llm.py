@@ -8,7 +8,8 @@ along in ``response.message.additional_kwargs["confroute"]``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Generator, Sequence
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from llama_index.core.base.llms.types import (
@@ -23,19 +24,22 @@ from llama_index.core.base.llms.types import (
     MessageRole,
 )
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
 from confroute.errors import ConfigurationError, InvalidRequestError
-from confroute.escalation import LOCAL_PROVIDER
 from confroute.estimators import Estimator
 from confroute.local import LocalModel
-from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policy import RoutingPolicy
-from confroute.router import ConfRouter, PromptInput, RoutedResponse
+from confroute.response import RoutedResponse
+from confroute.router import ConfRouter, PromptInput
+from confroute.settings import RouterSettings, settings_from
 from llamaindex_confroute.convert import (
+    from_environment,
     router_fields,
+    setting,
     to_openai_messages,
     to_openai_tools,
     tool_selections,
@@ -55,21 +59,22 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_STRONG_MODEL", "ConfRouteLLM"]
 
-DEFAULT_STRONG_MODEL = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
+DEFAULT_STRONG_MODEL: str = setting("strong_model")
 """The bundled 1.5B model, served in process through LiteLLM (no server, no key)."""
 
+_DEFAULT_LOCAL_MODEL: str = setting("local_model")
+_DEFAULT_ESTIMATOR: str = setting("estimator")
 _CALL_OPTIONS = ("max_tokens", "temperature", "stop", "tools")
 T = TypeVar("T")
 
-_ROUTER_FIELDS = frozenset(
-    {"threshold", "api_base", "api_key", "timeout", "max_retries", "fallbacks"}
-    | {"on_escalation_error", "max_tokens", "temperature", "device"}
-    | {"escalation_rate", "calibration_profile"}
-)
+_MODEL_FIELDS = frozenset({"local_model", "strong_model", "estimator"})
+"""Fields that are also arguments of the constructor (they may hold objects)."""
 
 
 class ConfRouteLLM(FunctionCallingLLM):
     """A LlamaIndex LLM that answers locally and escalates to a strong model when unsure.
+
+    The models load on the first call (or the first read of :attr:`router`).
 
     Example:
         >>> from llama_index.core import Settings
@@ -81,13 +86,14 @@ class ConfRouteLLM(FunctionCallingLLM):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     local_model: str = Field(
-        default=DEFAULT_SLM, description="Local model: bundled name, directory, .gguf or hub id."
+        default=setting("local_model"),
+        description="Local model: bundled name, directory, .gguf or hub id.",
     )
     strong_model: str | None = Field(
         default=DEFAULT_STRONG_MODEL,
         description="LiteLLM model string of the strong model; None routes locally only.",
     )
-    estimator: str = Field(default="perplexity", description="Uncertainty estimator name.")
+    estimator: str = Field(default=setting("estimator"), description="Uncertainty estimator name.")
     threshold: float | None = Field(
         default=None, description="Escalate when confidence is below it (router default if None)."
     )
@@ -102,36 +108,56 @@ class ConfRouteLLM(FunctionCallingLLM):
         default=None,
         description="Path of the calibration profile for escalation_rate (None: shipped one).",
     )
-    api_base: str | None = Field(default=None, description="Base URL of the strong model.")
-    api_key: SecretStr | None = Field(
-        default=None, exclude=True, description="Key of the strong model; never serialised."
+    api_base: str | None = Field(
+        default_factory=from_environment("api_base"),
+        description="Base URL of the strong model (env CONFROUTE_API_BASE).",
     )
-    timeout: float = Field(default=120.0, gt=0, description="Seconds per escalation call.")
-    max_retries: int = Field(default=2, ge=0, description="Retries per strong model.")
+    api_key: SecretStr | None = Field(
+        default_factory=from_environment("api_key"),
+        exclude=True,
+        description="Key of the strong model (env CONFROUTE_API_KEY); never serialised.",
+    )
+    timeout: float = Field(
+        default=setting("timeout"), gt=0, description="Seconds per escalation call."
+    )
+    max_retries: int = Field(
+        default=setting("max_retries"), ge=0, description="Retries per strong model."
+    )
     fallbacks: list[str] = Field(
         default_factory=list, description="Models tried in order when the strong model fails."
     )
     on_escalation_error: Literal["return_local", "raise"] = Field(
-        default="return_local",
+        default=setting("on_escalation_error"),
         description="On a failed escalation, answer with the local answer or raise.",
     )
-    max_tokens: int = Field(default=256, gt=0, description="Answer token cap, both models.")
-    temperature: float = Field(default=0.0, ge=0, description="Sampling temperature (0 greedy).")
-    device: str = Field(default="auto", description="Device of a local model loaded by name.")
+    max_tokens: int = Field(
+        default=setting("max_new_tokens"), gt=0, description="Answer token cap, both models."
+    )
+    temperature: float = Field(
+        default=setting("temperature"), ge=0, description="Sampling temperature (0 greedy)."
+    )
+    device: str = Field(
+        default=setting("device"), description="Device of a local model loaded by name."
+    )
 
-    _router: ConfRouter = PrivateAttr()
+    _router: ConfRouter | None = PrivateAttr(default=None)
+    _router_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _build: Callable[[], ConfRouter] | None = PrivateAttr(default=None)
 
     def __init__(
         self,
-        local_model: str | os.PathLike[str] | LocalModel = DEFAULT_SLM,
+        local_model: str | os.PathLike[str] | LocalModel = _DEFAULT_LOCAL_MODEL,
         strong_model: str | None = DEFAULT_STRONG_MODEL,
         *,
-        estimator: str | Estimator = "perplexity",
+        estimator: str | Estimator = _DEFAULT_ESTIMATOR,
         policy: RoutingPolicy | None = None,
         router: ConfRouter | None = None,
         **fields: Any,
     ) -> None:
         """Build the LLM from router options, or around a ready :class:`ConfRouter`.
+
+        A model given by name loads on the first call; a loaded :class:`LocalModel` (or a
+        ready router) is used at once.
 
         Args:
             local_model: A :class:`LocalModel`, or what to load (bundled name, directory,
@@ -145,52 +171,62 @@ class ConfRouteLLM(FunctionCallingLLM):
                 Unknown names are rejected.
 
         Raises:
-            ConfigurationError: Router options were given together with ``router``, or
-                ``threshold`` together with ``policy``.
+            ConfigurationError: Router options were given together with ``router``, a setting
+                is out of its bounds, or (for a loaded local model) ``threshold`` was given
+                together with ``policy``.
         """
         if router is not None:
-            given = sorted(_ROUTER_FIELDS & fields.keys())
+            given = sorted(ROUTER_FIELDS & fields.keys())
             if (
                 given
                 or policy is not None
-                or local_model != DEFAULT_SLM
+                or local_model != _DEFAULT_LOCAL_MODEL
                 or strong_model != DEFAULT_STRONG_MODEL
-                or estimator != "perplexity"
+                or estimator != _DEFAULT_ESTIMATOR
             ):
                 raise ConfigurationError(
                     "Give either router=... or the router's options (local_model, "
-                    f"strong_model, estimator, policy, {', '.join(sorted(_ROUTER_FIELDS))}), "
+                    f"strong_model, estimator, policy, {', '.join(sorted(ROUTER_FIELDS))}), "
                     f"not both; got router and {given or 'model/estimator/policy options'}."
                 )
             super().__init__(**router_fields(router), **fields)
+            self._router = instrument(router)
+            return
+        super().__init__(
+            local_model=local_model.name
+            if isinstance(local_model, LocalModel)
+            else os.fspath(local_model),
+            strong_model=strong_model,
+            estimator=estimator if isinstance(estimator, str) else estimator.name,
+            **fields,
+        )
+        settings = self._settings()
+        profile = self.calibration_profile
+
+        def build() -> ConfRouter:
+            return instrument(
+                ConfRouter(
+                    local_model,
+                    strong_model,
+                    settings=settings,
+                    estimator=estimator,
+                    policy=policy,
+                    profile=profile,
+                )
+            )
+
+        if isinstance(local_model, LocalModel):
+            self._router = build()  # nothing to load: settings errors surface now
         else:
-            super().__init__(
-                local_model=local_model.name
-                if isinstance(local_model, LocalModel)
-                else os.fspath(local_model),
-                strong_model=strong_model,
-                estimator=estimator if isinstance(estimator, str) else estimator.name,
-                **fields,
-            )
-            router = ConfRouter(
-                local_model=local_model,
-                strong_model=strong_model,
-                estimator=estimator,
-                threshold=self.threshold,
-                policy=policy,
-                escalation_rate=self.escalation_rate,
-                profile=self.calibration_profile,
-                api_base=self.api_base,
-                api_key=self.api_key,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-                fallbacks=self.fallbacks,
-                on_escalation_error=self.on_escalation_error,
-                max_new_tokens=self.max_tokens,
-                temperature=self.temperature,
-                device=self.device,
-            )
-        self._router = instrument(router)
+            self._build = build
+
+    def _settings(self) -> RouterSettings:
+        """The :class:`RouterSettings` the fields hold (validated now, before any loading)."""
+        values: dict[str, Any] = {
+            name: getattr(self, name) for name in SETTINGS_FIELDS if name not in _MODEL_FIELDS
+        }
+        values["max_new_tokens"] = self.max_tokens
+        return settings_from(None, **values)
 
     @classmethod
     def class_name(cls) -> str:
@@ -199,16 +235,32 @@ class ConfRouteLLM(FunctionCallingLLM):
 
     @property
     def router(self) -> ConfRouter:
-        """The (instrumented) router that answers every call."""
+        """The (instrumented) router that answers every call; built on first use."""
+        if self._router is None:
+            with self._router_lock:
+                if self._router is None and self._build is not None:
+                    self._router = self._build()
+        if self._router is None:
+            raise ConfigurationError("ConfRouteLLM has no router; build it with its __init__.")
         return self._router
 
     @property
     def metadata(self) -> LLMMetadata:
-        """Context window of the local model; a chat and function-calling model."""
-        local = self._router.local.name
-        strong = self._router.escalation.model if self._router.escalation else None
+        """A chat and function-calling model; the context window is the local model's.
+
+        Reading it loads nothing: until a model given by name is loaded (the first call),
+        the context window is LlamaIndex's default.
+        """
+        router = self._router
+        if router is None:
+            local, strong = self.local_model, self.strong_model
+            context_window = DEFAULT_CONTEXT_WINDOW
+        else:
+            local = router.local.name
+            strong = router.escalation.model if router.escalation else None
+            context_window = router.local.context_window
         return LLMMetadata(
-            context_window=self._router.local.context_window,
+            context_window=context_window,
             num_output=self.max_tokens,
             is_chat_model=True,
             is_function_calling_model=True,
@@ -236,21 +288,21 @@ class ConfRouteLLM(FunctionCallingLLM):
         }
 
     def _route(self, prompt: PromptInput, options: dict[str, Any]) -> RoutedResponse:
-        return self._router.route(prompt, **options)
+        return self.router.route(prompt, **options)
 
     async def _aroute(self, prompt: PromptInput, options: dict[str, Any]) -> RoutedResponse:
-        return await self._router.aroute(prompt, **options)
+        return await self.router.aroute(prompt, **options)
 
     def _stream(
         self, prompt: PromptInput, options: dict[str, Any], assembler: StreamAssembler[T]
     ) -> Generator[T, None, None]:
-        for chunk in self._router.stream(prompt, **options):
+        for chunk in self.router.stream(prompt, **options):
             yield from assembler.feed(chunk)
 
     async def _astream(
         self, prompt: PromptInput, options: dict[str, Any], assembler: StreamAssembler[T]
     ) -> AsyncGenerator[T, None]:
-        async for chunk in self._router.astream(prompt, **options):
+        async for chunk in self.router.astream(prompt, **options):
             for response in assembler.feed(chunk):
                 yield response
 
@@ -375,3 +427,10 @@ class ConfRouteLLM(FunctionCallingLLM):
                 "error_on_no_tool_call=False to accept plain answers."
             )
         return selections
+
+
+SETTINGS_FIELDS = frozenset(RouterSettings.model_fields) & frozenset(ConfRouteLLM.model_fields)
+"""The fields of :class:`ConfRouteLLM` that are router settings, under the same name."""
+
+ROUTER_FIELDS = (SETTINGS_FIELDS - _MODEL_FIELDS) | {"max_tokens", "calibration_profile"}
+"""Fields that configure the router; they conflict with a ready ``router``."""
