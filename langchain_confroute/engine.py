@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.language_models.base import LangSmithParams
 
 from confroute.errors import ConfigurationError
-from confroute.escalation import Escalation
 from confroute.local import LocalModel
 from confroute.router import ConfRouter
 from confroute.settings import RouterSettings, environment, settings_from
@@ -143,7 +142,7 @@ def identifying_params(model: ChatConfRoute) -> dict[str, Any]:
     strong = model.router.escalation if model.router is not None else model.strong_model
     return {
         "local_model": local_name(model),
-        "strong_model": strong.model if isinstance(strong, Escalation) else strong,
+        "strong_model": strong if strong is None or isinstance(strong, str) else strong.model,
         "estimator": getattr(model.estimator, "name", model.estimator),
         "threshold": model.threshold,
         "escalation_rate": model.escalation_rate,

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from confroute.errors import ConfigurationError
-from confroute.settings import RouterSettings, environment
+from confroute.settings import RouterSettings, environment, settings_from
 
 __all__ = ["add_serve_parser", "run_serve"]
 
@@ -131,19 +131,22 @@ def run_serve(args: argparse.Namespace) -> int:
     local: LocalModel = LocalModel(args.slm, max_batch_size=args.max_batch)
     if not args.no_batching:
         local = MicroBatcher(local, window_ms=args.batch_window_ms, max_batch=args.max_batch)
-    common: dict[str, Any] = {
-        "estimator": args.estimator,
-        "threshold": args.threshold,
-        "api_base": args.api_base,
-        "api_key": api_key,
-        "max_new_tokens": args.max_new_tokens,
-    }
+    settings = settings_from(
+        None,
+        estimator=args.estimator,
+        threshold=args.threshold,
+        api_base=args.api_base,
+        api_key=api_key,
+        max_new_tokens=args.max_new_tokens,
+    )
     strong = None if args.local_only else args.llm
     if args.early_every is not None:
         early = EarlyEscalation(every=args.early_every, margin=args.early_margin)
-        router: ConfRouter = EarlyEscalationRouter(local, strong, early_escalation=early, **common)
+        router: ConfRouter = EarlyEscalationRouter(
+            local, strong, settings=settings, early_escalation=early
+        )
     else:
-        router = ConfRouter(local, strong, **common)
+        router = ConfRouter(local, strong, settings=settings)
     print(
         f"confroute serve: http://{args.host}:{args.port}/v1 model={args.model_name!r} "
         f"local={router.local.name} strong={strong} (Ctrl-C stops)",
