@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
 __all__ = [
+    "CALL_OPTIONS",
+    "call_options",
     "from_environment",
     "router_fields",
     "setting",
@@ -35,6 +37,7 @@ __all__ = [
     "tool_arguments",
     "tool_calls_of",
     "tool_selections",
+    "with_user_message",
 ]
 
 _ROLES = {
@@ -110,6 +113,20 @@ def to_openai_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     return result
 
 
+def with_user_message(
+    chat_history: Sequence[ChatMessage] | None, user_msg: str | ChatMessage | None
+) -> list[ChatMessage]:
+    """The conversation so far with the user's new message (a text or a message) appended."""
+    messages = list(chat_history or [])
+    if user_msg is not None:
+        messages.append(
+            ChatMessage(role=MessageRole.USER, content=user_msg)
+            if isinstance(user_msg, str)
+            else user_msg
+        )
+    return messages
+
+
 def to_openai_tools(tools: Sequence[BaseTool]) -> list[dict[str, Any]]:
     """LlamaIndex tools as OpenAI tool definitions."""
     return [tool.metadata.to_openai_tool(skip_length_check=True) for tool in tools]
@@ -136,6 +153,36 @@ def tool_selections(message: ChatMessage) -> list[ToolSelection]:
         )
         for index, call in enumerate(tool_calls_of(message))
     ]
+
+
+CALL_OPTIONS = ("max_tokens", "temperature", "stop", "tools")
+"""The options ``ConfRouteLLM`` accepts per call."""
+
+
+def call_options(
+    kwargs: Mapping[str, Any], *, max_tokens: int, temperature: float
+) -> dict[str, Any]:
+    """The router's keyword arguments for one call's options (the LLM's values by default).
+
+    Raises:
+        InvalidRequestError: An option is not one of :data:`CALL_OPTIONS`.
+    """
+    unknown = sorted(set(kwargs) - set(CALL_OPTIONS))
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown option(s) {unknown} for ConfRouteLLM; per call it accepts "
+            f"{list(CALL_OPTIONS)}. Set other options when building the LLM."
+        )
+    tools = kwargs.get("tools") or None
+    if tools is not None:
+        tools = [t if isinstance(t, dict) else to_openai_tools([t])[0] for t in tools]
+    chosen = kwargs.get("temperature")
+    return {
+        "max_new_tokens": kwargs.get("max_tokens") or max_tokens,
+        "temperature": temperature if chosen is None else chosen,
+        "stop": kwargs.get("stop"),
+        "tools": tools,
+    }
 
 
 def setting(name: str) -> Any:

@@ -21,7 +21,6 @@ from llama_index.core.base.llms.types import (
     CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
-    MessageRole,
 )
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
@@ -33,16 +32,17 @@ from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.estimators import Estimator
 from confroute.local import LocalModel
 from confroute.policy import RoutingPolicy
-from confroute.response import RoutedResponse
 from confroute.router import ConfRouter, PromptInput
 from confroute.settings import RouterSettings, settings_from
 from llamaindex_confroute.convert import (
+    call_options,
     from_environment,
     router_fields,
     setting,
     to_openai_messages,
     to_openai_tools,
     tool_selections,
+    with_user_message,
 )
 from llamaindex_confroute.events import instrument
 from llamaindex_confroute.responses import (
@@ -64,7 +64,8 @@ DEFAULT_STRONG_MODEL: str = setting("strong_model")
 
 _DEFAULT_LOCAL_MODEL: str = setting("local_model")
 _DEFAULT_ESTIMATOR: str = setting("estimator")
-_CALL_OPTIONS = ("max_tokens", "temperature", "stop", "tools")
+_DEFAULTS = (_DEFAULT_LOCAL_MODEL, DEFAULT_STRONG_MODEL, _DEFAULT_ESTIMATOR, None)
+"""The defaults of local_model, strong_model, estimator and policy."""
 T = TypeVar("T")
 
 _MODEL_FIELDS = frozenset({"local_model", "strong_model", "estimator"})
@@ -142,7 +143,7 @@ class ConfRouteLLM(FunctionCallingLLM):
 
     _router: ConfRouter | None = PrivateAttr(default=None)
     _router_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _build: Callable[[], ConfRouter] | None = PrivateAttr(default=None)
+    _build: Callable[[], ConfRouter] = PrivateAttr()
 
     def __init__(
         self,
@@ -177,20 +178,15 @@ class ConfRouteLLM(FunctionCallingLLM):
         """
         if router is not None:
             given = sorted(ROUTER_FIELDS & fields.keys())
-            if (
-                given
-                or policy is not None
-                or local_model != _DEFAULT_LOCAL_MODEL
-                or strong_model != DEFAULT_STRONG_MODEL
-                or estimator != _DEFAULT_ESTIMATOR
-            ):
+            if given or (local_model, strong_model, estimator, policy) != _DEFAULTS:
                 raise ConfigurationError(
                     "Give either router=... or the router's options (local_model, "
                     f"strong_model, estimator, policy, {', '.join(sorted(ROUTER_FIELDS))}), "
                     f"not both; got router and {given or 'model/estimator/policy options'}."
                 )
             super().__init__(**router_fields(router), **fields)
-            self._router = instrument(router)
+            ready = instrument(router)
+            self._router, self._build = ready, lambda: ready
             return
         super().__init__(
             local_model=local_model.name
@@ -215,10 +211,9 @@ class ConfRouteLLM(FunctionCallingLLM):
                 )
             )
 
+        self._build = build
         if isinstance(local_model, LocalModel):
             self._router = build()  # nothing to load: settings errors surface now
-        else:
-            self._build = build
 
     def _settings(self) -> RouterSettings:
         """The :class:`RouterSettings` the fields hold (validated now, before any loading)."""
@@ -236,13 +231,13 @@ class ConfRouteLLM(FunctionCallingLLM):
     @property
     def router(self) -> ConfRouter:
         """The (instrumented) router that answers every call; built on first use."""
-        if self._router is None:
+        router = self._router
+        if router is None:
             with self._router_lock:
-                if self._router is None and self._build is not None:
-                    self._router = self._build()
-        if self._router is None:
-            raise ConfigurationError("ConfRouteLLM has no router; build it with its __init__.")
-        return self._router
+                router = self._router
+                if router is None:
+                    router = self._router = self._build()
+        return router
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -270,28 +265,7 @@ class ConfRouteLLM(FunctionCallingLLM):
     # -- requests and responses ------------------------------------------------------------
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(kwargs) - set(_CALL_OPTIONS))
-        if unknown:
-            raise InvalidRequestError(
-                f"Unknown option(s) {unknown} for ConfRouteLLM; per call it accepts "
-                f"{list(_CALL_OPTIONS)}. Set other options when building the LLM."
-            )
-        tools = kwargs.get("tools") or None
-        if tools is not None:
-            tools = [t if isinstance(t, dict) else to_openai_tools([t])[0] for t in tools]
-        temperature = kwargs.get("temperature")
-        return {
-            "max_new_tokens": kwargs.get("max_tokens") or self.max_tokens,
-            "temperature": self.temperature if temperature is None else temperature,
-            "stop": kwargs.get("stop"),
-            "tools": tools,
-        }
-
-    def _route(self, prompt: PromptInput, options: dict[str, Any]) -> RoutedResponse:
-        return self.router.route(prompt, **options)
-
-    async def _aroute(self, prompt: PromptInput, options: dict[str, Any]) -> RoutedResponse:
-        return await self.router.aroute(prompt, **options)
+        return call_options(kwargs, max_tokens=self.max_tokens, temperature=self.temperature)
 
     def _stream(
         self, prompt: PromptInput, options: dict[str, Any], assembler: StreamAssembler[T]
@@ -311,13 +285,14 @@ class ConfRouteLLM(FunctionCallingLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer a conversation (tools in ``tools=``), escalating when unsure."""
-        return chat_response(self._route(to_openai_messages(messages), self._options(kwargs)))
+        options = self._options(kwargs)
+        return chat_response(self.router.route(to_openai_messages(messages), **options))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async form of :meth:`chat` (local work in a worker thread, escalation awaited)."""
         options = self._options(kwargs)
-        return chat_response(await self._aroute(to_openai_messages(messages), options))
+        return chat_response(await self.router.aroute(to_openai_messages(messages), **options))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -340,14 +315,14 @@ class ConfRouteLLM(FunctionCallingLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer a prompt as one user message (the local model's chat template applies)."""
-        return completion_response(self._route(prompt, self._options(kwargs)))
+        return completion_response(self.router.route(prompt, **self._options(kwargs)))
 
     @llm_completion_callback()
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
         """Async form of :meth:`complete`."""
-        return completion_response(await self._aroute(prompt, self._options(kwargs)))
+        return completion_response(await self.router.aroute(prompt, **self._options(kwargs)))
 
     @llm_completion_callback()
     def stream_complete(
@@ -387,13 +362,7 @@ class ConfRouteLLM(FunctionCallingLLM):
         ``tool_choice="none"`` offers no tools; other choices and ``tool_required`` cannot be
         enforced on the local model and only offer the tools.
         """
-        messages = list(chat_history or [])
-        if user_msg is not None:
-            messages.append(
-                ChatMessage(role=MessageRole.USER, content=user_msg)
-                if isinstance(user_msg, str)
-                else user_msg
-            )
+        messages = with_user_message(chat_history, user_msg)
         offered = [] if tool_choice == "none" else to_openai_tools(tools)
         return {"messages": messages, "tools": offered or None, **kwargs}
 
