@@ -35,9 +35,9 @@ import numpy as np
 
 from confroute import ConfRouter, LocalModel, estimators
 from confroute.estimators import LogisticCombination
+from confroute.estimators.probe_network import default_probe_path, train_probe
 from confroute.local import GenerationConfig
 from confroute.models import DEFAULT_SLM
-from confroute.probes import default_probe_path, train_probe
 
 PROMPTS = [
     "What is 17*23? Reply with the number only.",

@@ -37,9 +37,9 @@ from confroute.bench.datasets import BenchItem, load_dataset
 from confroute.bench.formats import FORMATS, extract_answer, grade, messages_for
 from confroute.estimators import PROBE_LAYER, EstimationContext, LogisticCombination
 from confroute.estimators.combined import DEFAULT_SIGNALS
+from confroute.estimators.probe_network import train_probe
 from confroute.local import GenerationConfig
 from confroute.models import DEFAULT_SLM
-from confroute.probes import train_probe
 
 DEFAULT_DATASETS = ("mmlu", "commonsenseqa", "openbookqa", "boolq")
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "shared" / "confroute" / "probe_files"

@@ -17,11 +17,11 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
+from confroute.backend import LocalBackend
 from confroute.errors import EscalationError
 from confroute.escalation import Escalation
 from confroute.estimators import Estimator
-from confroute.local import LocalModel
-from confroute.policy import RoutingPolicy
+from confroute.policies import RoutingPolicy
 from confroute.router import ConfRouter
 from langchain_confroute.calls import (
     RoutedRequest,
@@ -86,8 +86,9 @@ class ChatConfRoute(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    local_model: str | Path | LocalModel = setting("local_model")
+    local_model: str | Path | LocalBackend = setting("local_model")
     """The local model: a bundled name, a directory, a ``.gguf`` file, a hub id or a loaded
+    :class:`~confroute.backend.LocalBackend` such as a
     :class:`~confroute.local.LocalModel` (shared, not copied)."""
     strong_model: str | Escalation | None = setting("strong_model")
     """The escalation target: a LiteLLM model string (``"openai/gpt-4o-mini"``), an

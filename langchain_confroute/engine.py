@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models.base import LangSmithParams
 
+from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError
-from confroute.local import LocalModel
 from confroute.router import ConfRouter
 from confroute.settings import RouterSettings, environment, settings_from
 from langchain_confroute.messages import PROVIDER
@@ -119,7 +119,7 @@ def build_router(model: ChatConfRoute) -> ConfRouter:
     local = model.local_model
     profile = model.calibration_profile if model.escalation_rate is not None else None
     return ConfRouter(
-        local if isinstance(local, LocalModel) else str(local),
+        local if isinstance(local, LocalBackend) else str(local),
         model.strong_model,
         settings=router_settings(model),
         estimator=model.estimator,
@@ -134,7 +134,7 @@ def local_name(model: ChatConfRoute) -> str:
         name: str = model.router.local.name
         return name
     local = model.local_model
-    return local.name if isinstance(local, LocalModel) else str(local)
+    return local.name if isinstance(local, LocalBackend) else str(local)
 
 
 def identifying_params(model: ChatConfRoute) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from llama_index.core.llms.llm import ToolSelection
 from confroute.errors import InvalidRequestError
 from confroute.escalation import Escalation
 from confroute.messages import Message
-from confroute.policy import FixedThreshold
+from confroute.policies import FixedThreshold
 from confroute.router import ConfRouter
 from confroute.settings import RouterSettings, environment
 

@@ -28,10 +28,10 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
+from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.estimators import Estimator
-from confroute.local import LocalModel
-from confroute.policy import RoutingPolicy
+from confroute.policies import RoutingPolicy
 from confroute.router import ConfRouter, PromptInput
 from confroute.settings import RouterSettings, settings_from
 from llamaindex_confroute.convert import (
@@ -147,7 +147,7 @@ class ConfRouteLLM(FunctionCallingLLM):
 
     def __init__(
         self,
-        local_model: str | os.PathLike[str] | LocalModel = _DEFAULT_LOCAL_MODEL,
+        local_model: str | os.PathLike[str] | LocalBackend = _DEFAULT_LOCAL_MODEL,
         strong_model: str | None = DEFAULT_STRONG_MODEL,
         *,
         estimator: str | Estimator = _DEFAULT_ESTIMATOR,
@@ -157,12 +157,13 @@ class ConfRouteLLM(FunctionCallingLLM):
     ) -> None:
         """Build the LLM from router options, or around a ready :class:`ConfRouter`.
 
-        A model given by name loads on the first call; a loaded :class:`LocalModel` (or a
+        A model given by name loads on the first call; a loaded backend (or a
         ready router) is used at once.
 
         Args:
-            local_model: A :class:`LocalModel`, or what to load (bundled name, directory,
-                ``.gguf`` file or hub id).
+            local_model: A :class:`~confroute.backend.LocalBackend` (a
+                :class:`~confroute.local.LocalModel`), or what to load (bundled name,
+                directory, ``.gguf`` file or hub id).
             strong_model: LiteLLM model string of the strong model, or None for local only.
             estimator: Name of an uncertainty estimator, or an instance.
             policy: A routing policy (instead of ``threshold``), e.g. a target escalation rate.
@@ -190,7 +191,7 @@ class ConfRouteLLM(FunctionCallingLLM):
             return
         super().__init__(
             local_model=local_model.name
-            if isinstance(local_model, LocalModel)
+            if isinstance(local_model, LocalBackend)
             else os.fspath(local_model),
             strong_model=strong_model,
             estimator=estimator if isinstance(estimator, str) else estimator.name,
@@ -212,7 +213,7 @@ class ConfRouteLLM(FunctionCallingLLM):
             )
 
         self._build = build
-        if isinstance(local_model, LocalModel):
+        if isinstance(local_model, LocalBackend):
             self._router = build()  # nothing to load: settings errors surface now
 
     def _settings(self) -> RouterSettings:

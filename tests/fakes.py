@@ -6,14 +6,18 @@ few sentences and the model is a randomly initialised 8-layer Qwen2 of a few tho
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confroute.generation import Generation, TokenAlternative
-from confroute.local import GenerationConfig, LocalModel
+import numpy as np
+
+from confroute.backend import Capabilities
+from confroute.generation import Generation, GenerationConfig, TokenAlternative
+from confroute.local import LocalModel
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -105,42 +109,140 @@ def scripted_generation(
     )
 
 
-@dataclass
-class ScriptedLocalModel(LocalModel):
-    """A LocalModel (real template and tokenizer) whose answers come from a script.
+SCRIPTED_CAPABILITIES = Capabilities(
+    top_logprobs=1, kept_prefix=False, hidden_state=False, step_monitor=True
+)
+"""What :class:`ScriptedLocalModel` serves: one alternative per token, follow-ups through the
+tiny real model (prefilled in full), no hidden states, samples as copies, a step monitor."""
 
-    ``script`` maps the last user message to (text, per-token probabilities); anything else
-    gets ``default``.
+
+@dataclass
+class ScriptedLocalModel:
+    """A :class:`~confroute.backend.LocalBackend` whose answers come from a script.
+
+    The template, tokenizer and follow-up turns are a tiny real LocalModel's (held, not
+    inherited). ``script`` maps the last user message to (text, per-token probabilities);
+    anything else gets ``default``. ``calls`` records the number of prompts of each
+    :meth:`generate_from_ids` call.
     """
 
     script: dict[str, tuple[str, Sequence[float]]] = field(default_factory=dict)
     default: tuple[str, Sequence[float]] = ("I am not sure.", (0.5, 0.5, 0.5))
     calls: list[int] = field(default_factory=list)
+    name: str = "scripted-slm"
+    fingerprint: str = "scripted-sha"
+    context_window: int = 1024
+    max_batch_size: int = 8
+    capabilities: Capabilities = SCRIPTED_CAPABILITIES
 
     def __post_init__(self) -> None:
-        base = tiny_local_model()
-        self._setup(base.model, base.tokenizer, "scripted-slm", "scripted-sha", 5, 8)
-        self.context_window = 1024
+        self.base = tiny_local_model()
         self._by_prompt: dict[tuple[int, ...], tuple[str, Sequence[float]]] = {}
         self._mutex = threading.Lock()
 
-    def render(self, messages: Any, tools: Any = None) -> str:
-        text = super().render(messages, tools)
+    @property
+    def tokenizer(self) -> Any:
+        """The tiny real model's tokenizer."""
+        return self.base.tokenizer
+
+    def answer_for(self, messages: Sequence[Mapping[str, Any]]) -> tuple[str, Sequence[float]]:
+        """The scripted answer of a conversation: by its last user message."""
         last_user = [m for m in messages if m["role"] == "user"][-1]["content"]
+        return self.script.get(last_user, self.default)
+
+    def render(self, messages: Any, tools: Any = None) -> str:
+        text = self.base.render(messages, tools)
         ids = tuple(self.encode(text))
         with self._mutex:
-            self._by_prompt[ids] = self.script.get(last_user, self.default)
+            self._by_prompt[ids] = self.answer_for(messages)
         return text
+
+    def encode(self, text: str) -> list[int]:
+        return self.base.encode(text)
+
+    def count_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        return len(self.encode(self.render(messages)))
+
+    def vocabulary(self) -> Sequence[tuple[str, int]]:
+        return self.base.vocabulary()
+
+    def special_token_ids(self) -> frozenset[int]:
+        return self.base.special_token_ids()
+
+    def generate(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Generation]:
+        prompts = [self.encode(self.render(c, tools)) for c in conversations]
+        return self.generate_from_ids(prompts, config or GenerationConfig())
+
+    async def agenerate(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Generation]:
+        return await asyncio.to_thread(self.generate, conversations, config, tools=tools)
 
     def generate_from_ids(
         self, prompts: Sequence[Sequence[int]], config: GenerationConfig
     ) -> list[Generation]:
         self.calls.append(len(prompts))
-        out = []
-        for ids in prompts:
-            text, probs = self._by_prompt[tuple(ids)]
-            out.append(scripted_generation(text, probs, prompt_tokens=len(ids), model=self.name))
-        return out
+        answers = [self._by_prompt[tuple(ids)] for ids in prompts]
+        kept = _monitored_lengths(answers, config)
+        return [
+            _scripted_answer(text, probs, length, len(ids), self.name)
+            for ids, (text, probs), length in zip(prompts, answers, kept, strict=True)
+            for _ in range(config.num_samples)
+        ]
+
+    def next_token_logprobs(self, token_ids: Sequence[int], prefix: Any = None) -> np.ndarray:
+        return self.base.next_token_logprobs(token_ids)
+
+    def continue_greedy(
+        self, token_ids: Sequence[int], max_new_tokens: int, prefix: Any = None
+    ) -> str:
+        return self.base.continue_greedy(token_ids, max_new_tokens)
+
+
+def _monitored_lengths(
+    answers: Sequence[tuple[str, Sequence[float]]], config: GenerationConfig
+) -> list[int | None]:
+    """Run ``config.step_monitor`` over the scripted tokens: the length each stopped row keeps."""
+    kept: list[int | None] = [None] * len(answers)
+    if config.step_monitor is None:
+        return kept
+    monitor = config.step_monitor(len(answers))
+    longest = max((len(probs) for _, probs in answers), default=0)
+    for step in range(min(longest, config.max_new_tokens)):
+        live = [step < len(probs) and kept[row] is None for row, (_, probs) in enumerate(answers)]
+        logprobs = [
+            math.log(probs[step]) if live[row] else 0.0 for row, (_, probs) in enumerate(answers)
+        ]
+        entropies = [-math.exp(lp) * lp for lp in logprobs]
+        flags = monitor(step, [step] * len(answers), logprobs, entropies)
+        for row, stop_now in enumerate(flags):
+            if stop_now and live[row]:
+                kept[row] = step + 1
+    return kept
+
+
+def _scripted_answer(
+    text: str, probs: Sequence[float], length: int | None, prompt_tokens: int, model: str
+) -> Generation:
+    """A scripted answer, cut after ``length`` tokens where a step monitor stopped it."""
+    if length is None:
+        return scripted_generation(text, probs, prompt_tokens=prompt_tokens, model=model)
+    cut = text[:length] if len(text) == len(probs) else text
+    generation = scripted_generation(
+        cut, probs[:length], finish_reason="length", prompt_tokens=prompt_tokens, model=model
+    )
+    generation.extras["stopped_early_at"] = length  # as LocalModel marks a stopped row
+    return generation
 
 
 @dataclass

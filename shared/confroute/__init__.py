@@ -22,12 +22,13 @@ from confroute.errors import (
     ModelNotFoundError,
     WeightsNotInstalledError,
 )
-from confroute.escalation import Escalation, EscalationResult
+from confroute.escalation import Escalation
 from confroute.generation import Generation, TokenAlternative
 from confroute.local import GenerationConfig, LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policy import FixedThreshold, RoutingPolicy, Verdict
+from confroute.policies import FixedThreshold, RoutingPolicy, Verdict
 from confroute.router import ConfRouter, RoutedChunk, RoutedResponse
+from confroute.target import EscalationResult
 
 __version__ = "0.1.0"
 

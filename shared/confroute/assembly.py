@@ -12,14 +12,18 @@ import os
 from collections.abc import Sequence
 
 from confroute.backend import LocalBackend
-from confroute.calibrated import StreamingQuantile, TargetEscalationRate
 from confroute.calibration import CalibrationProfile, default_profile_path, shipped_profiles
 from confroute.errors import ConfigurationError
 from confroute.escalation import Escalation, Redactor
 from confroute.estimators import PROBE_LAYER, Estimator, Requirement
 from confroute.generation import GenerationConfig
 from confroute.local import LocalModel
-from confroute.policy import FixedThreshold, RoutingPolicy
+from confroute.policies import (
+    FixedThreshold,
+    RoutingPolicy,
+    StreamingQuantile,
+    TargetEscalationRate,
+)
 from confroute.settings import DEFAULT_THRESHOLD, RouterSettings
 from confroute.target import EscalationTarget
 

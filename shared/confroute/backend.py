@@ -75,17 +75,29 @@ class Capabilities:
 class LocalBackend(Protocol):
     """A local model that writes answers and reports their per-token statistics.
 
-    Attributes:
-        name: The model's name (decisions, profiles and probe files are keyed by it).
-        fingerprint: A hash of the weights (a calibration profile is checked against it).
-        context_window: Prompt plus answer tokens the model can hold.
-        capabilities: What this backend can compute.
+    The four attributes are read-only here: a plain attribute (``LocalModel``) or a property
+    (the micro-batcher, which reads them from the backend it wraps) both serve.
     """
 
-    name: str
-    fingerprint: str
-    context_window: int
-    capabilities: Capabilities
+    @property
+    def name(self) -> str:
+        """The model's name (decisions, profiles and probe files are keyed by it)."""
+        ...
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the weights (a calibration profile is checked against it)."""
+        ...
+
+    @property
+    def context_window(self) -> int:
+        """Prompt plus answer tokens the model can hold."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend can compute."""
+        ...
 
     def render(
         self,

@@ -18,8 +18,10 @@ from confroute.calibration import (
     PoolItem,
     ProfileFingerprint,
     build_calibration_set,
+    profile_from_run,
 )
 from confroute.errors import CalibrationError, InvalidRequestError
+from confroute.settings import environment
 
 __all__ = [
     "CALIBRATION_DATASETS",
@@ -183,12 +185,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_from_datasets(args: argparse.Namespace) -> int:
     """``--data-dir`` / ``--run-dir``: score kit datasets through the bench runner's cache."""
-    import os
-
-    from confroute.bench.transfer import profile_from_run
     from confroute.models import BUNDLED_MODELS, cache_dir
 
-    data_dir = args.data_dir or os.environ.get("CONFROUTE_DATA_DIR")
+    data_dir = args.data_dir or environment().data_dir
     if data_dir is None and args.run_dir is None:
         raise CalibrationError(
             "Give a JSONL file of prompts, --data-dir DIR (benchmark datasets), or --run-dir "
@@ -199,7 +198,7 @@ def _calibrate_from_datasets(args: argparse.Namespace) -> int:
     item_ids = None
     fingerprint = None
     if data_dir is not None:
-        from confroute.bench.runner import SweepConfig, SweepRunner
+        from confroute.bench import SweepConfig, SweepRunner, load_dataset
 
         config = SweepConfig(
             datasets=tuple(datasets),
@@ -214,8 +213,6 @@ def _calibrate_from_datasets(args: argparse.Namespace) -> int:
         )
         runner = SweepRunner(config, run_dir)
         runner.run()
-        from confroute.bench.datasets import load_dataset
-
         item_ids = {
             d: {i.item_id for i in load_dataset(d, data_dir, limit=args.limit, seed=args.seed)}
             for d in datasets

@@ -7,13 +7,14 @@ escalation rate that transfer to unseen data without labels from it.
 
 A :class:`CalibrationProfile` is frozen and stored as JSON (never pickle). It carries a
 fingerprint (model weights hash, estimator and its parameters, prompt style, answer format,
-confroute version) so that a profile made for another model is refused.
+confroute version) so that a profile made for another model is refused. Building a profile
+from scored items (:func:`build_calibration_set`, :func:`profile_from_run`) lives in
+:mod:`confroute.calibration_set`; both names are importable from here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -23,7 +24,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from confroute.bounds import check_unit_interval
+from confroute.calibration_set import build_calibration_set, profile_from_run
 from confroute.errors import CalibrationError, ProfileMismatchError
+from confroute.settings import environment
 
 __all__ = [
     "MIN_FORMAT_ITEMS",
@@ -35,6 +39,7 @@ __all__ = [
     "build_calibration_set",
     "check_rate",
     "default_profile_path",
+    "profile_from_run",
     "shipped_profiles",
 ]
 
@@ -44,11 +49,11 @@ MIN_FORMAT_ITEMS = 30
 
 
 def check_rate(rate: float, name: str = "escalation_rate") -> float:
-    """Return ``rate`` as a float in [0, 1], or raise :class:`CalibrationError`."""
-    value = float(rate)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise CalibrationError(f"{name} must be in [0, 1], got {rate!r}.")
-    return value
+    """Return ``rate`` as a float in [0, 1], or raise :class:`CalibrationError`.
+
+    The calibration form of :func:`confroute.bounds.check_unit_interval`.
+    """
+    return check_unit_interval(name, rate, error=CalibrationError)
 
 
 class ProfileFingerprint(BaseModel):
@@ -363,66 +368,12 @@ class CalibrationProfile(BaseModel):
         }
 
 
-def build_calibration_set(
-    pool: Sequence[PoolItem],
-    fingerprint: ProfileFingerprint,
-    *,
-    bins: int = 30,
-    fraction: float = 0.1,
-    seed: int = 0,
-) -> CalibrationProfile:
-    """The paper's calibration set: split the confidence range into bins, sample from each.
-
-    Each bin contributes ``fraction`` of its items (stochastic rounding keeps the expected
-    share exact, so the sampled distribution follows the pool's).
-
-    Args:
-        pool: Scored instances pooled over many datasets.
-        fingerprint: What the pool was scored with.
-        bins: Number of equal-width confidence bins over the pool's range.
-        fraction: Share of each bin to sample, in (0, 1].
-        seed: Seed of the sampler.
-
-    Raises:
-        CalibrationError: The pool is empty, or ``bins`` / ``fraction`` are invalid.
-    """
-    if not pool:
-        raise CalibrationError(
-            "The calibration pool is empty: score at least one item before building a set."
-        )
-    if bins < 1:
-        raise CalibrationError(f"bins must be >= 1, got {bins}.")
-    if not 0.0 < fraction <= 1.0:
-        raise CalibrationError(f"fraction must be in (0, 1], got {fraction}.")
-    rng = np.random.default_rng(seed)
-    values = np.asarray([item.confidence or 0.0 for item in pool], dtype=float)
-    low, high = float(values.min()), float(values.max())
-    edges = np.linspace(low, high, bins + 1) if high > low else np.array([low, low + 1.0])
-    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
-    chosen: list[PoolItem] = []
-    for b in range(len(edges) - 1):
-        members = np.flatnonzero(index == b)
-        if members.size == 0:
-            continue
-        expected = fraction * members.size
-        count = int(math.floor(expected) + (rng.random() < expected - math.floor(expected)))
-        picked = rng.choice(members, size=min(count, members.size), replace=False)
-        chosen.extend(pool[int(i)] for i in sorted(picked))
-    construction = {
-        "bins": bins,
-        "fraction": fraction,
-        "seed": seed,
-        "pool_size": len(pool),
-        "datasets": sorted({item.dataset for item in pool}),
-    }
-    return CalibrationProfile.from_pool(chosen, fingerprint, construction)
-
-
 def profile_search_dirs() -> list[Path]:
     """Where default profiles are looked for: ``$CONFROUTE_PROFILE_DIR``, then the package."""
     dirs = []
-    if os.environ.get("CONFROUTE_PROFILE_DIR"):
-        dirs.append(Path(os.environ["CONFROUTE_PROFILE_DIR"]))
+    profile_dir = environment().profile_dir
+    if profile_dir is not None:
+        dirs.append(profile_dir)
     dirs.append(Path(__file__).parent / "profile_files")
     return dirs
 

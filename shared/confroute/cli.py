@@ -12,8 +12,9 @@ from confroute.bench.cli import add_bench_parser, run_bench
 from confroute.calibrate_cli import add_parsers as add_calibration_parsers
 from confroute.calibrate_cli import run_calibrate, run_profile
 from confroute.errors import ConfRouteError
-from confroute.models import BUNDLED_MODELS, DEFAULT_LLM, DEFAULT_SLM
+from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
 from confroute.serving.cli import add_serve_parser, run_serve
+from confroute.settings import environment
 
 __all__ = ["main"]
 
@@ -21,6 +22,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     from confroute import estimators
 
+    env = environment()
     parser = argparse.ArgumentParser(
         prog="confroute",
         description="Answer with a small local model; escalate to a strong model when unsure.",
@@ -30,13 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question", help="the question to answer")
     ask.add_argument(
         "--slm",
-        default=os.environ.get("CONFROUTE_SLM", DEFAULT_SLM),
+        default=env.slm,
         help="local model: bundled name, directory, .gguf file or hub id "
         "(env CONFROUTE_SLM; default %(default)s)",
     )
     ask.add_argument(
         "--llm",
-        default=os.environ.get("CONFROUTE_LLM", f"confroute/{DEFAULT_LLM}"),
+        default=env.llm,
         help="strong model as a LiteLLM model string, or 'none' to stay local (env "
         "CONFROUTE_LLM; default %(default)s)",
     )

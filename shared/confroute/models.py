@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confroute.errors import CacheCorruptError, ModelNotFoundError, WeightsNotInstalledError
-from confroute.settings import DEFAULT_LLM, DEFAULT_SLM
+from confroute.settings import DEFAULT_LLM, DEFAULT_SLM, environment
 
 if TYPE_CHECKING:
     import torch
@@ -114,7 +114,7 @@ def known_names() -> list[str]:
 
 def cache_dir() -> Path:
     """The cache root: ``$CONFROUTE_CACHE`` or ``~/.cache/confroute``."""
-    return Path(os.environ.get("CONFROUTE_CACHE") or Path.home() / ".cache" / "confroute")
+    return environment().cache_dir
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _progress(message: str) -> None:
     """Tell the user what a slow step is doing (stderr, not the log)."""
-    if os.environ.get("CONFROUTE_QUIET") != "1":
+    if not environment().quiet:
         print(f"confroute: {message}", file=sys.stderr, flush=True)
 
 
@@ -225,7 +225,7 @@ def _matches(path: Path, record: Mapping[str, Any]) -> bool:
         return False
     stat = path.stat()
     unchanged = stat.st_size == record.get("size") and stat.st_mtime_ns == record.get("mtime_ns")
-    if unchanged and os.environ.get("CONFROUTE_VERIFY") != "full":
+    if unchanged and not environment().verify_full:
         return True
     return stat.st_size == record.get("size") and sha256_file(path) == record.get("sha256")
 

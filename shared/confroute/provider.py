@@ -20,11 +20,14 @@ from typing import Any
 
 import litellm
 
-from confroute.escalation import LOCAL_PROVIDER
 from confroute.local import GenerationConfig, LocalModel
+from confroute.settings import LOCAL_PROVIDER, RouterSettings
 from confroute.tools import parse_tool_calls
 
 __all__ = ["LocalProvider", "get_local_model", "register_provider"]
+
+_DEFAULT_MAX_NEW_TOKENS: int = RouterSettings.model_fields["max_new_tokens"].default
+"""Tokens generated when the request names no ``max_tokens`` (the router's default)."""
 
 _models: dict[str, LocalModel] = {}
 _models_lock = threading.Lock()
@@ -49,7 +52,7 @@ def _config(optional_params: dict[str, Any]) -> GenerationConfig:
     stop = optional_params.get("stop") or ()
     temperature = optional_params.get("temperature")
     return GenerationConfig(
-        max_new_tokens=int(optional_params.get("max_tokens") or 512),
+        max_new_tokens=int(optional_params.get("max_tokens") or _DEFAULT_MAX_NEW_TOKENS),
         temperature=float(temperature) if temperature is not None else 0.0,
         top_p=float(optional_params.get("top_p") or 1.0),
         stop=(stop,) if isinstance(stop, str) else tuple(stop),

@@ -33,7 +33,7 @@ from confroute.generation import GenerationConfig
 from confroute.hooks import DecisionHook, ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message, as_messages
 from confroute.outcome import Outcome, StreamPlan
-from confroute.policy import RoutingPolicy
+from confroute.policies import RoutingPolicy
 from confroute.response import RoutedChunk, RoutedResponse
 from confroute.scoring import Pipeline, stop_sequences
 from confroute.settings import DEFAULT_THRESHOLD, RouterSettings, settings_from
@@ -95,7 +95,7 @@ class ConfRouter:
                 the decision (default ``settings.estimator``).
             extra_estimators: More estimators computed on the same generation, reported in
                 :attr:`RoutedResponse.confidences`.
-            policy: A routing policy (for example :class:`~confroute.calibrated.OnlineBudget`);
+            policy: A routing policy (for example :class:`~confroute.policies.OnlineBudget`);
                 excludes ``threshold`` and ``escalation_rate``.
             profile: A :class:`CalibrationProfile` (or its JSON path) for ``escalation_rate``
                 (default: the profile shipped for a bundled model and the estimator).

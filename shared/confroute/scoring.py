@@ -22,7 +22,7 @@ from confroute.estimators import EstimationContext, Estimator, Requirement, shar
 from confroute.generation import Generation, GenerationConfig
 from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message
-from confroute.policy import RoutingPolicy, Verdict
+from confroute.policies import RoutingPolicy, Verdict
 from confroute.tools import parse_tool_calls, repeated_tool_calls
 
 __all__ = ["Pipeline", "check_tools", "stop_sequences"]

@@ -15,9 +15,9 @@ import sys
 import pytest
 
 from confroute import ConfRouter, RoutingDecision
-from confroute.calibrated import StreamingQuantile
 from confroute.calibration import CalibrationProfile, default_profile_path
 from confroute.models import DEFAULT_SLM
+from confroute.policies import StreamingQuantile
 from tests.integration.lc_fixtures import bundled_slm
 
 MC = "Which planet is largest?\n\nA. Mars\nB. Jupiter\nC. Venus\nD. Mercury\n\nGive the letter."

@@ -16,9 +16,9 @@ from confroute.estimators import (
     PTrue,
     TrainedProbe,
 )
+from confroute.estimators.probe_network import train_probe
 from confroute.local import GenerationConfig
 from confroute.models import DEFAULT_SLM
-from confroute.probes import train_probe
 
 PROMPTS = [
     "What is 17*23? Reply with the number only.",

@@ -26,11 +26,14 @@ pytestmark = pytest.mark.integration
 
 OPTIONAL_PARAM_REASON = (
     "The bundled 0.5B does not call the schema's tool when the schema has an optional field "
-    "(it answers the joke in text), so no structured object comes back."
+    "(it answers the joke in text), so no structured object comes back. Not strict: the "
+    "prompts are langchain-tests' (not pinned) and the outcome is the 0.5B's greedy text, so an "
+    "XPASS means the suite or the model changed, not that confroute broke."
 )
 UNICODE_TOOL_REASON = (
     "The bundled 0.5B answers the prompt with non-ASCII tool arguments in text instead of "
-    "calling the tool."
+    "calling the tool. Not strict: the prompts are langchain-tests' (not pinned) and the "
+    "outcome is the 0.5B's greedy text, so an XPASS means the suite or the model changed."
 )
 
 
@@ -56,11 +59,11 @@ class TestChatConfRouteIntegration(ChatModelIntegrationTests):
         # The local model is loaded weights, chosen when the chat model is built.
         return False
 
-    @pytest.mark.xfail(reason=OPTIONAL_PARAM_REASON)
+    @pytest.mark.xfail(strict=False, reason=OPTIONAL_PARAM_REASON)
     def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
         super().test_structured_output_optional_param(model)
 
-    @pytest.mark.xfail(reason=UNICODE_TOOL_REASON)
+    @pytest.mark.xfail(strict=False, reason=UNICODE_TOOL_REASON)
     def test_unicode_tool_call_integration(
         self, model: BaseChatModel, *, tool_choice: str | None = None, force_tool_call: bool = True
     ) -> None:

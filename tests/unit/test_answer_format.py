@@ -8,13 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from confroute.answer_format import (
-    ANY,
-    AnswerFormat,
+from confroute.answer_format import ANY, AnswerFormat, detect_format
+from confroute.bench.answer_formats import (
     answer_span,
     chance_corrected,
     chance_lift,
-    detect_format,
     final_answer_text,
 )
 from confroute.estimators import EstimationContext

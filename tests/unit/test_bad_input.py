@@ -34,13 +34,9 @@ from tests.faultserver import FaultServer, echo
 class AnyConversationSLM(ScriptedLocalModel):
     """ScriptedLocalModel that also answers conversations without a user message (tool only)."""
 
-    def render(self, messages: Any, tools: Any = None) -> str:
-        text = LocalModel.render(self, messages, tools)
+    def answer_for(self, messages: Any) -> tuple[str, Any]:
         users = [m["content"] for m in messages if m["role"] == "user"]
-        answer = self.script.get(users[-1], self.default) if users else self.default
-        with self._mutex:
-            self._by_prompt[tuple(self.encode(text))] = answer
-        return text
+        return self.script.get(users[-1], self.default) if users else self.default
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,13 @@ from confroute.bench.transfer import (
     leave_one_dataset_out,
     markdown,
     pivot_markdown,
-    profile_from_run,
     variant_confidences,
 )
-from confroute.calibrated import TargetEscalationRate
-from confroute.calibration import CalibrationProfile
+from confroute.calibration import CalibrationProfile, profile_from_run
 from confroute.errors import CalibrationError, ConfigurationError
 from confroute.generation import Generation
 from confroute.models import BUNDLED_MODELS
+from confroute.policies import TargetEscalationRate
 
 SLM = "qwen2.5-coder-0.5b-instruct"
 

@@ -10,13 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from confroute.calibrated import (
-    OnlineBudget,
-    RiskControlledThreshold,
-    TargetEscalationRate,
-    clopper_pearson_upper,
-    ks_statistic,
-)
 from confroute.calibration import (
     CalibrationProfile,
     PoolItem,
@@ -24,6 +17,13 @@ from confroute.calibration import (
     build_calibration_set,
 )
 from confroute.errors import CalibrationError, ProfileMismatchError
+from confroute.policies import (
+    OnlineBudget,
+    RiskControlledThreshold,
+    TargetEscalationRate,
+    clopper_pearson_upper,
+    ks_statistic,
+)
 
 FP = ProfileFingerprint(model_name="slm", model_fingerprint="a" * 64, estimator="perplexity")
 
@@ -201,7 +201,7 @@ def test_ks_statistic() -> None:
 
 
 def test_streaming_quantile_starts_at_the_profile_and_follows_a_shift() -> None:
-    from confroute.calibrated import StreamingQuantile
+    from confroute.policies import StreamingQuantile
 
     rng = np.random.default_rng(0)
     profile = CalibrationProfile.from_pool(pool_from(rng.beta(5, 2, 1000)), FP)
@@ -215,7 +215,7 @@ def test_streaming_quantile_starts_at_the_profile_and_follows_a_shift() -> None:
 
 
 def test_streaming_quantile_edges_and_missing_confidences() -> None:
-    from confroute.calibrated import StreamingQuantile
+    from confroute.policies import StreamingQuantile
 
     profile = CalibrationProfile.from_pool(pool_from(np.linspace(0, 1, 101)), FP)
     never = StreamingQuantile(0.0, profile)
@@ -236,7 +236,7 @@ def test_streaming_quantile_edges_and_missing_confidences() -> None:
 
 
 def test_streaming_quantile_keeps_a_window_per_answer_format() -> None:
-    from confroute.calibrated import StreamingQuantile
+    from confroute.policies import StreamingQuantile
 
     items = [
         PoolItem(dataset="mc", item_id=f"m{i}", confidence=v, answer_format="letter")

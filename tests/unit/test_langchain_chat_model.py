@@ -223,8 +223,8 @@ def test_settings_that_conflict_are_refused(scripted_slm: ScriptedLocalModel) ->
 
 
 def test_escalation_rate_goes_through_a_profile(scripted_slm: ScriptedLocalModel) -> None:
-    from confroute.calibrated import StreamingQuantile
     from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+    from confroute.policies import StreamingQuantile
 
     fingerprint = ProfileFingerprint(
         model_name="scripted-slm", model_fingerprint="scripted-sha", estimator="perplexity"

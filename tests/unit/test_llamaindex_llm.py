@@ -384,8 +384,8 @@ def test_to_logprobs_puts_the_chosen_token_first() -> None:
 def test_escalation_rate_reaches_the_router_with_its_profile(
     scripted_slm: ScriptedLocalModel, tmp_path: Any
 ) -> None:
-    from confroute.calibrated import StreamingQuantile
     from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+    from confroute.policies import StreamingQuantile
 
     fingerprint = ProfileFingerprint(
         model_name="scripted-slm", model_fingerprint="scripted-sha", estimator="perplexity"

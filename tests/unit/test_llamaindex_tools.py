@@ -13,7 +13,6 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.tools import FunctionTool
 
 from confroute.errors import InvalidRequestError
-from confroute.local import LocalModel
 from llamaindex_confroute import ConfRouteLLM, routing_decision
 from tests.fakes import ScriptedLocalModel, ScriptedProvider
 
@@ -36,13 +35,9 @@ class LastMessageScripted(ScriptedLocalModel):
 
     conversations: list[list[dict[str, Any]]] = field(default_factory=list)
 
-    def render(self, messages: Any, tools: Any = None) -> str:
+    def answer_for(self, messages: Any) -> tuple[str, Any]:
         self.conversations.append(list(messages))
-        text = LocalModel.render(self, messages, tools)
-        ids = tuple(self.encode(text))
-        with self._mutex:
-            self._by_prompt[ids] = self.script.get(messages[-1]["content"], self.default)
-        return text
+        return self.script.get(messages[-1]["content"], self.default)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.messages import as_messages, validate_messages
-from confroute.policy import FixedThreshold
+from confroute.policies import FixedThreshold
 
 
 @pytest.mark.parametrize(

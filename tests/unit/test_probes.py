@@ -11,8 +11,13 @@ import pytest
 from confroute import ConfRouter
 from confroute.errors import ConfigurationError
 from confroute.estimators import PROBE_LAYER, LogisticCombination, OODProbe, TrainedProbe
+from confroute.estimators.probe_network import (
+    Probe,
+    ProbeMetadata,
+    default_probe_path,
+    train_probe,
+)
 from confroute.local import LocalModel
-from confroute.probes import Probe, default_probe_path, train_probe
 
 
 def synthetic(n: int = 400, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +73,53 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(loaded.predict(x[:5]), probe.predict(x[:5]), rtol=1e-6)
 
 
+def hand_set_probe() -> Probe:
+    """One linear layer, weights (1, 0), bias 0; inputs scaled with mean (1, 0), scale (2, 1)."""
+    import torch
+
+    network = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    with torch.no_grad():
+        network[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        network[0].bias.zero_()
+    metadata = ProbeMetadata(model="m", fingerprint="fp", layer=-8, input_dim=2, hidden_sizes=())
+    return Probe(network, np.array([1.0, 0.0]), np.array([2.0, 1.0]), metadata)
+
+
+def test_a_hand_set_probe_standardises_then_applies_the_sigmoid(tmp_path: Path) -> None:
+    probe = hand_set_probe()
+    # sigmoid((3 - 1) / 2) = sigmoid(1); the second coordinate has weight 0
+    assert float(probe.predict(np.array([3.0, 5.0]))) == pytest.approx(0.7310585786)
+    batch = probe.predict(np.array([[1.0, 9.0], [-1.0, 0.0]]))
+    assert batch.shape == (2,)
+    np.testing.assert_allclose(batch, [0.5, 0.2689414214], rtol=1e-6)
+    probe.save(tmp_path / "hand")
+    loaded = Probe.load(tmp_path / "hand", model="m", fingerprint="fp")
+    assert loaded.metadata == probe.metadata
+    np.testing.assert_allclose(loaded.mean, [1.0, 0.0])
+    np.testing.assert_allclose(loaded.scale, [2.0, 1.0])
+    assert float(loaded.predict(np.array([3.0, 5.0]))) == pytest.approx(0.7310585786)
+    with pytest.raises(ConfigurationError, match=r"reads 2-wide hidden states of 'm'; got width 3"):
+        probe.predict(np.zeros(3))
+
+
+def test_unreadable_probe_files_are_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"No probe at .*missing.*both needed"):
+        Probe.load(tmp_path / "missing")
+    weights, meta = hand_set_probe().save(tmp_path / "p")
+    meta.write_text("{not json")
+    with pytest.raises(ConfigurationError, match="Cannot read the probe at"):
+        Probe.load(tmp_path / "p")
+    hand_set_probe().save(tmp_path / "p")
+    saved = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**saved, "format": 99}))
+    with pytest.raises(ConfigurationError, match=r"has format 99; this confroute reads format 1"):
+        Probe.load(tmp_path / "p")
+    weights.write_bytes(b"not safetensors")
+    meta.write_text(json.dumps(saved))
+    with pytest.raises(ConfigurationError, match="Cannot read the probe at"):
+        Probe.load(tmp_path / "p")
+
+
 def test_a_probe_for_another_model_is_refused(tmp_path: Path) -> None:
     x, y = synthetic(n=40)
     train_probe(x, y, model="m", fingerprint="aaaa", epochs=1).save(tmp_path / "p")
@@ -112,7 +164,12 @@ def test_probe_estimator_reads_the_hidden_state_captured_during_generation(
     assert response.local.hidden_layer == -8
     assert response.decision.confidence == pytest.approx(float(probe.predict(state)))
     # an explicit path works too, and a wrong model is refused when the router is built
-    assert isinstance(TrainedProbe(tmp_path / "tiny-random" / "ood_probe"), TrainedProbe)
+    explicit = TrainedProbe(tmp_path / "tiny-random" / "ood_probe")
+    assert explicit.params() == {"path": str(tmp_path / "tiny-random/ood_probe"), "kind": "trained"}
+    again = ConfRouter(tiny_lm, None, estimator=explicit, threshold=0.0, max_new_tokens=3)
+    assert again.route("What is 17*23?").decision.confidence == pytest.approx(
+        response.decision.confidence
+    )
     train_probe(x, y, model="big", fingerprint="other", epochs=1).save(tmp_path / "big")
     with pytest.raises(ConfigurationError, match="not on 'tiny-random'"):
         ConfRouter(tiny_lm, None, estimator=OODProbe(tmp_path / "big"))

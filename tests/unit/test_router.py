@@ -276,9 +276,9 @@ def test_context_overflow_without_strong_model_raises(scripted_slm: ScriptedLoca
 def test_escalation_rate_uses_the_profile(
     scripted_slm: ScriptedLocalModel, provider: ScriptedProvider, tmp_path: object
 ) -> None:
-    from confroute.calibrated import StreamingQuantile, TargetEscalationRate
     from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
     from confroute.errors import ConfigurationError, ProfileMismatchError
+    from confroute.policies import StreamingQuantile, TargetEscalationRate
 
     fingerprint = ProfileFingerprint(
         model_name="scripted-slm", model_fingerprint="scripted-sha", estimator="perplexity"

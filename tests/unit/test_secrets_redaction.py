@@ -145,18 +145,73 @@ async def test_a_failing_hook_sends_nothing(
     server: FaultServer, slm: ScriptedLocalModel, hook: str, policy: str
 ) -> None:
     router, seen = router_with(server, slm, BROKEN_HOOKS[hook], policy=policy)
+    conversation = [{"role": "user", "content": QUESTION}]
     if policy == "raise":
         with pytest.raises(EscalationError, match="redact hook failed") as info:
-            await router.aroute(QUESTION)
+            await router.aroute(conversation)
         assert info.value.attempts == 0 and info.value.provider == "openai/primary"
         assert "sk-test" not in str(info.value)
+        [error] = info.value.errors
+        assert error.startswith("redact: ") and "sk-test" not in error
     else:
-        response = await router.aroute(QUESTION)
+        response = await router.aroute(conversation)
         assert response.text == "I am not sure."  # the marked local answer
         assert response.decision.error and "redact hook failed" in response.decision.error
+        assert response.decision.escalated and response.decision.attempts == 0  # tried, none sent
     assert server.requests == []  # fail closed: the unredacted text never left
+    assert conversation == [{"role": "user", "content": QUESTION}]
     assert len(seen) == 1 and seen[0].attempts == 0
     assert "sk-test" not in (seen[0].error or "")
+
+
+@pytest.mark.parametrize("mode", ["route", "aroute", "stream", "astream"])
+async def test_a_raising_hook_raises_escalation_error_on_every_path(
+    server: FaultServer, slm: ScriptedLocalModel, mode: str
+) -> None:
+    router, seen = router_with(server, slm, _raises, policy="raise")
+    with pytest.raises(EscalationError, match="redact hook failed") as info:
+        if mode == "route":
+            router.route(QUESTION)
+        elif mode == "aroute":
+            await router.aroute(QUESTION)
+        elif mode == "stream":
+            "".join(c.text for c in router.stream(QUESTION))
+        else:
+            "".join([c.text async for c in router.astream(QUESTION)])
+    assert info.value.errors == ["redact: RuntimeError: PII scanner is down; token **********"]
+    assert info.value.attempts == 0
+    assert server.requests == []
+    assert [(d.escalated, d.attempts) for d in seen] == [(True, 0)]
+
+
+def _tool_turn(email: str) -> dict[str, Any]:
+    arguments = f'{{"email": "{email}"}}'
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "lookup", "arguments": arguments},
+    }
+    return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
+def test_the_hook_gets_a_deep_copy(server: FaultServer, slm: ScriptedLocalModel) -> None:
+    """A hook that edits nested fields in place changes what is sent, not the caller's dicts."""
+
+    def mask_tool_arguments(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        function = messages[1]["tool_calls"][0]["function"]
+        function["arguments"] = EMAIL.sub("[EMAIL]", function["arguments"])
+        return messages
+
+    router, _ = router_with(server, slm, mask_tool_arguments)
+    conversation = [
+        {"role": "user", "content": "Who is this customer?"},
+        _tool_turn("jane.doe@example.com"),
+        {"role": "tool", "tool_call_id": "call_1", "content": "a customer"},
+    ]
+    assert router.route(conversation).decision.escalated
+    assert conversation[1] == _tool_turn("jane.doe@example.com")  # untouched, however deep
+    [request] = server.requests
+    assert request.messages[1]["tool_calls"] == _tool_turn("[EMAIL]")["tool_calls"]
 
 
 def test_redact_must_be_callable() -> None:
@@ -164,6 +219,29 @@ def test_redact_must_be_callable() -> None:
         Escalation("openai/primary", redact="mask emails")  # type: ignore[arg-type]
 
 
-def test_router_accepts_redact(slm: ScriptedLocalModel) -> None:
-    router = ConfRouter(slm, "openai/primary", redact=Masker())  # type: ignore[call-arg]
-    assert router.escalation is not None and router.escalation.redact is not None
+def test_router_passes_redact_to_the_escalation_it_builds(
+    server: FaultServer, slm: ScriptedLocalModel
+) -> None:
+    masker = Masker()
+    router = ConfRouter(
+        slm,
+        "openai/primary",
+        api_base=server.base_url,
+        api_key="sk-test",
+        threshold=0.8,
+        redact=masker,
+    )
+    assert router.escalation is not None and router.escalation.redact is masker
+    conversation = [{"role": "user", "content": QUESTION}]
+    response = router.route(conversation)
+    assert response.text == echo("primary", MASKED)
+    assert response.decision.escalated
+    [request] = server.requests
+    assert request.messages == [{"role": "user", "content": MASKED}]
+    assert conversation == [{"role": "user", "content": QUESTION}]
+    assert masker.calls == 1
+
+
+def test_router_refuses_redact_beside_a_built_escalation(slm: ScriptedLocalModel) -> None:
+    with pytest.raises(ConfigurationError, match="Pass redact= to the Escalation"):
+        ConfRouter(slm, Escalation("openai/primary"), redact=Masker())

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
 
+from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError, ContextOverflowError
 from confroute.generation import Generation
-from confroute.local import GenerationConfig
+from confroute.local import GenerationConfig, LocalModel
 from confroute.router import ConfRouter
 from confroute.serving.batcher import MicroBatcher
-from tests.fakes import ScriptedLocalModel
+from tests.fakes import SCRIPTED_CAPABILITIES, ScriptedLocalModel
 
 SCRIPT = {
     "sure?": ("391", (0.99, 0.98, 0.97)),
@@ -205,3 +207,36 @@ async def test_router_requests_meet_in_one_batch(provider) -> None:  # type: ign
         assert (unsure.text, unsure.decision.escalated) == ("strong answer", True)
         assert sure.decision.local_model == "scripted-slm"
         assert len(provider.calls) == 1
+
+
+def test_the_batcher_and_the_fakes_are_local_backends_by_composition() -> None:
+    slm = ScriptedLocalModel(script=SCRIPT)
+    with MicroBatcher(slm, window_ms=300) as batcher:
+        for backend in (slm, ExplodingModel(script=SCRIPT), batcher):
+            assert isinstance(backend, LocalBackend)
+            assert not isinstance(backend, LocalModel)
+        assert batcher.capabilities is slm.capabilities is SCRIPTED_CAPABILITIES
+        assert batcher.capabilities.missing({"hidden_state", "follow_up"}) == ["hidden_state"]
+        assert batcher.special_token_ids() == slm.base.special_token_ids()
+        assert dict(batcher.vocabulary()) == dict(slm.base.vocabulary())
+        answers = _concurrently(batcher, ["unsure?", "other", "sure?"])
+        assert slm.calls == [3]
+        assert [a.text for a in answers] == ["maybe 12", "I am not sure.", "391"]
+        assert [a.logprobs for a in answers] == [
+            tuple(math.log(p) for p in probs)
+            for probs in ((0.2, 0.3, 0.4), (0.5, 0.5, 0.5), (0.99, 0.98, 0.97))
+        ]
+
+
+def test_a_step_monitor_stops_a_scripted_row_inside_a_batch() -> None:
+    def stop_below_half(rows: int):  # type: ignore[no-untyped-def]
+        return lambda step, ids, logprobs, entropies: [lp < math.log(0.5) for lp in logprobs]
+
+    slm = ScriptedLocalModel(script=SCRIPT)
+    config = GenerationConfig(max_new_tokens=4, step_monitor=stop_below_half)
+    with MicroBatcher(slm, window_ms=300) as batcher:
+        sure, unsure = _concurrently(batcher, ["sure?", "unsure?"], config)
+    assert slm.calls == [2]
+    assert (sure.text, sure.finish_reason, sure.extras) == ("391", "stop", {})
+    assert (unsure.text, unsure.finish_reason) == ("maybe 12", "length")
+    assert (len(unsure.logprobs), unsure.extras["stopped_early_at"]) == (1, 1)

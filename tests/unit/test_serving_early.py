@@ -164,7 +164,7 @@ def test_router_keeps_confident_answers_unchanged(provider) -> None:  # type: ig
 def test_router_needs_a_threshold_for_other_policies(scripted_slm) -> None:  # type: ignore[no-untyped-def]
     class Always:
         def decide(self, confidence: float | None, answer_format: str | None = None):  # type: ignore[no-untyped-def]
-            from confroute.policy import Verdict
+            from confroute.policies import Verdict
 
             return Verdict(False, 0.3, "confident")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from confroute.errors import ConfigurationError, ConfRouteError
+from confroute.settings import environment
 
 if TYPE_CHECKING:
     from confroute.bench.runner import SweepConfig
@@ -39,8 +40,8 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     from confroute.bench.datasets import DATA_DIR_ENV, DATASETS
     from confroute.bench.formats import FORMATS
     from confroute.bench.runner import DEFAULT_METHODS
-    from confroute.escalation import LOCAL_PROVIDER
     from confroute.models import DEFAULT_LLM, DEFAULT_SLM
+    from confroute.settings import LOCAL_PROVIDER
 
     bench = subparsers.add_parser("bench", help="run the routing benchmark and report it")
     commands = bench.add_subparsers(dest="bench_command", required=True)
@@ -139,7 +140,8 @@ def _sweep(args: argparse.Namespace) -> SweepConfig:
         data["baseline"] = False
     if "datasets" not in data:
         raise ConfigurationError("Name the datasets: --datasets mmlu,boolq (or --config FILE).")
-    data.setdefault("data_dir", os.environ.get("CONFROUTE_DATA_DIR"))
+    env_data_dir = environment().data_dir
+    data.setdefault("data_dir", str(env_data_dir) if env_data_dir is not None else None)
     return SweepConfig.from_dict(data)
 
 

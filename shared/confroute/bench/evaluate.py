@@ -7,6 +7,7 @@ datasets) are fitted here, from the cached hidden states and query embeddings.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -15,16 +16,26 @@ from typing import Any
 
 import numpy as np
 
-from confroute.answer_format import AnswerFormat, option_probability
+from confroute.answer_format import AnswerFormat
 from confroute.bench import metrics as m
+from confroute.bench.answer_formats import option_probability
 from confroute.bench.baseline import BASELINE_METHOD, train_on_other_datasets
-from confroute.bench.cache import RecordFile, decode_hidden
+from confroute.bench.cache import RecordFile, decode_hidden, model_slug
 from confroute.bench.datasets import sample_key
 from confroute.bench.runner import load_embeddings
 from confroute.errors import ConfigurationError
 from confroute.generation import Generation, TokenAlternative
 
-__all__ = ["OPTION_PROB", "GroupScores", "RunData", "load_run", "metric_rows", "option_prob"]
+__all__ = [
+    "OPTION_PROB",
+    "GroupScores",
+    "RunData",
+    "group_records",
+    "load_run",
+    "metric_rows",
+    "option_prob",
+    "record_format",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +111,24 @@ def record_format(record: dict[str, Any]) -> AnswerFormat:
     return AnswerFormat("any")
 
 
+@functools.lru_cache(maxsize=64)
+def _load_records(path: Path, modified_ns: int) -> dict[str, dict[str, Any]]:
+    del modified_ns  # part of the cache key: a rewritten file is read again
+    return RecordFile(path).load()
+
+
+def group_records(run_dir: Path, group: GroupScores) -> list[dict[str, Any]]:
+    """A group's cached SLM records, in the group's item order (each file read once)."""
+    path = run_dir / "slm" / model_slug(group.slm) / group.dataset / f"{group.prompt_format}.jsonl"
+    records = _load_records(path, path.stat().st_mtime_ns)
+    return [records[i] for i in group.item_ids]
+
+
 def option_prob(record: dict[str, Any]) -> float | None:
     """Probability of the chosen option, renormalised over every option-token variant.
 
-    :func:`confroute.answer_format.option_probability` on the cached statistics, at the token
-    that spells the extracted answer. None for other formats and unparsed answers.
+    :func:`confroute.bench.answer_formats.option_probability` on the cached statistics, at the
+    token that spells the extracted answer. None for other formats and unparsed answers.
     """
     answer = record.get("answer")
     if answer is None:

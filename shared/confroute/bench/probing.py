@@ -3,7 +3,8 @@
 ``trained_probe``: k-fold cross-validation within one dataset (every item is scored by a probe
 that did not see it; 20 epochs, lr 5e-4). ``ood_probe``: for each dataset, a probe trained on
 all the other datasets of the run (20 epochs, lr 1e-4). Both use
-:func:`confroute.probes.train_probe`, the same network the router's probe estimators load.
+:func:`confroute.estimators.probe_network.train_probe`, the same network the router's probe
+estimators load.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _train_and_predict(
 ) -> np.ndarray:
     import torch
 
-    from confroute.probes import train_probe
+    from confroute.estimators.probe_network import train_probe
 
     # a small MLP on a few thousand rows: one thread is fastest (no oversubscription)
     threads = torch.get_num_threads()

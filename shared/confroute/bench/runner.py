@@ -13,11 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +29,16 @@ from confroute.bench.cache import (
 from confroute.bench.datasets import BenchItem, load_dataset
 from confroute.bench.formats import FORMATS, extract_answer, grade, messages_for
 from confroute.bench.judge import LLMJudge
+from confroute.bench.strong import StrongAnswers
 from confroute.bench.sweep import (
     DEFAULT_METHODS,
     PROBE_METHODS,
     SINGLE_PASS_METHODS,
+    SweepCell,
     SweepConfig,
+    chunks,
+    progress_bar,
 )
-from confroute.errors import EscalationError
-from confroute.escalation import LOCAL_PROVIDER, Escalation
 from confroute.estimators import PROBE_LAYER, EstimationContext, Estimator, Requirement
 from confroute.generation import Generation
 from confroute.local import GenerationConfig, LocalModel
@@ -57,31 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _Group:
-    """One (model, dataset, format) cell of the sweep and its cache file."""
-
-    model: str
-    dataset: str
-    prompt_format: str
-    items: list[BenchItem]
-    records: RecordFile
-    cached: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        file=sys.stderr,
-        leave=False,
-        dynamic_ncols=True,
-        disable=not enabled,
-    )
-
-
 def load_embeddings(path: Path) -> dict[str, np.ndarray]:
     """Cached query embeddings by item id (empty when the file does not exist)."""
     if not path.is_file():
@@ -90,10 +63,6 @@ def load_embeddings(path: Path) -> dict[str, np.ndarray]:
         return {
             str(i): v.astype(np.float32) for i, v in zip(data["ids"], data["vectors"], strict=True)
         }
-
-
-def _chunks(items: Sequence[BenchItem], size: int) -> list[list[BenchItem]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 class SweepRunner:
@@ -123,6 +92,15 @@ class SweepRunner:
         self._models: dict[str, LocalModel] = {}
         self.stats: dict[str, int] = {"slm_generated": 0, "methods_computed": 0, "strong": 0}
         self._judge: LLMJudge | None = LLMJudge(config.judge) if config.judge else None
+        self._strong = StrongAnswers(
+            config,
+            self.run_dir,
+            models=self._models,
+            stats=self.stats,
+            grade=self._grade,
+            cap=self._cap,
+            progress=progress,
+        )
         self.estimators: dict[str, Estimator] = {
             m: registry.get(m) for m in config.methods if m not in PROBE_METHODS
         }
@@ -148,7 +126,7 @@ class SweepRunner:
         for strong in self.config.strong_models:
             for dataset, items in data.items():
                 for prompt_format in self.config.formats:
-                    self._run_strong(self._group("strong", strong, dataset, prompt_format, items))
+                    self._strong.run(self._group("strong", strong, dataset, prompt_format, items))
         if self.config.baseline:
             self._embed_queries(data)
         return dict(self.stats)
@@ -189,14 +167,18 @@ class SweepRunner:
 
     def _group(
         self, role: str, model: str, dataset: str, prompt_format: str, items: list[BenchItem]
-    ) -> _Group:
+    ) -> SweepCell:
         path = self.run_dir / role / model_slug(model) / dataset / f"{prompt_format}.jsonl"
         meta = path.parent.parent / "model.json"
         if not meta.is_file():
             meta.parent.mkdir(parents=True, exist_ok=True)
             meta.write_text(json.dumps({"model": model, "role": role}) + "\n", encoding="utf-8")
         records = RecordFile(path)
-        return _Group(model, dataset, prompt_format, items, records, records.load())
+        return SweepCell(model, dataset, prompt_format, items, records, records.load())
+
+    def _reuse_slm_answers(self, group: SweepCell, todo: list[BenchItem]) -> list[BenchItem]:
+        """See :meth:`StrongAnswers.reuse_slm_answers`; returns the items still to answer."""
+        return self._strong.reuse_slm_answers(group, todo)
 
     def _cap(self, item: BenchItem, prompt_format: str, strong: bool = False) -> int:
         override = self.config.strong_max_new_tokens if strong else self.config.max_new_tokens
@@ -211,18 +193,18 @@ class SweepRunner:
             missing.append("hidden_state")
         return missing
 
-    def _run_slm(self, group: _Group) -> None:
+    def _run_slm(self, group: SweepCell) -> None:
         todo = [i for i in group.items if self._missing(group.cached.get(i.item_id))]
         if not todo:
             return
         model = self.local_model(group.model)
         want_hidden = any(m in PROBE_METHODS for m in self.config.methods)
         follow_up = any(Requirement.FOLLOW_UP in e.requires for e in self.estimators.values())
-        bar = _progress(
+        bar = progress_bar(
             len(todo), f"{group.model} {group.dataset} {group.prompt_format}", self.progress
         )
         try:
-            for batch in _chunks(todo, self.config.batch_size):
+            for batch in chunks(todo, self.config.batch_size):
                 regenerate = [
                     i
                     for i in batch
@@ -253,7 +235,7 @@ class SweepRunner:
     def _generate(
         self,
         model: LocalModel,
-        group: _Group,
+        group: SweepCell,
         items: list[BenchItem],
         want_hidden: bool,
         follow_up: bool,
@@ -293,7 +275,7 @@ class SweepRunner:
     def _score(
         self,
         model: LocalModel,
-        group: _Group,
+        group: SweepCell,
         item: BenchItem,
         record: dict[str, Any],
         generation: Generation,
@@ -316,7 +298,7 @@ class SweepRunner:
     def _prompt_variants(
         self,
         model: LocalModel,
-        group: _Group,
+        group: SweepCell,
         items: list[BenchItem],
         records: list[dict[str, Any]],
         estimator: Estimator,
@@ -363,109 +345,3 @@ class SweepRunner:
         record["judge"] = verdict
         record["correct_exact"] = exact
         return exact if verdict is None else verdict
-
-    # -- strong models ---------------------------------------------------------------------
-
-    def _run_strong(self, group: _Group) -> None:
-        todo = [i for i in group.items if i.item_id not in group.cached]
-        if todo:
-            todo = self._reuse_slm_answers(group, todo)
-        if not todo:
-            return
-        bar = _progress(
-            len(todo), f"{group.model} {group.dataset} {group.prompt_format}", self.progress
-        )
-        local = None
-        if group.model.startswith(LOCAL_PROVIDER + "/"):
-            # the in-process provider's model, run in batches (same model, same template)
-            from confroute import provider
-
-            name = group.model.split("/", 1)[1]
-            local = self._models.get(name)
-            if local is None:
-                local = provider.get_local_model(name)
-                self._models[name] = local
-        try:
-            for batch in _chunks(todo, self.config.batch_size):
-                started = time.perf_counter()
-                if local is not None:
-                    texts = self._strong_local(local, group, batch)
-                else:
-                    texts = self._strong_remote(group, batch)
-                elapsed = (time.perf_counter() - started) / len(batch)
-                out = []
-                for item, (text, finish) in zip(batch, texts, strict=True):
-                    if text is None:
-                        continue  # a failed call is not cached: the next run retries it
-                    answer = extract_answer(text, item)
-                    record: dict[str, Any] = {"item_id": item.item_id}
-                    record |= {
-                        "text": text,
-                        "answer": answer,
-                        "correct": self._grade(item, text, answer, record),
-                        "finish_reason": finish,
-                        "latency_s": round(elapsed, 4),
-                    }
-                    out.append(record)
-                    group.cached[item.item_id] = record
-                group.records.append(out)
-                self.stats["strong"] += len(batch)
-                bar.update(len(batch))
-        finally:
-            bar.close()
-
-    def _reuse_slm_answers(self, group: _Group, todo: list[BenchItem]) -> list[BenchItem]:
-        """Copy the answers an SLM run of the same bundled model already wrote.
-
-        A strong model ``confroute/<name>`` answers with the same model, the same messages and
-        greedy decoding as the SLM run of ``<name>``; when the token caps agree too, its answer
-        is the SLM's answer, so it is taken from the SLM cache instead of generated again.
-        Returns the items still to answer.
-        """
-        if not group.model.startswith(LOCAL_PROVIDER + "/"):
-            return todo
-        if self.config.strong_max_new_tokens != self.config.max_new_tokens:
-            return todo
-        name = group.model.split("/", 1)[1]
-        path = self.run_dir / "slm" / model_slug(name) / group.dataset
-        slm = RecordFile(path / f"{group.prompt_format}.jsonl").load()
-        keys = ("text", "answer", "correct", "finish_reason", "latency_s")
-        out: list[dict[str, Any]] = []
-        for item in todo:
-            if item.item_id in slm:
-                record = {k: slm[item.item_id].get(k) for k in keys}
-                out.append({"item_id": item.item_id, **record, "from_slm": True})
-                group.cached[item.item_id] = out[-1]
-        if out:
-            group.records.append(out)
-            self.stats["strong_reused"] = self.stats.get("strong_reused", 0) + len(out)
-        return [i for i in todo if i.item_id not in slm]
-
-    def _strong_local(
-        self, model: LocalModel, group: _Group, items: list[BenchItem]
-    ) -> list[tuple[str | None, str | None]]:
-        config = GenerationConfig(max_new_tokens=self._cap(items[0], group.prompt_format, True))
-        generations = model.generate([messages_for(i, group.prompt_format) for i in items], config)
-        return [(g.text, g.finish_reason) for g in generations]
-
-    def _strong_remote(
-        self, group: _Group, items: list[BenchItem]
-    ) -> list[tuple[str | None, str | None]]:
-        escalation = Escalation(group.model)
-
-        def ask(item: BenchItem) -> tuple[str | None, str | None]:
-            try:
-                result = escalation.complete(
-                    messages_for(item, group.prompt_format),
-                    temperature=0.0,
-                    max_tokens=self._cap(item, group.prompt_format, True),
-                )
-            except EscalationError as error:
-                logger.warning(
-                    "strong model failed on %s/%s: %s", group.dataset, item.item_id, error
-                )
-                return None, "error"
-            return result.text, result.finish_reason
-
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            return list(pool.map(ask, items))

@@ -1,21 +1,38 @@
 """A sweep: SLMs x strong models x datasets x methods x formats x limit, as a frozen config.
 
+Also the pieces both runners (:mod:`.runner` for the SLMs, :mod:`.strong` for the strong models)
+share: a :class:`SweepCell` with its cache file, batching and the progress bar.
+
 A sweep can be written as JSON (the keys are the attribute names below) and passed to
 ``confroute bench run --config FILE``; command-line options override its values.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from confroute import estimators as registry
 from confroute.bench.formats import FORMATS
 from confroute.errors import ConfigurationError
-from confroute.escalation import LOCAL_PROVIDER
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
+from confroute.settings import LOCAL_PROVIDER
 
-__all__ = ["DEFAULT_METHODS", "PROBE_METHODS", "SINGLE_PASS_METHODS", "SweepConfig"]
+if TYPE_CHECKING:
+    from confroute.bench.cache import RecordFile
+    from confroute.bench.datasets import BenchItem
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "PROBE_METHODS",
+    "SINGLE_PASS_METHODS",
+    "SweepCell",
+    "SweepConfig",
+    "chunks",
+    "progress_bar",
+]
 
 SINGLE_PASS_METHODS: tuple[str, ...] = (
     "avg_token_prob",
@@ -98,3 +115,34 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class SweepCell:
+    """One (model, dataset, format) cell of the sweep and its cache file."""
+
+    model: str
+    dataset: str
+    prompt_format: str
+    items: list[BenchItem]
+    records: RecordFile
+    cached: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar on stderr (disabled when ``enabled`` is False)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+        disable=not enabled,
+    )
+
+
+def chunks(items: Sequence[BenchItem], size: int) -> list[list[BenchItem]]:
+    """``items`` in consecutive batches of at most ``size``."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]

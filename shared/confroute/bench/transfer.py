@@ -10,15 +10,16 @@ Confidence variants (``docs/calibration.md``):
 
 - ``raw``: the estimator's confidence as the router computes it;
 - ``answer_span``: token statistics of the final-answer tokens only
-  (:func:`confroute.answer_format.answer_span`);
+  (:func:`confroute.bench.answer_formats.answer_span`);
 - ``chance``: chance-corrected for the number of options,
-  :func:`confroute.answer_format.chance_corrected` (probability-like estimators only);
-- ``lift``: the ratio to chance, :func:`confroute.answer_format.chance_lift` (same estimators).
+  :func:`confroute.bench.answer_formats.chance_corrected` (probability-like estimators only);
+- ``lift``: the ratio to chance, :func:`confroute.bench.answer_formats.chance_lift` (same
+  estimators).
 
 Poolings: ``pooled`` (one profile from all other datasets) and ``per_format`` (a profile from
 the other datasets of the same answer format: letter, yes/no, number; the pooled one when no
 other dataset has that format). Policies: ``fixed`` (the profile's threshold) and
-``streaming`` (:class:`~confroute.calibrated.StreamingQuantile`, which starts from the profile
+``streaming`` (:class:`~confroute.policies.StreamingQuantile`, which starts from the profile
 and follows the quantile of the held-out confidences as they arrive, without labels).
 
 No model is loaded; everything comes from the run's cache.
@@ -26,7 +27,6 @@ No model is loaded; everything comes from the run's cache.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Sequence
@@ -37,13 +37,25 @@ from typing import Any
 import numpy as np
 
 from confroute import estimators as registry
-from confroute.answer_format import answer_span, chance_corrected, chance_lift
 from confroute.bench import metrics as m
-from confroute.bench.cache import RecordFile, generation_from_record, model_slug
-from confroute.bench.evaluate import OPTION_PROB, GroupScores, RunData, load_run, record_format
-from confroute.calibrated import StreamingQuantile
-from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+from confroute.bench.answer_formats import answer_span, chance_corrected, chance_lift
+from confroute.bench.cache import generation_from_record
+from confroute.bench.evaluate import (
+    OPTION_PROB,
+    GroupScores,
+    RunData,
+    group_records,
+    load_run,
+    record_format,
+)
+from confroute.calibration import (
+    CalibrationProfile,
+    PoolItem,
+    ProfileFingerprint,
+    profile_from_run,
+)
 from confroute.estimators import EstimationContext
+from confroute.policies import StreamingQuantile
 
 __all__ = [
     "DEFAULT_RATES",
@@ -75,19 +87,6 @@ format_of = record_format
 """The answer format of a cached SLM record (alias of :func:`.evaluate.record_format`)."""
 
 
-@functools.lru_cache(maxsize=64)
-def _load_records(path: Path, modified_ns: int) -> dict[str, dict[str, Any]]:
-    del modified_ns  # part of the cache key: a rewritten file is read again
-    return RecordFile(path).load()
-
-
-def _records(run_dir: Path, group: GroupScores) -> list[dict[str, Any]]:
-    """A group's cached SLM records, in the group's item order (each file read once)."""
-    path = run_dir / "slm" / model_slug(group.slm) / group.dataset / f"{group.prompt_format}.jsonl"
-    records = _load_records(path, path.stat().st_mtime_ns)
-    return [records[i] for i in group.item_ids]
-
-
 def variant_confidences(
     run_dir: Path, group: GroupScores, method: str, variant: str
 ) -> np.ndarray | None:
@@ -99,7 +98,7 @@ def variant_confidences(
         return None
     if variant == "raw":
         return group.effective(method)
-    records = _records(run_dir, group)
+    records = group_records(run_dir, group)
     if variant in ("chance", "lift"):
         if method not in CHANCE_METHODS:
             return None
@@ -132,7 +131,7 @@ class TransferRow:
     variant: str
     pooling: str
     policy: str
-    """``fixed`` (the profile's threshold) or ``streaming`` (:class:`~confroute.calibrated.
+    """``fixed`` (the profile's threshold) or ``streaming`` (:class:`~confroute.policies.
     StreamingQuantile` warm-started from the profile, over the held-out items in a fixed
     shuffled order)."""
     mae: float
@@ -203,7 +202,7 @@ def leave_one_dataset_out(
             None,
         )
     names = methods or sorted({k for g in groups for k in g.confidences} - {"query_router"})
-    formats = {g.dataset: format_of(_records(root, g)[0]).key for g in groups}
+    formats = {g.dataset: format_of(group_records(root, g)[0]).key for g in groups}
     rows = []
     for method in names:
         for variant in VARIANTS:
@@ -390,103 +389,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def profile_from_run(
-    run_dir: str | Path,
-    slm: str,
-    estimator: str,
-    *,
-    prompt_format: str = "answer_only",
-    datasets: Sequence[str] | None = None,
-    item_ids: dict[str, set[str]] | None = None,
-    strong: str | None = None,
-    fingerprint: str | None = None,
-    bins: int = 30,
-    fraction: float = 1.0,
-    seed: int = 0,
-    data: RunData | None = None,
-) -> CalibrationProfile:
-    """A calibration profile from the SLM answers cached in a bench run (no model is loaded).
-
-    Every item gets its raw confidence (as the router computes it; for ``ood_probe`` the score
-    of a probe trained on the *other* datasets, which is what the shipped probe gives unseen
-    data), its correctness, the strong model's correctness when ``strong`` answered it, and its
-    answer format; then the paper's construction (:func:`~confroute.calibration.
-    build_calibration_set`) samples the set.
-
-    Args:
-        run_dir: A ``confroute bench run`` directory.
-        slm: The SLM whose answers to use.
-        estimator: The estimator (a method of the run).
-        prompt_format: Prompt format of the answers.
-        datasets: Datasets to pool (default: all in the run).
-        item_ids: Dataset -> item ids to keep; datasets not named are left out (default:
-            every cached item).
-        strong: Strong model for ``strong_correct`` (optional).
-        fingerprint: SLM weights fingerprint (default: the bundled model's sha256).
-        bins: Confidence bins of the construction.
-        fraction: Share of each bin to keep.
-        seed: Sampling seed.
-        data: An already loaded run.
-
-    Raises:
-        CalibrationError: Nothing to calibrate on (no such SLM, estimator or datasets).
-        ConfigurationError: ``fingerprint`` is missing for a model that is not bundled.
-    """
-    import confroute
-    from confroute.calibration import build_calibration_set
-    from confroute.errors import CalibrationError, ConfigurationError
-    from confroute.models import BUNDLED_MODELS
-
-    root = Path(run_dir)
-    if fingerprint is None:
-        if slm not in BUNDLED_MODELS:
-            raise ConfigurationError(
-                f"{slm} is not a bundled model: pass its weights fingerprint (LocalModel("
-                f"{slm!r}).fingerprint)."
-            )
-        fingerprint = BUNDLED_MODELS[slm].sha256
-    data = data or load_run(root, baseline=False, probes=estimator in ("ood_probe",))
-    pool: list[PoolItem] = []
-    for group in data.groups:
-        if group.slm != slm or group.prompt_format != prompt_format:
-            continue
-        if datasets is not None and group.dataset not in datasets:
-            continue
-        if estimator not in group.confidences:
-            continue
-        values = group.effective(estimator)
-        correct = group.correct_for(estimator)
-        answers = data.strong.get((strong, group.dataset, prompt_format), {}) if strong else {}
-        kind = format_of(_records(root, group)[0]).key
-        keep = item_ids.get(group.dataset, set()) if item_ids is not None else None
-        for k, item_id in enumerate(group.item_ids):
-            if keep is not None and item_id not in keep:
-                continue
-            pool.append(
-                PoolItem(
-                    dataset=group.dataset,
-                    item_id=item_id,
-                    confidence=max(0.0, float(values[k])),
-                    correct=bool(correct[k]),
-                    strong_correct=answers.get(item_id),
-                    answer_format=kind,
-                )
-            )
-    if not pool:
-        raise CalibrationError(
-            f"{root} holds no {estimator!r} confidences of {slm} in format {prompt_format!r}; "
-            "run `confroute bench run` (or `confroute calibrate --data-dir`) with that "
-            "estimator first."
-        )
-    estimator_object = registry.get(estimator)
-    profile_fingerprint = ProfileFingerprint(
-        model_name=slm,
-        model_fingerprint=fingerprint,
-        estimator=estimator,
-        estimator_params=estimator_object.params(),
-        prompt_style=f"bench:{prompt_format}",
-        confroute_version=confroute.__version__,
-    )
-    return build_calibration_set(pool, profile_fingerprint, bins=bins, fraction=fraction, seed=seed)

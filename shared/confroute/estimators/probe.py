@@ -11,8 +11,8 @@ from confroute.estimators.base import PROBE_LAYER, EstimationContext, Estimator,
 from confroute.generation import Generation
 
 if TYPE_CHECKING:
-    from confroute.local import LocalModel
-    from confroute.probes import Probe
+    from confroute.backend import LocalBackend
+    from confroute.estimators.probe_network import Probe
 
 __all__ = ["OODProbe", "TrainedProbe"]
 
@@ -29,20 +29,21 @@ class _ProbeEstimator(Estimator):
 
         Args:
             path: The probe file (stem, ``.safetensors`` or ``.json``); None looks up the
-                local model's probe in :func:`confroute.probes.probe_search_dirs`.
+                local model's probe in
+                :func:`confroute.estimators.probe_network.probe_search_dirs`.
         """
         self.path = Path(path) if path is not None else None
         self._probe: Probe | None = None
         self._for: str | None = None
 
-    def prepare(self, local_model: LocalModel | None) -> None:
+    def prepare(self, local_model: LocalBackend | None) -> None:
         """Load the probe for ``local_model`` and check that it was made for it.
 
         Raises:
             ConfigurationError: No probe file (the message gives the command that builds
                 one), or a probe made for another model.
         """
-        from confroute.probes import REBUILD_COMMAND, Probe, default_probe_path
+        from confroute.estimators.probe_network import REBUILD_COMMAND, Probe, default_probe_path
 
         if local_model is None:
             raise ConfigurationError(f"{self.name} needs the local model to find its probe.")
@@ -91,8 +92,9 @@ class _ProbeEstimator(Estimator):
 class TrainedProbe(_ProbeEstimator):
     """MLP probe trained on labelled in-domain generations (20 epochs, lr 5e-4).
 
-    There is no shipped file: train one on your data with :func:`confroute.probes.train_probe`
-    or ``benchmarks/train_probes.py --kind trained`` and pass its path.
+    There is no shipped file: train one on your data with
+    :func:`confroute.estimators.probe_network.train_probe` or
+    ``benchmarks/train_probes.py --kind trained`` and pass its path.
     """
 
     name: ClassVar[str] = "trained_probe"

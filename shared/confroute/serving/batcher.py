@@ -1,10 +1,11 @@
 """Micro-batching: concurrent generation calls share one batched forward pass of the local model.
 
 On a CPU or a small GPU the local model is the bottleneck, and one decoding step of a batch of
-16 costs little more than a step of one. :class:`MicroBatcher` wraps a :class:`LocalModel`:
-calls that arrive within a short window (a few milliseconds) are merged into one
-:meth:`LocalModel.generate_from_ids` call, and each caller gets back exactly its own
-generations. It *is* a :class:`LocalModel` (same interface), so a router uses it unchanged::
+16 costs little more than a step of one. :class:`MicroBatcher` wraps any
+:class:`~confroute.backend.LocalBackend` by composition: calls that arrive within a short window
+(a few milliseconds) are merged into one ``generate_from_ids`` call of the wrapped backend, and
+each caller gets back exactly its own generations. It is a ``LocalBackend`` itself, so a router
+uses it unchanged::
 
     slm = MicroBatcher(LocalModel("qwen2.5-coder-0.5b-instruct", max_batch_size=16))
     router = ConfRouter(local_model=slm, strong_model=None)
@@ -29,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from confroute.errors import ConfigurationError, ContextOverflowError
-from confroute.generation import Generation
-from confroute.local import GenerationConfig, KeptPrefix, LocalModel
+from confroute.backend import Capabilities, LocalBackend, check_prompts_fit
+from confroute.errors import ConfigurationError
+from confroute.generation import Generation, GenerationConfig
 
 __all__ = ["BatchStats", "MicroBatcher"]
 
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_MS = 5.0
 """How long the first call of a batch waits for company, in milliseconds."""
+
+DEFAULT_MAX_BATCH = 8
+"""Most prompts merged into one call when the backend names no ``max_batch_size``."""
 
 
 @dataclass
@@ -82,14 +86,17 @@ class _Request:
 _STOP = None
 
 
-class MicroBatcher(LocalModel):
-    """A :class:`LocalModel` that merges concurrent generation calls into one batched call.
+class MicroBatcher:
+    """A :class:`~confroute.backend.LocalBackend` that merges concurrent generation calls.
+
+    It wraps any backend by composition and is one itself: :meth:`generate`,
+    :meth:`agenerate`, :meth:`generate_from_ids` and :meth:`agenerate_from_ids` join the next
+    batch; everything else (``name``, ``fingerprint``, ``context_window``, ``capabilities``,
+    template, tokenizer, follow-up turns) is the wrapped backend's, delegated one by one.
 
     Thread-safe and asyncio-friendly: :meth:`generate_from_ids` / :meth:`generate` block the
     calling thread until its answers are ready; :meth:`agenerate` and
-    :meth:`agenerate_from_ids` await them without holding a thread. Everything else (template,
-    tokenizer, follow-up turns, ``name``, ``fingerprint``, ``context_window``, ...) is the
-    wrapped model's.
+    :meth:`agenerate_from_ids` await them without holding a thread.
 
     Example:
         >>> slm = MicroBatcher(LocalModel(max_batch_size=16), window_ms=5)  # doctest: +SKIP
@@ -98,33 +105,37 @@ class MicroBatcher(LocalModel):
 
     def __init__(
         self,
-        model: LocalModel,
+        model: LocalBackend,
         *,
         window_ms: float = DEFAULT_WINDOW_MS,
         max_batch: int | None = None,
     ) -> None:
-        """Wrap a loaded local model.
+        """Wrap a loaded local backend.
 
         Args:
-            model: The model that generates (its own ``max_batch_size`` still splits a merged
-                batch into forward passes: load it with ``max_batch_size >= max_batch``).
+            model: The backend that generates (a :class:`~confroute.local.LocalModel` still
+                splits a merged batch into forward passes of its own ``max_batch_size``: load
+                it with ``max_batch_size >= max_batch``).
             window_ms: How long the first call of a batch waits for more calls. Calls that
                 queued while the previous batch ran join the next one without waiting.
             max_batch: Most prompts (samples counted) merged into one call; defaults to the
-                model's ``max_batch_size``. A single larger call still runs, alone.
+                backend's ``max_batch_size`` where it has one, else
+                :data:`DEFAULT_MAX_BATCH`. A single larger call still runs, alone.
 
         Raises:
-            ConfigurationError: ``model`` is not a LocalModel, is already a MicroBatcher, or a
-                setting is out of range.
+            ConfigurationError: ``model`` is not a LocalBackend, is already a MicroBatcher, or
+                a setting is out of range.
         """
-        if not isinstance(model, LocalModel) or isinstance(model, MicroBatcher):
+        if isinstance(model, MicroBatcher) or not isinstance(model, LocalBackend):
             raise ConfigurationError(
-                "MicroBatcher wraps one LocalModel (not another MicroBatcher); got "
-                f"{type(model).__name__}. Load it with LocalModel(...) first."
+                "MicroBatcher wraps one LocalBackend (not another MicroBatcher); got "
+                f"{type(model).__name__}. Load it with LocalModel(...) first, or pass an object "
+                "that implements confroute.backend.LocalBackend."
             )
         if window_ms < 0:
             raise ConfigurationError(f"window_ms must be >= 0, got {window_ms}.")
-        chosen = model.max_batch_size if max_batch is None else max_batch
+        own = getattr(model, "max_batch_size", DEFAULT_MAX_BATCH)  # a LocalModel's pass size
+        chosen = own if max_batch is None else max_batch
         if chosen < 1:
             raise ConfigurationError(f"max_batch must be >= 1, got {max_batch}.")
         self._inner = model
@@ -137,22 +148,41 @@ class MicroBatcher(LocalModel):
         self._closed = False
         self._finalizer = weakref.finalize(self, self._queue.put, _STOP)
 
-    # -- delegation --------------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        """Attributes this wrapper does not define are the wrapped model's."""
-        inner = self.__dict__.get("_inner")
-        if inner is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(inner, name)
+    # -- the wrapped backend, delegated explicitly ---------------------------------------------
 
     @property
-    def wrapped(self) -> LocalModel:
-        """The model that generates."""
+    def wrapped(self) -> LocalBackend:
+        """The backend that generates."""
         return self._inner
 
+    @property
+    def name(self) -> str:
+        """The wrapped backend's model name."""
+        return self._inner.name
+
+    @property
+    def fingerprint(self) -> str:
+        """The wrapped backend's weights hash."""
+        return self._inner.fingerprint
+
+    @property
+    def context_window(self) -> int:
+        """The wrapped backend's context window."""
+        return self._inner.context_window
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The wrapped backend's capabilities (batching changes none of them)."""
+        return self._inner.capabilities
+
+    @property
+    def tokenizer(self) -> Any:
+        """The wrapped backend's tokenizer (AttributeError where it has none)."""
+        inner: Any = self._inner
+        return inner.tokenizer
+
     def __repr__(self) -> str:
-        """The wrapped model and the batching settings."""
+        """The wrapped backend and the batching settings."""
         return (
             f"MicroBatcher({self._inner!r}, window_ms={self.window_s * 1000:g}, "
             f"max_batch={self.max_batch})"
@@ -163,33 +193,52 @@ class MicroBatcher(LocalModel):
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
-        """The wrapped model's prompt text for a conversation."""
+        """The wrapped backend's prompt text for a conversation."""
         return self._inner.render(messages, tools)
 
     def encode(self, text: str) -> list[int]:
-        """The wrapped model's token ids of a prompt text."""
+        """The wrapped backend's token ids of a prompt text."""
         return self._inner.encode(text)
 
     def count_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
         """Number of prompt tokens of a conversation."""
-        return self._inner.count_tokens(messages)  # type: ignore[arg-type]
+        return self._inner.count_tokens(messages)
 
-    def next_token_logprobs(
-        self, token_ids: Sequence[int], prefix: KeptPrefix | None = None
-    ) -> np.ndarray:
-        """The wrapped model's next-token log-probabilities (not batched)."""
+    def vocabulary(self) -> Sequence[tuple[str, int]]:
+        """The wrapped backend's ``(token string, id)`` pairs."""
+        return self._inner.vocabulary()
+
+    def special_token_ids(self) -> frozenset[int]:
+        """The wrapped backend's special token ids."""
+        return self._inner.special_token_ids()
+
+    def next_token_logprobs(self, token_ids: Sequence[int], prefix: Any = None) -> np.ndarray:
+        """The wrapped backend's next-token log-probabilities (not batched)."""
         return self._inner.next_token_logprobs(token_ids, prefix)
 
     def continue_greedy(
-        self, token_ids: Sequence[int], max_new_tokens: int, prefix: KeptPrefix | None = None
+        self, token_ids: Sequence[int], max_new_tokens: int, prefix: Any = None
     ) -> str:
-        """The wrapped model's greedy continuation (not batched)."""
+        """The wrapped backend's greedy continuation (not batched)."""
         return self._inner.continue_greedy(token_ids, max_new_tokens, prefix)
 
-    # -- generation ----------------------------------------------------------------------------
+    # -- generation, batched -------------------------------------------------------------------
 
-    # ``generate`` is LocalModel's: it renders, encodes and calls ``generate_from_ids`` below,
-    # so a sync caller shares the next batch too.
+    def generate(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[Generation]:
+        """Render and encode here, then answer in the next batch; blocks until done.
+
+        Raises:
+            ContextOverflowError: A prompt plus ``max_new_tokens`` exceeds the context window.
+        """
+        return self.generate_from_ids(
+            self._prompts(conversations, tools), config or GenerationConfig()
+        )
 
     async def agenerate(
         self,
@@ -199,9 +248,8 @@ class MicroBatcher(LocalModel):
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[Generation]:
         """Async form of :meth:`generate`; waits for the batch without holding a thread."""
-        config = config or GenerationConfig()
-        prompts = [self.encode(self.render(c, tools)) for c in conversations]
-        return await self.agenerate_from_ids(prompts, config)
+        prompts = self._prompts(conversations, tools)
+        return await self.agenerate_from_ids(prompts, config or GenerationConfig())
 
     def generate_from_ids(
         self, prompts: Sequence[Sequence[int]], config: GenerationConfig
@@ -241,19 +289,19 @@ class MicroBatcher(LocalModel):
         """Close the batching thread."""
         self.close()
 
+    def _prompts(
+        self,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> list[list[int]]:
+        return [self.encode(self.render(c, tools)) for c in conversations]
+
     def _submit(
         self, prompts: Sequence[Sequence[int]], config: GenerationConfig
     ) -> Future[list[Generation]]:
-        window = self._inner.context_window
-        for ids in prompts:
-            if len(ids) + config.max_new_tokens > window:
-                raise ContextOverflowError(
-                    f"The prompt has {len(ids)} tokens; with max_new_tokens="
-                    f"{config.max_new_tokens} it exceeds {self._inner.name}'s context window of "
-                    f"{window} tokens. Shorten the prompt or lower max_new_tokens.",
-                    prompt_tokens=len(ids),
-                    context_window=window,
-                )
+        check_prompts_fit(
+            prompts, config.max_new_tokens, self._inner.context_window, self._inner.name
+        )
         future: Future[list[Generation]] = Future()
         request = _Request([list(p) for p in prompts], config, future, time.monotonic())
         with self._start_lock:
@@ -274,7 +322,7 @@ class MicroBatcher(LocalModel):
 
 def _serve(
     requests: queue.SimpleQueue[_Request | None],
-    model: LocalModel,
+    model: LocalBackend,
     window_s: float,
     max_batch: int,
     stats: BatchStats,
@@ -325,7 +373,7 @@ def _serve(
                 raise
 
 
-def _run(model: LocalModel, batch: list[_Request], stats: BatchStats) -> None:
+def _run(model: LocalBackend, batch: list[_Request], stats: BatchStats) -> None:
     """Generate for a collected batch: one call per group of equal configs."""
     live = [r for r in batch if r.future.set_running_or_notify_cancel()]
     groups: list[list[_Request]] = []
@@ -355,7 +403,7 @@ def _run(model: LocalModel, batch: list[_Request], stats: BatchStats) -> None:
                     request.future.set_exception(single_error)
 
 
-def _generate_group(model: LocalModel, group: list[_Request], stats: BatchStats) -> None:
+def _generate_group(model: LocalBackend, group: list[_Request], stats: BatchStats) -> None:
     prompts = [p for request in group for p in request.prompts]
     config = group[0].config
     rows = len(prompts) * config.num_samples

@@ -115,6 +115,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Build the router from the parsed arguments and serve until interrupted."""
+    from confroute.backend import LocalBackend
     from confroute.local import LocalModel
     from confroute.router import ConfRouter
     from confroute.serving.batcher import MicroBatcher
@@ -128,7 +129,7 @@ def run_serve(args: argparse.Namespace) -> int:
     api_key: SecretStr | str | None = (
         environment().api_key if args.api_key_env is None else _env_value(args.api_key_env)
     )
-    local: LocalModel = LocalModel(args.slm, max_batch_size=args.max_batch)
+    local: LocalBackend = LocalModel(args.slm, max_batch_size=args.max_batch)
     if not args.no_batching:
         local = MicroBatcher(local, window_ms=args.batch_window_ms, max_batch=args.max_batch)
     settings = settings_from(

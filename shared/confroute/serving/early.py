@@ -27,7 +27,7 @@ from typing import Any, Literal
 from confroute.errors import ConfigurationError
 from confroute.generation import Generation
 from confroute.hooks import ScoredAnswer
-from confroute.policy import FixedThreshold, Verdict, check_unit_interval
+from confroute.policies import FixedThreshold, Verdict, check_unit_interval
 from confroute.router import ConfRouter
 
 __all__ = [

@@ -24,6 +24,7 @@ import numpy as np
 
 from confroute.errors import ConfigurationError
 from confroute.estimators.base import PROBE_LAYER
+from confroute.settings import environment
 
 if TYPE_CHECKING:
     import torch
@@ -181,6 +182,7 @@ class Probe:
         Raises:
             ConfigurationError: Files missing or unreadable, or made for another model.
         """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         stem = Path(path).with_suffix("")
@@ -195,7 +197,7 @@ class Probe:
             raw["hidden_sizes"] = tuple(raw.get("hidden_sizes", HIDDEN_SIZES))
             metadata = ProbeMetadata(**raw)
             tensors = load_file(str(weights))
-        except (OSError, ValueError, TypeError) as error:
+        except (OSError, ValueError, TypeError, SafetensorError) as error:
             raise ConfigurationError(f"Cannot read the probe at {stem}: {error}.") from error
         if metadata.format != PROBE_FORMAT:
             raise ConfigurationError(
@@ -303,9 +305,10 @@ def probe_search_dirs() -> list[Path]:
     from confroute.models import cache_dir
 
     dirs = []
-    if os.environ.get("CONFROUTE_PROBE_DIR"):
-        dirs.append(Path(os.environ["CONFROUTE_PROBE_DIR"]))
-    dirs.append(Path(__file__).parent / "probe_files")
+    probe_dir = environment().probe_dir
+    if probe_dir is not None:
+        dirs.append(probe_dir)
+    dirs.append(Path(__file__).parents[1] / "probe_files")
     dirs.append(cache_dir() / "probes")
     return dirs
 

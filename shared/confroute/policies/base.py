@@ -1,0 +1,68 @@
+"""The routing-policy contract: a confidence (and answer format) in, a :class:`Verdict` out.
+
+Every policy compares a confidence with a threshold through :func:`compare`, so the meaning of
+"confident", "low confidence" and "no confidence" is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from confroute.decision import DecisionReason
+
+__all__ = ["RoutingPolicy", "Verdict", "compare"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A policy's answer for one confidence.
+
+    Attributes:
+        escalate: Whether to send the request to the strong model.
+        threshold: The threshold the confidence was compared with.
+        reason: Why (``"confident"``, ``"low_confidence"``, ``"no_confidence"``, or a reason the
+            router sets itself, such as ``"context_overflow"``).
+    """
+
+    escalate: bool
+    threshold: float
+    reason: DecisionReason
+
+
+@runtime_checkable
+class RoutingPolicy(Protocol):
+    """Decides from a confidence in [0, 1] (or None, meaning none could be computed)."""
+
+    def decide(self, confidence: float | None, answer_format: str | None = None) -> Verdict:
+        """Return whether to escalate, and why.
+
+        Args:
+            confidence: The local answer's confidence in [0, 1]; None when none was computed.
+            answer_format: The answer format the router recognised in the request
+                (``letter``, ``yes_no``, ``number``, ...); policies without per-format
+                thresholds ignore it.
+        """
+        ...
+
+
+def compare(confidence: float | None, threshold: float) -> Verdict:
+    """Compare a confidence with a threshold: escalate when confidence < threshold.
+
+    A threshold of 1.0 (or more) escalates every request, even a confidence of exactly 1.0,
+    with reason ``low_confidence``. A missing confidence counts as the lowest: it escalates at
+    any threshold above 0, with reason ``no_confidence``.
+
+    Args:
+        confidence: The confidence in [0, 1], or None.
+        threshold: The threshold in [0, 1].
+
+    Returns:
+        The verdict, carrying ``threshold``.
+    """
+    if threshold >= 1.0:
+        return Verdict(True, threshold, "low_confidence")
+    if confidence is None:
+        return Verdict(threshold > 0.0, threshold, "no_confidence")
+    escalate = confidence < threshold
+    return Verdict(escalate, threshold, "low_confidence" if escalate else "confident")
