@@ -28,12 +28,46 @@ from confroute.settings import DEFAULT_THRESHOLD, RouterSettings
 from confroute.target import EscalationTarget
 
 __all__ = [
+    "check_choices",
     "check_policy",
     "escalation_target",
     "generation_defaults",
     "local_backend",
     "threshold_policy",
 ]
+
+
+def check_choices(
+    settings: RouterSettings,
+    policy: RoutingPolicy | None,
+    profile: object | None,
+    hooks: Sequence[object],
+) -> None:
+    """Refuse settings that contradict each other, and hooks that cannot be called.
+
+    Raises:
+        ConfigurationError: More than one of threshold, policy and escalation_rate; a profile
+            without a rate; a hook that is not callable.
+    """
+    chosen = [
+        name
+        for name, value in (
+            ("threshold", settings.threshold),
+            ("policy", policy),
+            ("escalation_rate", settings.escalation_rate),
+        )
+        if value is not None
+    ]
+    if len(chosen) > 1:
+        raise ConfigurationError(f"Give one of threshold, policy or escalation_rate; got {chosen}.")
+    if profile is not None and settings.escalation_rate is None:
+        raise ConfigurationError(
+            "profile is only used with escalation_rate; pass escalation_rate=... too, or "
+            "use the profile in a policy (for example RiskControlledThreshold(profile, ...))."
+        )
+    for hook in hooks:
+        if not callable(hook):
+            raise ConfigurationError(f"Every hook must be callable; got {hook!r}.")
 
 
 def generation_defaults(

@@ -13,11 +13,11 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 from confroute import estimators as estimator_registry
 from confroute.assembly import (
+    check_choices,
     check_policy,
     escalation_target,
     generation_defaults,
@@ -35,7 +35,7 @@ from confroute.messages import Message, as_messages
 from confroute.outcome import Outcome, StreamPlan
 from confroute.policies import RoutingPolicy
 from confroute.response import RoutedChunk, RoutedResponse
-from confroute.scoring import Pipeline, stop_sequences
+from confroute.scoring import Pipeline, call_config, escalation_options
 from confroute.settings import DEFAULT_THRESHOLD, RouterSettings, settings_from
 from confroute.target import EscalationTarget
 
@@ -124,27 +124,7 @@ class ConfRouter:
         if strong_model is not _FROM_SETTINGS and isinstance(strong_model, str):
             changes["strong_model"] = strong_model
         self.settings = settings_from(settings, **changes)
-        chosen = [
-            name
-            for name, value in (
-                ("threshold", self.settings.threshold),
-                ("policy", policy),
-                ("escalation_rate", self.settings.escalation_rate),
-            )
-            if value is not None
-        ]
-        if len(chosen) > 1:
-            raise ConfigurationError(
-                f"Give one of threshold, policy or escalation_rate; got {chosen}."
-            )
-        if profile is not None and self.settings.escalation_rate is None:
-            raise ConfigurationError(
-                "profile is only used with escalation_rate; pass escalation_rate=... too, or "
-                "use the profile in a policy (for example RiskControlledThreshold(profile, ...))."
-            )
-        for hook in (*hooks, *observers):
-            if not callable(hook):
-                raise ConfigurationError(f"Every hook must be callable; got {hook!r}.")
+        check_choices(self.settings, policy, profile, (*hooks, *observers))
         if strong_model is _FROM_SETTINGS or isinstance(strong_model, str):
             strong_model = self.settings.strong_model
         elif strong_model is not None and redact is not None:
@@ -207,12 +187,7 @@ class ConfRouter:
         stop: str | Sequence[str] | None = None,
     ) -> GenerationConfig:
         """The local generation settings of one call: :attr:`defaults` with these overrides."""
-        return replace(
-            self.defaults,
-            max_new_tokens=max_new_tokens or self.defaults.max_new_tokens,
-            temperature=self.defaults.temperature if temperature is None else temperature,
-            stop=stop_sequences(stop),
-        )
+        return call_config(self.defaults, max_new_tokens, temperature, stop)
 
     def _pipeline(self) -> Pipeline:
         return Pipeline(
@@ -248,12 +223,7 @@ class ConfRouter:
     ) -> tuple[list[list[Message]], GenerationConfig, dict[str, Any]]:
         """Conversations, local settings and escalation options of one call."""
         config = self.generation_config(max_new_tokens, temperature, stop)
-        options = {
-            "temperature": config.temperature,
-            "max_tokens": max_new_tokens or config.max_new_tokens,
-            "stop": list(config.stop) or None,
-            "tools": tools,
-        }
+        options = escalation_options(config, max_new_tokens, tools)
         return [as_messages(p) for p in prompts], config, options
 
     # -- public API ------------------------------------------------------------------------

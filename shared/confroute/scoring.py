@@ -25,7 +25,7 @@ from confroute.messages import Message
 from confroute.policies import RoutingPolicy, Verdict
 from confroute.tools import parse_tool_calls, repeated_tool_calls
 
-__all__ = ["Pipeline", "check_tools", "stop_sequences"]
+__all__ = ["Pipeline", "call_config", "check_tools", "escalation_options", "stop_sequences"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,33 @@ def check_tools(tools: Sequence[Mapping[str, Any]] | None) -> None:
             "tools must be a list of OpenAI tool dicts ({'type': 'function', 'function': "
             f"{{...}}}}); got {tools!r}."
         )
+
+
+def call_config(
+    defaults: GenerationConfig,
+    max_new_tokens: int | None,
+    temperature: float | None,
+    stop: str | Sequence[str] | None,
+) -> GenerationConfig:
+    """The local generation settings of one call: ``defaults`` with the call's overrides."""
+    return replace(
+        defaults,
+        max_new_tokens=max_new_tokens or defaults.max_new_tokens,
+        temperature=defaults.temperature if temperature is None else temperature,
+        stop=stop_sequences(stop),
+    )
+
+
+def escalation_options(
+    config: GenerationConfig, max_new_tokens: int | None, tools: Sequence[Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """The keyword arguments of the escalation call matching one call's local settings."""
+    return {
+        "temperature": config.temperature,
+        "max_tokens": max_new_tokens or config.max_new_tokens,
+        "stop": list(config.stop) or None,
+        "tools": tools,
+    }
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,8 @@ import queue
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +31,7 @@ import numpy as np
 from confroute.backend import Capabilities, LocalBackend, check_prompts_fit
 from confroute.errors import ConfigurationError
 from confroute.generation import Generation, GenerationConfig
+from confroute.serving.batch_worker import STOP, BatchStats, Request, serve
 
 __all__ = ["BatchStats", "MicroBatcher"]
 
@@ -43,47 +42,6 @@ DEFAULT_WINDOW_MS = 5.0
 
 DEFAULT_MAX_BATCH = 8
 """Most prompts merged into one call when the backend names no ``max_batch_size``."""
-
-
-@dataclass
-class BatchStats:
-    """What the batcher has done so far (read it for monitoring and tests).
-
-    Attributes:
-        requests: Calls received.
-        batches: Calls made to the wrapped model.
-        rows: Prompts generated (samples counted), over all batches.
-        recent: Rows of the most recent batches, oldest first (the last 1,000).
-    """
-
-    requests: int = 0
-    batches: int = 0
-    rows: int = 0
-    recent: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
-
-    @property
-    def mean_batch(self) -> float:
-        """Mean rows per batch (0 before the first batch)."""
-        return self.rows / self.batches if self.batches else 0.0
-
-
-@dataclass
-class _Request:
-    prompts: list[list[int]]
-    config: GenerationConfig
-    future: Future[list[Generation]]
-    arrived: float
-
-    @property
-    def rows(self) -> int:
-        return len(self.prompts) * self.config.num_samples
-
-    @property
-    def mergeable(self) -> bool:
-        return not (self.config.temperature > 0 and self.config.seed is not None)
-
-
-_STOP = None
 
 
 class MicroBatcher:
@@ -142,11 +100,11 @@ class MicroBatcher:
         self.window_s = window_ms / 1000.0
         self.max_batch = int(chosen)
         self.stats = BatchStats()
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._start_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._closed = False
-        self._finalizer = weakref.finalize(self, self._queue.put, _STOP)
+        self._finalizer = weakref.finalize(self, self._queue.put, STOP)
 
     # -- the wrapped backend, delegated explicitly ---------------------------------------------
 
@@ -303,13 +261,13 @@ class MicroBatcher:
             prompts, config.max_new_tokens, self._inner.context_window, self._inner.name
         )
         future: Future[list[Generation]] = Future()
-        request = _Request([list(p) for p in prompts], config, future, time.monotonic())
+        request = Request([list(p) for p in prompts], config, future, time.monotonic())
         with self._start_lock:
             if self._closed:
                 raise ConfigurationError("This MicroBatcher is closed; create a new one.")
             if self._worker is None:
                 self._worker = threading.Thread(
-                    target=_serve,
+                    target=serve,
                     args=(self._queue, self._inner, self.window_s, self.max_batch, self.stats),
                     name="confroute-microbatcher",
                     daemon=True,
@@ -318,102 +276,3 @@ class MicroBatcher:
             self.stats.requests += 1
             self._queue.put(request)
         return future
-
-
-def _serve(
-    requests: queue.SimpleQueue[_Request | None],
-    model: LocalBackend,
-    window_s: float,
-    max_batch: int,
-    stats: BatchStats,
-) -> None:
-    """The batching thread: collect a batch, run it, repeat until told to stop.
-
-    It holds no reference to the :class:`MicroBatcher`, so an unused batcher is collected and
-    its finalizer stops this thread.
-    """
-    carried: deque[_Request] = deque()
-    stopping = False
-    while not (stopping and not carried):
-        if carried:
-            first = carried.popleft()
-        else:
-            item = requests.get()
-            if item is None:
-                return
-            first = item
-        batch, rows = [first], first.rows
-        deadline = first.arrived + window_s
-        while rows < max_batch and not stopping:
-            if carried:
-                item = carried.popleft()
-            else:
-                remaining = deadline - time.monotonic()
-                try:
-                    item = (
-                        requests.get(timeout=remaining) if remaining > 0 else requests.get_nowait()
-                    )
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-            if rows + item.rows > max_batch:
-                carried.appendleft(item)
-                break
-            batch.append(item)
-            rows += item.rows
-        try:
-            _run(model, batch, stats)
-        except BaseException as error:  # never leave a caller waiting for ever
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
-
-
-def _run(model: LocalBackend, batch: list[_Request], stats: BatchStats) -> None:
-    """Generate for a collected batch: one call per group of equal configs."""
-    live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-    groups: list[list[_Request]] = []
-    for request in live:
-        for group in groups:
-            if request.mergeable and group[0].mergeable and group[0].config == request.config:
-                group.append(request)
-                break
-        else:
-            groups.append([request])
-    for group in groups:
-        try:
-            _generate_group(model, group, stats)
-        except Exception as error:
-            if len(group) == 1:
-                group[0].future.set_exception(error)
-                continue
-            logger.warning(
-                "A merged batch of %d calls failed (%s); retrying each call alone.",
-                len(group),
-                error,
-            )
-            for request in group:
-                try:
-                    _generate_group(model, [request], stats)
-                except Exception as single_error:
-                    request.future.set_exception(single_error)
-
-
-def _generate_group(model: LocalBackend, group: list[_Request], stats: BatchStats) -> None:
-    prompts = [p for request in group for p in request.prompts]
-    config = group[0].config
-    rows = len(prompts) * config.num_samples
-    logger.debug("micro-batch: %d calls, %d rows", len(group), rows)
-    generations = model.generate_from_ids(prompts, config)
-    stats.batches += 1
-    stats.rows += rows
-    stats.recent.append(rows)
-    start = 0
-    for request in group:
-        end = start + request.rows
-        request.future.set_result(generations[start:end])
-        start = end
