@@ -14,7 +14,6 @@ from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
-from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from typing_extensions import Self
 
@@ -22,10 +21,8 @@ from confroute.backend import LocalBackend
 from confroute.errors import EscalationError
 from confroute.escalation import Escalation
 from confroute.estimators import Estimator
-from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policies import RoutingPolicy
 from confroute.router import ConfRouter
-from confroute.settings import LOCAL_PROVIDER
 from langchain_confroute.calls import (
     RoutedRequest,
     answers_for_batch,
@@ -33,27 +30,28 @@ from langchain_confroute.calls import (
     batch_requests,
     build_request,
     route_batch,
-    take_answer,
 )
 from langchain_confroute.engine import (
     build_router,
     check_engine_settings,
+    from_environment,
     identifying_params,
+    setting,
     tracing_params,
 )
-from langchain_confroute.events import adispatch_decision, dispatch_decision
+from langchain_confroute.events import adispatch_decision, claim_failure, dispatch_decision
 from langchain_confroute.messages import PROVIDER, to_chat_result
+from langchain_confroute.plan import CallPlan
 from langchain_confroute.streaming import (
+    RunManager,
     adispatch_failure_for_config,
     adispatch_for_config,
     areplay,
     awhole_with_tools,
-    current_run,
     dispatch_failure_for_config,
     dispatch_for_config,
     replay,
-    reporter_for,
-    to_chunk,
+    running,
     whole_with_tools,
 )
 from langchain_confroute.tools import (
@@ -88,18 +86,18 @@ class ChatConfRoute(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    local_model: str | Path | LocalBackend = DEFAULT_SLM
+    local_model: str | Path | LocalBackend = setting("local_model")
     """The local model: a bundled name, a directory, a ``.gguf`` file, a hub id or a loaded
     :class:`~confroute.backend.LocalBackend` such as a
     :class:`~confroute.local.LocalModel` (shared, not copied)."""
-    strong_model: str | Escalation | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
+    strong_model: str | Escalation | None = setting("strong_model")
     """The escalation target: a LiteLLM model string (``"openai/gpt-4o-mini"``), an
     :class:`~confroute.escalation.Escalation`, or None to stay local (would-be escalations are
     reported with reason ``local_only``). The default is the bundled 1.5B, in process."""
     router: ConfRouter | None = Field(default=None, exclude=True)
     """A ready :class:`~confroute.router.ConfRouter`; when given, the engine fields above and
     below must be left unset (configure the router instead)."""
-    estimator: str | Estimator = "perplexity"
+    estimator: str | Estimator = setting("estimator")
     """The uncertainty estimator, by name or instance."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """Escalate when confidence is below this (default: the engine's, 0.8 on perplexity)."""
@@ -111,29 +109,27 @@ class ChatConfRoute(BaseChatModel):
     (default: the shipped profile of the model and estimator)."""
     policy: RoutingPolicy | None = None
     """A routing policy object (any ``decide(confidence) -> Verdict``); excludes ``threshold``."""
-    api_base: str | None = Field(default_factory=from_env("CONFROUTE_API_BASE", default=None))
+    api_base: str | None = Field(default_factory=from_environment("api_base"))
     """Base URL of the strong model's OpenAI-compatible server (env ``CONFROUTE_API_BASE``)."""
-    api_key: SecretStr | None = Field(
-        default_factory=secret_from_env("CONFROUTE_API_KEY", default=None)
-    )
+    api_key: SecretStr | None = Field(default_factory=from_environment("api_key"))
     """Key of the strong model (env ``CONFROUTE_API_KEY``; otherwise LiteLLM reads the
     provider's own variable, such as ``OPENAI_API_KEY``). Never logged or reported."""
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: float = Field(default=setting("timeout"), gt=0)
     """Seconds per escalation call."""
-    max_retries: int = Field(default=2, ge=0)
+    max_retries: int = Field(default=setting("max_retries"), ge=0)
     """Retries per strong model, with back-off."""
     fallbacks: list[str] = Field(default_factory=list)
     """LiteLLM models tried in order when ``strong_model`` fails."""
-    on_escalation_error: Literal["return_local", "raise"] = "return_local"
+    on_escalation_error: Literal["return_local", "raise"] = setting("on_escalation_error")
     """When escalation fails: answer with the local answer (the decision records the error), or
     raise :class:`~confroute.errors.EscalationError`."""
-    temperature: float = Field(default=0.0, ge=0.0)
+    temperature: float = Field(default=setting("temperature"), ge=0.0)
     """Sampling temperature of both models (0 = greedy)."""
     max_tokens: int | None = Field(default=None, ge=1)
-    """Answer length cap for both models (default: the engine's local cap, 256)."""
+    """Answer length cap for both models (default: the router's ``max_new_tokens``)."""
     stop: list[str] | None = None
     """Stop sequences; they are not part of the answer."""
-    device: str = "auto"
+    device: str = setting("device")
     """Device of a local model loaded by name: ``"auto"``, ``"cpu"``, ``"cuda"``..."""
     streaming: bool = False
     """Stream internally on ``invoke`` (so callbacks receive tokens)."""
@@ -186,7 +182,16 @@ class ChatConfRoute(BaseChatModel):
             kwargs=kwargs,
         )
 
-    # -- generation ------------------------------------------------------------------------
+    # -- generation: the four methods drive one CallPlan ------------------------------------
+
+    def _plan(
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        run_manager: RunManager | None,
+    ) -> CallPlan:
+        return CallPlan.for_call(self, self._request(messages, stop, kwargs), run_manager)
 
     def _generate_with_cache(
         self,
@@ -196,13 +201,10 @@ class ChatConfRoute(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         # A streamed invoke calls _stream without the run manager; expose it for the event.
-        token = current_run.set((id(self), run_manager) if run_manager is not None else None)
-        try:
+        with running(self, run_manager):
             return super()._generate_with_cache(
                 messages, stop=stop, run_manager=run_manager, **kwargs
             )
-        finally:
-            current_run.reset(token)
 
     async def _agenerate_with_cache(
         self,
@@ -211,13 +213,10 @@ class ChatConfRoute(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        token = current_run.set((id(self), run_manager) if run_manager is not None else None)
-        try:
+        with running(self, run_manager):
             return await super()._agenerate_with_cache(
                 messages, stop=stop, run_manager=run_manager, **kwargs
             )
-        finally:
-            current_run.reset(token)
 
     def _generate(
         self,
@@ -226,17 +225,14 @@ class ChatConfRoute(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages, stop, kwargs)
+        plan = self._plan(messages, stop, kwargs, run_manager)
+        reporter = plan.reporter_as(CallbackManagerForLLMRun)
         try:
-            response = take_answer(self, request) or self.get_router().route(
-                request.messages, **request.options
-            )
+            response = plan.ready or self.get_router().route(plan.messages, **plan.options)
         except EscalationError as error:
-            if error.decision is not None and run_manager is not None:
-                dispatch_decision(run_manager, error.decision)
-                error.confroute_dispatched = True  # type: ignore[attr-defined]
+            dispatch_decision(reporter, claim_failure(error, reporter))
             raise
-        dispatch_decision(run_manager, response.decision)
+        dispatch_decision(reporter, response.decision)
         return to_chat_result(response)
 
     async def _agenerate(
@@ -246,17 +242,14 @@ class ChatConfRoute(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request = self._request(messages, stop, kwargs)
+        plan = self._plan(messages, stop, kwargs, run_manager)
+        reporter = plan.reporter_as(AsyncCallbackManagerForLLMRun)
         try:
-            response = take_answer(self, request) or await self.get_router().aroute(
-                request.messages, **request.options
-            )
+            response = plan.ready or await self.get_router().aroute(plan.messages, **plan.options)
         except EscalationError as error:
-            if error.decision is not None and run_manager is not None:
-                await adispatch_decision(run_manager, error.decision)
-                error.confroute_dispatched = True  # type: ignore[attr-defined]
+            await adispatch_decision(reporter, claim_failure(error, reporter))
             raise
-        await adispatch_decision(run_manager, response.decision)
+        await adispatch_decision(reporter, response.decision)
         return to_chat_result(response)
 
     def _stream(
@@ -266,37 +259,24 @@ class ChatConfRoute(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, kwargs)
-        reporter = reporter_for(self, run_manager)
+        plan = self._plan(messages, stop, kwargs, run_manager)
+        reporter = plan.reporter_as(CallbackManagerForLLMRun)
         try:
-            yield from self._stream_pieces(request, run_manager, reporter)
+            if plan.streams_whole:
+                whole = plan.ready or self.get_router().route(plan.messages, **plan.options)
+                pieces = replay(whole)
+            else:
+                pieces = self.get_router().stream(plan.messages, **plan.options)
+            for piece in whole_with_tools(pieces, plan.tools):
+                decision, chunk = plan.step(piece)
+                dispatch_decision(reporter, decision)
+                if chunk is not None:
+                    if run_manager is not None:
+                        run_manager.on_llm_new_token(piece.text, chunk=chunk)
+                    yield chunk
         except EscalationError as error:
-            if isinstance(reporter, CallbackManagerForLLMRun) and error.decision is not None:
-                dispatch_decision(reporter, error.decision)
-                error.confroute_dispatched = True  # type: ignore[attr-defined]
+            dispatch_decision(reporter, claim_failure(error, reporter))
             raise
-
-    def _stream_pieces(
-        self, request: Any, run_manager: CallbackManagerForLLMRun | None, reporter: Any
-    ) -> Iterator[ChatGenerationChunk]:
-        ready = take_answer(self, request)
-        if ready is None and request.options["tools"]:
-            # Tool calls are released whole, so the answer need not be streamed.
-            ready = self.get_router().route(request.messages, **request.options)
-        pieces = (
-            replay(ready)
-            if ready is not None
-            else self.get_router().stream(request.messages, **request.options)
-        )
-        for piece in whole_with_tools(pieces, request.options["tools"]):
-            if piece.response is not None and isinstance(reporter, CallbackManagerForLLMRun):
-                dispatch_decision(reporter, piece.response.decision)
-            chunk = to_chunk(piece)
-            if chunk is None:
-                continue
-            if run_manager is not None:
-                run_manager.on_llm_new_token(piece.text, chunk=chunk)
-            yield chunk
 
     async def _astream(
         self,
@@ -305,37 +285,24 @@ class ChatConfRoute(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        request = self._request(messages, stop, kwargs)
-        reporter = reporter_for(self, run_manager)
+        plan = self._plan(messages, stop, kwargs, run_manager)
+        reporter = plan.reporter_as(AsyncCallbackManagerForLLMRun)
         try:
-            async for chunk in self._astream_pieces(request, run_manager, reporter):
-                yield chunk
+            if plan.streams_whole:
+                whole = plan.ready or await self.get_router().aroute(plan.messages, **plan.options)
+                pieces = areplay(whole)
+            else:
+                pieces = self.get_router().astream(plan.messages, **plan.options)
+            async for piece in awhole_with_tools(pieces, plan.tools):
+                decision, chunk = plan.step(piece)
+                await adispatch_decision(reporter, decision)
+                if chunk is not None:
+                    if run_manager is not None:
+                        await run_manager.on_llm_new_token(piece.text, chunk=chunk)
+                    yield chunk
         except EscalationError as error:
-            if isinstance(reporter, AsyncCallbackManagerForLLMRun) and error.decision is not None:
-                await adispatch_decision(reporter, error.decision)
-                error.confroute_dispatched = True  # type: ignore[attr-defined]
+            await adispatch_decision(reporter, claim_failure(error, reporter))
             raise
-
-    async def _astream_pieces(
-        self, request: Any, run_manager: AsyncCallbackManagerForLLMRun | None, reporter: Any
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        ready = take_answer(self, request)
-        if ready is None and request.options["tools"]:
-            ready = await self.get_router().aroute(request.messages, **request.options)
-        pieces = (
-            areplay(ready)
-            if ready is not None
-            else self.get_router().astream(request.messages, **request.options)
-        )
-        async for piece in awhole_with_tools(pieces, request.options["tools"]):
-            if piece.response is not None and isinstance(reporter, AsyncCallbackManagerForLLMRun):
-                await adispatch_decision(reporter, piece.response.decision)
-            chunk = to_chunk(piece)
-            if chunk is None:
-                continue
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(piece.text, chunk=chunk)
-            yield chunk
 
     def stream(
         self,

@@ -2,45 +2,67 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models.base import LangSmithParams
 
 from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError
-from confroute.escalation import Escalation
 from confroute.router import ConfRouter
+from confroute.settings import RouterSettings, environment, settings_from
 from langchain_confroute.messages import PROVIDER
 
 if TYPE_CHECKING:
     from langchain_confroute.chat_model import ChatConfRoute
 
 __all__ = [
+    "CALL_SETTINGS",
+    "ENGINE_FIELDS",
     "ROUTER_FIELDS",
     "build_router",
     "check_engine_settings",
+    "from_environment",
     "identifying_params",
     "local_name",
+    "router_settings",
+    "setting",
     "tracing_params",
 ]
 
+CALL_SETTINGS = frozenset({"temperature", "max_new_tokens"})
+"""Router settings that are per-call options too; they may be set beside a ready ``router``."""
+
+MODEL_SETTINGS = frozenset({"local_model", "strong_model", "estimator"})
+"""Settings whose field may hold an object (a loaded model, an escalation, an estimator
+instance); they are passed to :class:`ConfRouter` beside the settings."""
+
+ENGINE_FIELDS = ("calibration_profile", "policy")
+"""Fields that configure the engine and are not :class:`RouterSettings` values."""
+
 ROUTER_FIELDS = (
-    "local_model",
-    "strong_model",
-    "estimator",
-    "threshold",
-    "escalation_rate",
-    "calibration_profile",
-    "policy",
-    "api_base",
-    "api_key",
-    "timeout",
-    "max_retries",
-    "fallbacks",
-    "on_escalation_error",
-    "device",
+    *(name for name in RouterSettings.model_fields if name not in CALL_SETTINGS),
+    *ENGINE_FIELDS,
 )
 """Fields that configure the engine; they conflict with a ready-made ``router``."""
+
+
+def setting(name: str) -> Any:
+    """The default of the router setting ``name`` (from :class:`RouterSettings`)."""
+    return RouterSettings.model_fields[name].default
+
+
+def from_environment(name: Literal["api_base", "api_key"]) -> Callable[[], Any]:
+    """A field default factory reading ``CONFROUTE_API_BASE`` / ``CONFROUTE_API_KEY``.
+
+    The variables are read through :func:`confroute.settings.environment` when the chat model
+    is built.
+    """
+
+    def read() -> Any:
+        return getattr(environment(), name)
+
+    return read
 
 
 def check_engine_settings(model: ChatConfRoute) -> None:
@@ -70,6 +92,23 @@ def check_engine_settings(model: ChatConfRoute) -> None:
         raise ConfigurationError("calibration_profile is only used with escalation_rate; set both.")
 
 
+def router_settings(model: ChatConfRoute) -> RouterSettings:
+    """The :class:`RouterSettings` that the model's fields hold.
+
+    Raises:
+        ConfigurationError: A value is out of its bounds.
+    """
+    fields = type(model).model_fields
+    values: dict[str, Any] = {
+        name: getattr(model, name)
+        for name in RouterSettings.model_fields
+        if name in fields and name not in MODEL_SETTINGS
+    }
+    if model.max_tokens is not None:
+        values["max_new_tokens"] = model.max_tokens
+    return settings_from(None, **values)
+
+
 def build_router(model: ChatConfRoute) -> ConfRouter:
     """A :class:`ConfRouter` for the model's fields (loads the local model when named).
 
@@ -77,28 +116,15 @@ def build_router(model: ChatConfRoute) -> ConfRouter:
         ConfigurationError: A setting is invalid (``escalation_rate`` without a profile for a
             model and estimator that ship none).
     """
-    options: dict[str, Any] = {
-        "estimator": model.estimator,
-        "threshold": model.threshold,
-        "policy": model.policy,
-        "api_base": model.api_base,
-        "api_key": model.api_key,
-        "timeout": model.timeout,
-        "max_retries": model.max_retries,
-        "fallbacks": tuple(model.fallbacks),
-        "on_escalation_error": model.on_escalation_error,
-        "temperature": model.temperature,
-        "device": model.device,
-    }
-    if model.max_tokens is not None:
-        options["max_new_tokens"] = model.max_tokens
-    if model.escalation_rate is not None:
-        options["escalation_rate"] = model.escalation_rate
-        if model.calibration_profile is not None:
-            options["profile"] = model.calibration_profile
     local = model.local_model
+    profile = model.calibration_profile if model.escalation_rate is not None else None
     return ConfRouter(
-        local if isinstance(local, LocalBackend) else str(local), model.strong_model, **options
+        local if isinstance(local, LocalBackend) else str(local),
+        model.strong_model,
+        settings=router_settings(model),
+        estimator=model.estimator,
+        policy=model.policy,
+        profile=profile,
     )
 
 
@@ -116,7 +142,7 @@ def identifying_params(model: ChatConfRoute) -> dict[str, Any]:
     strong = model.router.escalation if model.router is not None else model.strong_model
     return {
         "local_model": local_name(model),
-        "strong_model": strong.model if isinstance(strong, Escalation) else strong,
+        "strong_model": strong if strong is None or isinstance(strong, str) else strong.model,
         "estimator": getattr(model.estimator, "name", model.estimator),
         "threshold": model.threshold,
         "escalation_rate": model.escalation_rate,

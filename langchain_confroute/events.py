@@ -33,6 +33,7 @@ __all__ = [
     "EscalationLogSummary",
     "EscalationLogger",
     "adispatch_decision",
+    "claim_failure",
     "dispatch_decision",
     "summarize_escalation_log",
 ]
@@ -58,11 +59,24 @@ def _parent_of(
     }
 
 
+def claim_failure(error: BaseException, reporter: object | None) -> RoutingDecision | None:
+    """The decision a failed escalation carries, for ``reporter`` to send (once per error).
+
+    Returns None when there is no reporter, no decision, or the decision was claimed before;
+    otherwise marks ``error`` so that no outer layer (``ChatConfRoute.stream``) sends it again.
+    """
+    decision = getattr(error, "decision", None)
+    if reporter is None or decision is None or getattr(error, "confroute_dispatched", False):
+        return None
+    error.confroute_dispatched = True  # type: ignore[attr-defined]
+    return RoutingDecision.model_validate(decision)
+
+
 def dispatch_decision(
-    run_manager: CallbackManagerForLLMRun | None, decision: RoutingDecision
+    run_manager: CallbackManagerForLLMRun | None, decision: RoutingDecision | None
 ) -> None:
-    """Send the decision to the handlers of the chat model's run (sync form)."""
-    if run_manager is None or not run_manager.handlers:
+    """Send the decision to the handlers of the chat model's run (sync form; None: nothing)."""
+    if decision is None or run_manager is None or not run_manager.handlers:
         return
     manager = CallbackManager(**_parent_of(run_manager))
     manager.on_custom_event(
@@ -71,10 +85,10 @@ def dispatch_decision(
 
 
 async def adispatch_decision(
-    run_manager: AsyncCallbackManagerForLLMRun | None, decision: RoutingDecision
+    run_manager: AsyncCallbackManagerForLLMRun | None, decision: RoutingDecision | None
 ) -> None:
-    """Send the decision to the handlers of the chat model's run (async form)."""
-    if run_manager is None or not run_manager.handlers:
+    """Send the decision to the handlers of the chat model's run (async form; None: nothing)."""
+    if decision is None or run_manager is None or not run_manager.handlers:
         return
     manager = AsyncCallbackManager(**_parent_of(run_manager))
     await manager.on_custom_event(

@@ -25,7 +25,7 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from confroute.router import RoutedResponse
+from confroute.response import RoutedResponse
 
 __all__ = [
     "DECISION_KEY",
@@ -96,24 +96,13 @@ def _tool_calls(
     return valid, invalid
 
 
-def _finish_reason(response: RoutedResponse) -> str | None:
-    if response.tool_calls:
-        return "tool_calls"
-    reason: str | None = None
-    if response.remote is not None and response.decision.answered_by == response.remote.model:
-        reason = response.remote.finish_reason
-    elif response.local is not None:
-        reason = response.local.finish_reason
-    return reason
-
-
 def _usage(response: RoutedResponse) -> UsageMetadata:
-    prompt, completion = int(response.prompt_tokens), int(response.completion_tokens)
+    counts = response.usage
     # The token-detail keys are NotRequired; mypy on Python 3.10 settings misses that.
     usage: UsageMetadata = {  # type: ignore[typeddict-item]
-        "input_tokens": prompt,
-        "output_tokens": completion,
-        "total_tokens": prompt + completion,
+        "input_tokens": int(counts["prompt_tokens"]),
+        "output_tokens": int(counts["completion_tokens"]),
+        "total_tokens": int(counts["total_tokens"]),
     }
     return usage
 
@@ -122,7 +111,7 @@ def _response_metadata(response: RoutedResponse) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "model_name": response.decision.answered_by,
         "model_provider": PROVIDER,
-        "finish_reason": _finish_reason(response),
+        "finish_reason": response.reported_finish_reason,
         DECISION_KEY: response.decision.model_dump(mode="json"),
     }
     logprobs = response.logprobs

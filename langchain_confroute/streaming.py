@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID, uuid4
@@ -26,8 +27,8 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from confroute.decision import RoutingDecision
-from confroute.router import RoutedChunk, RoutedResponse
-from langchain_confroute.events import DECISION_EVENT
+from confroute.response import RoutedChunk, RoutedResponse
+from langchain_confroute.events import DECISION_EVENT, claim_failure
 from langchain_confroute.messages import DECISION_KEY, last_chunk
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "dispatch_for_config",
     "replay",
     "reporter_for",
+    "running",
     "to_chunk",
     "whole_with_tools",
 ]
@@ -51,6 +53,16 @@ current_run: ContextVar[tuple[int, RunManager] | None] = ContextVar(
     "confroute_current_run", default=None
 )
 """(id of the model, run manager) of the generation running in this context."""
+
+
+@contextmanager
+def running(owner: object, run_manager: RunManager | None) -> Iterator[None]:
+    """Expose the run manager of ``owner``'s generation to the ``_stream`` it calls."""
+    token = current_run.set((id(owner), run_manager) if run_manager is not None else None)
+    try:
+        yield
+    finally:
+        current_run.reset(token)
 
 
 def reporter_for(owner: object, run_manager: RunManager | None) -> RunManager | None:
@@ -127,15 +139,6 @@ def _undispatched(chunk: BaseMessage) -> tuple[UUID, dict[str, Any]] | None:
         return None
 
 
-def _failed(error: BaseException) -> dict[str, Any] | None:
-    """The decision of a failed escalation that no run manager has reported yet."""
-    decision = getattr(error, "decision", None)
-    if decision is None or getattr(error, "confroute_dispatched", False):
-        return None
-    error.confroute_dispatched = True  # type: ignore[attr-defined]
-    return RoutingDecision.model_validate(decision).model_dump(mode="json")
-
-
 def _configure_args(model: Any, config: RunnableConfig) -> tuple[Any, ...]:
     """The handlers' configuration, exactly as ``BaseChatModel.stream`` builds it."""
     return (
@@ -151,20 +154,22 @@ def _configure_args(model: Any, config: RunnableConfig) -> tuple[Any, ...]:
 
 def dispatch_failure_for_config(model: Any, config: RunnableConfig, error: BaseException) -> None:
     """Report the decision of a stream whose escalation failed (no last chunk carries it)."""
-    decision = _failed(error)
+    decision = claim_failure(error, config)
     if decision is not None:
         manager = CallbackManager.configure(*_configure_args(model, config))
-        manager.on_custom_event(DECISION_EVENT, decision, run_id=uuid4())
+        manager.on_custom_event(DECISION_EVENT, decision.model_dump(mode="json"), run_id=uuid4())
 
 
 async def adispatch_failure_for_config(
     model: Any, config: RunnableConfig, error: BaseException
 ) -> None:
     """Async form of :func:`dispatch_failure_for_config`."""
-    decision = _failed(error)
+    decision = claim_failure(error, config)
     if decision is not None:
         manager = AsyncCallbackManager.configure(*_configure_args(model, config))
-        await manager.on_custom_event(DECISION_EVENT, decision, run_id=uuid4())
+        await manager.on_custom_event(
+            DECISION_EVENT, decision.model_dump(mode="json"), run_id=uuid4()
+        )
 
 
 def dispatch_for_config(model: Any, config: RunnableConfig, chunk: BaseMessage) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.base.llms.types import (
     CachePoint,
@@ -17,20 +17,27 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms.llm import ToolSelection
 
 from confroute.errors import InvalidRequestError
+from confroute.escalation import Escalation
 from confroute.messages import Message
 from confroute.policies import FixedThreshold
 from confroute.router import ConfRouter
+from confroute.settings import RouterSettings, environment
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
 __all__ = [
+    "CALL_OPTIONS",
+    "call_options",
+    "from_environment",
     "router_fields",
+    "setting",
     "to_openai_messages",
     "to_openai_tools",
     "tool_arguments",
     "tool_calls_of",
     "tool_selections",
+    "with_user_message",
 ]
 
 _ROLES = {
@@ -106,6 +113,20 @@ def to_openai_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     return result
 
 
+def with_user_message(
+    chat_history: Sequence[ChatMessage] | None, user_msg: str | ChatMessage | None
+) -> list[ChatMessage]:
+    """The conversation so far with the user's new message (a text or a message) appended."""
+    messages = list(chat_history or [])
+    if user_msg is not None:
+        messages.append(
+            ChatMessage(role=MessageRole.USER, content=user_msg)
+            if isinstance(user_msg, str)
+            else user_msg
+        )
+    return messages
+
+
 def to_openai_tools(tools: Sequence[BaseTool]) -> list[dict[str, Any]]:
     """LlamaIndex tools as OpenAI tool definitions."""
     return [tool.metadata.to_openai_tool(skip_length_check=True) for tool in tools]
@@ -134,10 +155,60 @@ def tool_selections(message: ChatMessage) -> list[ToolSelection]:
     ]
 
 
+CALL_OPTIONS = ("max_tokens", "temperature", "stop", "tools")
+"""The options ``ConfRouteLLM`` accepts per call."""
+
+
+def call_options(
+    kwargs: Mapping[str, Any], *, max_tokens: int, temperature: float
+) -> dict[str, Any]:
+    """The router's keyword arguments for one call's options (the LLM's values by default).
+
+    Raises:
+        InvalidRequestError: An option is not one of :data:`CALL_OPTIONS`.
+    """
+    unknown = sorted(set(kwargs) - set(CALL_OPTIONS))
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown option(s) {unknown} for ConfRouteLLM; per call it accepts "
+            f"{list(CALL_OPTIONS)}. Set other options when building the LLM."
+        )
+    tools = kwargs.get("tools") or None
+    if tools is not None:
+        tools = [t if isinstance(t, dict) else to_openai_tools([t])[0] for t in tools]
+    chosen = kwargs.get("temperature")
+    return {
+        "max_new_tokens": kwargs.get("max_tokens") or max_tokens,
+        "temperature": temperature if chosen is None else chosen,
+        "stop": kwargs.get("stop"),
+        "tools": tools,
+    }
+
+
+def setting(name: str) -> Any:
+    """The default of the router setting ``name`` (from :class:`RouterSettings`)."""
+    return RouterSettings.model_fields[name].default
+
+
+def from_environment(name: Literal["api_base", "api_key"]) -> Callable[[], Any]:
+    """A field default factory reading ``CONFROUTE_API_BASE`` / ``CONFROUTE_API_KEY``.
+
+    The variables are read through :func:`confroute.settings.environment` when the LLM is built.
+    """
+
+    def read() -> Any:
+        return getattr(environment(), name)
+
+    return read
+
+
 def router_fields(router: ConfRouter) -> dict[str, Any]:
     """The field values that describe a ready router (its key stays in the router)."""
-    escalation = router.escalation
-    policy = router.policy
+    escalation, policy, settings = router.escalation, router.policy, router.settings
+    # A ready Escalation keeps its own connection settings; otherwise the router's apply.
+    source: Escalation | RouterSettings = (
+        escalation if isinstance(escalation, Escalation) else settings
+    )
     return {
         "local_model": router.local.name,
         "strong_model": escalation.model if escalation is not None else None,
@@ -148,11 +219,11 @@ def router_fields(router: ConfRouter) -> dict[str, Any]:
             else None
         ),
         "escalation_rate": getattr(policy, "escalation_rate", None),
-        "api_base": escalation.api_base if escalation is not None else None,
-        "timeout": escalation.timeout if escalation is not None else 120.0,
-        "max_retries": escalation.max_retries if escalation is not None else 2,
-        "fallbacks": list(escalation.fallbacks) if escalation is not None else [],
-        "on_escalation_error": router.on_escalation_error,
-        "max_tokens": router.defaults.max_new_tokens,
-        "temperature": router.defaults.temperature,
+        "api_base": source.api_base if escalation is not None else None,
+        "timeout": source.timeout,
+        "max_retries": source.max_retries,
+        "fallbacks": list(source.fallbacks) if escalation is not None else [],
+        "on_escalation_error": settings.on_escalation_error,
+        "max_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
     }

@@ -7,10 +7,11 @@ sees it. Local generation and escalation run inside spans, so span handlers can 
 
 from __future__ import annotations
 
-import copy
 import inspect
+import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
@@ -18,16 +19,24 @@ from llama_index.core.instrumentation.dispatcher import (  # type: ignore[attr-d
     active_instrument_tags,
 )
 from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.span import (  # type: ignore[attr-defined]
+    SpanDropEvent,
+)
 from llama_index.core.instrumentation.span import active_span_id
 
 from confroute.decision import RoutingDecision
-from confroute.escalation import Escalation, EscalationResult, StreamDelta
-from confroute.generation import Generation
-from confroute.local import GenerationConfig
-from confroute.messages import Message
+from confroute.hooks import EscalationCall
 from confroute.router import ConfRouter
 
-__all__ = ["InstrumentedEscalation", "RoutingDecisionEvent", "instrument"]
+__all__ = [
+    "InstrumentationTracer",
+    "RoutingDecisionEvent",
+    "dispatch_decision",
+    "instrument",
+    "tracer",
+]
+
+logger = logging.getLogger(__name__)
 
 dispatcher = get_dispatcher(__name__)
 
@@ -75,144 +84,66 @@ def dispatch_decision(decision: RoutingDecision) -> None:
     dispatcher.event(RoutingDecisionEvent(decision=decision))
 
 
-class _StreamSpan:
-    """A span for a streamed escalation, whose body runs after the call that made it returned.
+class InstrumentationTracer:
+    """A :class:`~confroute.hooks.Tracer` that opens a LlamaIndex dispatcher span per step.
 
-    It ends when the delta carrying the result arrives (the router stops reading there), or is
-    dropped when the stream fails or is abandoned before.
+    Local generation runs in a span named ``InstrumentedConfRouter.local_generation`` and each
+    escalation call in one named ``InstrumentedEscalation.<call>`` (``complete``,
+    ``acomplete``, ``stream``, ``astream``; a streamed one lasts until the stream ends). Each
+    span is a child of the span active when it opens (the ``ConfRouteLLM.chat`` span, say) and
+    is the active span while it is open, so events dispatched inside it belong to it.
     """
 
-    def __init__(self, name: str, instance: object, bound_args: inspect.BoundArguments) -> None:
-        self.id_ = f"{name}-{uuid.uuid4()}"
-        self.instance, self.bound_args = instance, bound_args
-        self.open = True
+    def local_generation(self, conversations: int) -> AbstractContextManager[None]:
+        """A span around one batched local generation of ``conversations`` prompts."""
+        return self._span("InstrumentedConfRouter.local_generation", conversations=conversations)
+
+    def escalation(self, model: str, call: EscalationCall) -> AbstractContextManager[None]:
+        """A span around one escalation call to ``model``."""
+        return self._span(f"InstrumentedEscalation.{call}", model=model)
+
+    @contextmanager
+    def _span(self, name: str, **arguments: Any) -> Iterator[None]:
+        id_ = f"{name}-{uuid.uuid4()}"
+        bound_args = inspect.Signature(
+            [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY) for key in arguments]
+        ).bind(**arguments)
         dispatcher.span_enter(
-            id_=self.id_,
+            id_=id_,
             bound_args=bound_args,
-            instance=instance,
+            instance=self,
             parent_id=active_span_id.get(),
             tags=active_instrument_tags.get(),
         )
-
-    def see(self, delta: StreamDelta) -> StreamDelta:
-        if delta.result is not None and self.open:
-            self.open = False
-            dispatcher.span_exit(
-                id_=self.id_, bound_args=self.bound_args, instance=self.instance, result=None
-            )
-        return delta
-
-    def drop(self, error: BaseException) -> None:
-        if self.open:
-            self.open = False
-            dispatcher.span_drop(
-                id_=self.id_, bound_args=self.bound_args, instance=self.instance, err=error
-            )
-
-
-class InstrumentedEscalation(Escalation):
-    """An :class:`Escalation` whose calls to the strong model each run inside a span."""
-
-    def __init__(self, inner: Escalation) -> None:
-        """Wrap ``inner``; every setting (model, key, retries) stays the inner one's."""
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        """Read settings (``model``, ``fallbacks``, ...) from the wrapped escalation."""
-        return getattr(self.__dict__["inner"], name)
-
-    def __repr__(self) -> str:
-        """The wrapped escalation's repr (never a key)."""
-        return repr(self.inner)
-
-    @dispatcher.span
-    def complete(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> EscalationResult:
-        """Ask the strong model (see :meth:`Escalation.complete`)."""
-        return self.inner.complete(messages, **kwargs)
-
-    @dispatcher.span
-    async def acomplete(
-        self, messages: Sequence[Mapping[str, Any]], **kwargs: Any
-    ) -> EscalationResult:
-        """Async form of :meth:`complete`."""
-        return await self.inner.acomplete(messages, **kwargs)
-
-    def stream(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Iterator[StreamDelta]:
-        """Stream from the strong model; the span lasts until the stream ends."""
-        span = _StreamSpan(
-            "InstrumentedEscalation.stream", self, inspect.signature(self.stream).bind(messages)
-        )
+        token = active_span_id.set(id_)
         try:
-            for delta in self.inner.stream(messages, **kwargs):
-                yield span.see(delta)
+            yield
         except BaseException as error:
-            span.drop(error)
+            # A failure, or a stream abandoned by its reader (GeneratorExit).
+            dispatcher.event(SpanDropEvent(span_id=id_, err_str=str(error)))
+            dispatcher.span_drop(id_=id_, bound_args=bound_args, instance=self, err=error)
             raise
-
-    async def astream(
-        self, messages: Sequence[Mapping[str, Any]], **kwargs: Any
-    ) -> AsyncIterator[StreamDelta]:
-        """Async form of :meth:`stream`."""
-        span = _StreamSpan(
-            "InstrumentedEscalation.astream", self, inspect.signature(self.astream).bind(messages)
-        )
-        try:
-            async for delta in self.inner.astream(messages, **kwargs):
-                yield span.see(delta)
-        except BaseException as error:
-            span.drop(error)
-            raise
+        else:
+            dispatcher.span_exit(id_=id_, bound_args=bound_args, instance=self, result=None)
+        finally:
+            try:
+                active_span_id.reset(token)
+            except ValueError:
+                # A stream closed from another context (by the garbage collector, say).
+                logger.debug("Span %s ended in another context; active span not reset.", id_)
 
 
-class InstrumentedRouter(ConfRouter):
-    """A :class:`ConfRouter` whose local generation runs inside a span.
-
-    Built by :func:`instrument`; not meant to be constructed directly.
-    """
-
-    def _generate(
-        self,
-        conversations: list[list[Message]],
-        config: GenerationConfig,
-        tools: Sequence[Mapping[str, Any]] | None,
-    ) -> tuple[list[Generation | None], float]:
-        return self.local_generation(conversations, config, tools)
-
-    @dispatcher.span
-    def local_generation(
-        self,
-        conversations: list[list[Message]],
-        config: GenerationConfig,
-        tools: Sequence[Mapping[str, Any]] | None,
-    ) -> tuple[list[Generation | None], float]:
-        """Generate with the local model (one batch) inside a span."""
-        return super()._generate(conversations, config, tools)
-
-
-_classes: dict[type[ConfRouter], type[ConfRouter]] = {}
-
-
-def _instrumented_class(cls: type[ConfRouter]) -> type[ConfRouter]:
-    """``cls`` with :class:`InstrumentedRouter`'s spans in front (made once per class)."""
-    if issubclass(cls, InstrumentedRouter):
-        return cls
-    if cls not in _classes:
-        _classes[cls] = type(f"Instrumented{cls.__name__}", (InstrumentedRouter, cls), {})
-    return _classes[cls]
+tracer = InstrumentationTracer()
+"""The tracer :func:`instrument` adds (it holds no state; one serves every router)."""
 
 
 def instrument(router: ConfRouter) -> ConfRouter:
     """A copy of ``router`` that reports to LlamaIndex instrumentation.
 
-    The copy shares the router's local model, estimator, policy and escalation settings; it
-    adds spans around local generation and escalation and a hook that dispatches a
-    :class:`RoutingDecisionEvent` per decision. The hooks the router has now are kept; the
+    The copy (:meth:`ConfRouter.with_hooks`) shares the router's local model, estimator, policy
+    and escalation; it adds :data:`tracer`'s spans around local generation and escalation and
+    :func:`dispatch_decision`, which dispatches a :class:`RoutingDecisionEvent` per decision.
+    The hooks the router has now are kept (an instrumented router gets neither twice); the
     original router is not changed.
     """
-    instrumented = copy.copy(router)
-    instrumented.__class__ = _instrumented_class(type(router))
-    if router.escalation is not None and not isinstance(router.escalation, InstrumentedEscalation):
-        instrumented.escalation = InstrumentedEscalation(router.escalation)
-    instrumented.hooks = [h for h in router.hooks if h is not dispatch_decision]
-    instrumented.hooks.append(dispatch_decision)
-    return instrumented
+    return router.with_hooks(hooks=[dispatch_decision], tracers=[tracer])

@@ -8,7 +8,8 @@ along in ``response.message.additional_kwargs["confroute"]``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Generator, Sequence
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from llama_index.core.base.llms.types import (
@@ -20,9 +21,9 @@ from llama_index.core.base.llms.types import (
     CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
-    MessageRole,
 )
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
@@ -30,15 +31,18 @@ from llama_index.core.llms.llm import ToolSelection
 from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.estimators import Estimator
-from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policies import RoutingPolicy
-from confroute.router import ConfRouter, PromptInput, RoutedResponse
-from confroute.settings import LOCAL_PROVIDER
+from confroute.router import ConfRouter, PromptInput
+from confroute.settings import RouterSettings, settings_from
 from llamaindex_confroute.convert import (
+    call_options,
+    from_environment,
     router_fields,
+    setting,
     to_openai_messages,
     to_openai_tools,
     tool_selections,
+    with_user_message,
 )
 from llamaindex_confroute.events import instrument
 from llamaindex_confroute.responses import (
@@ -55,21 +59,23 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_STRONG_MODEL", "ConfRouteLLM"]
 
-DEFAULT_STRONG_MODEL = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
+DEFAULT_STRONG_MODEL: str = setting("strong_model")
 """The bundled 1.5B model, served in process through LiteLLM (no server, no key)."""
 
-_CALL_OPTIONS = ("max_tokens", "temperature", "stop", "tools")
+_DEFAULT_LOCAL_MODEL: str = setting("local_model")
+_DEFAULT_ESTIMATOR: str = setting("estimator")
+_DEFAULTS = (_DEFAULT_LOCAL_MODEL, DEFAULT_STRONG_MODEL, _DEFAULT_ESTIMATOR, None)
+"""The defaults of local_model, strong_model, estimator and policy."""
 T = TypeVar("T")
 
-_ROUTER_FIELDS = frozenset(
-    {"threshold", "api_base", "api_key", "timeout", "max_retries", "fallbacks"}
-    | {"on_escalation_error", "max_tokens", "temperature", "device"}
-    | {"escalation_rate", "calibration_profile"}
-)
+_MODEL_FIELDS = frozenset({"local_model", "strong_model", "estimator"})
+"""Fields that are also arguments of the constructor (they may hold objects)."""
 
 
 class ConfRouteLLM(FunctionCallingLLM):
     """A LlamaIndex LLM that answers locally and escalates to a strong model when unsure.
+
+    The models load on the first call (or the first read of :attr:`router`).
 
     Example:
         >>> from llama_index.core import Settings
@@ -81,13 +87,14 @@ class ConfRouteLLM(FunctionCallingLLM):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     local_model: str = Field(
-        default=DEFAULT_SLM, description="Local model: bundled name, directory, .gguf or hub id."
+        default=setting("local_model"),
+        description="Local model: bundled name, directory, .gguf or hub id.",
     )
     strong_model: str | None = Field(
         default=DEFAULT_STRONG_MODEL,
         description="LiteLLM model string of the strong model; None routes locally only.",
     )
-    estimator: str = Field(default="perplexity", description="Uncertainty estimator name.")
+    estimator: str = Field(default=setting("estimator"), description="Uncertainty estimator name.")
     threshold: float | None = Field(
         default=None, description="Escalate when confidence is below it (router default if None)."
     )
@@ -102,36 +109,56 @@ class ConfRouteLLM(FunctionCallingLLM):
         default=None,
         description="Path of the calibration profile for escalation_rate (None: shipped one).",
     )
-    api_base: str | None = Field(default=None, description="Base URL of the strong model.")
-    api_key: SecretStr | None = Field(
-        default=None, exclude=True, description="Key of the strong model; never serialised."
+    api_base: str | None = Field(
+        default_factory=from_environment("api_base"),
+        description="Base URL of the strong model (env CONFROUTE_API_BASE).",
     )
-    timeout: float = Field(default=120.0, gt=0, description="Seconds per escalation call.")
-    max_retries: int = Field(default=2, ge=0, description="Retries per strong model.")
+    api_key: SecretStr | None = Field(
+        default_factory=from_environment("api_key"),
+        exclude=True,
+        description="Key of the strong model (env CONFROUTE_API_KEY); never serialised.",
+    )
+    timeout: float = Field(
+        default=setting("timeout"), gt=0, description="Seconds per escalation call."
+    )
+    max_retries: int = Field(
+        default=setting("max_retries"), ge=0, description="Retries per strong model."
+    )
     fallbacks: list[str] = Field(
         default_factory=list, description="Models tried in order when the strong model fails."
     )
     on_escalation_error: Literal["return_local", "raise"] = Field(
-        default="return_local",
+        default=setting("on_escalation_error"),
         description="On a failed escalation, answer with the local answer or raise.",
     )
-    max_tokens: int = Field(default=256, gt=0, description="Answer token cap, both models.")
-    temperature: float = Field(default=0.0, ge=0, description="Sampling temperature (0 greedy).")
-    device: str = Field(default="auto", description="Device of a local model loaded by name.")
+    max_tokens: int = Field(
+        default=setting("max_new_tokens"), gt=0, description="Answer token cap, both models."
+    )
+    temperature: float = Field(
+        default=setting("temperature"), ge=0, description="Sampling temperature (0 greedy)."
+    )
+    device: str = Field(
+        default=setting("device"), description="Device of a local model loaded by name."
+    )
 
-    _router: ConfRouter = PrivateAttr()
+    _router: ConfRouter | None = PrivateAttr(default=None)
+    _router_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _build: Callable[[], ConfRouter] = PrivateAttr()
 
     def __init__(
         self,
-        local_model: str | os.PathLike[str] | LocalBackend = DEFAULT_SLM,
+        local_model: str | os.PathLike[str] | LocalBackend = _DEFAULT_LOCAL_MODEL,
         strong_model: str | None = DEFAULT_STRONG_MODEL,
         *,
-        estimator: str | Estimator = "perplexity",
+        estimator: str | Estimator = _DEFAULT_ESTIMATOR,
         policy: RoutingPolicy | None = None,
         router: ConfRouter | None = None,
         **fields: Any,
     ) -> None:
         """Build the LLM from router options, or around a ready :class:`ConfRouter`.
+
+        A model given by name loads on the first call; a loaded backend (or a
+        ready router) is used at once.
 
         Args:
             local_model: A :class:`~confroute.backend.LocalBackend` (a
@@ -146,52 +173,56 @@ class ConfRouteLLM(FunctionCallingLLM):
                 Unknown names are rejected.
 
         Raises:
-            ConfigurationError: Router options were given together with ``router``, or
-                ``threshold`` together with ``policy``.
+            ConfigurationError: Router options were given together with ``router``, a setting
+                is out of its bounds, or (for a loaded local model) ``threshold`` was given
+                together with ``policy``.
         """
         if router is not None:
-            given = sorted(_ROUTER_FIELDS & fields.keys())
-            if (
-                given
-                or policy is not None
-                or local_model != DEFAULT_SLM
-                or strong_model != DEFAULT_STRONG_MODEL
-                or estimator != "perplexity"
-            ):
+            given = sorted(ROUTER_FIELDS & fields.keys())
+            if given or (local_model, strong_model, estimator, policy) != _DEFAULTS:
                 raise ConfigurationError(
                     "Give either router=... or the router's options (local_model, "
-                    f"strong_model, estimator, policy, {', '.join(sorted(_ROUTER_FIELDS))}), "
+                    f"strong_model, estimator, policy, {', '.join(sorted(ROUTER_FIELDS))}), "
                     f"not both; got router and {given or 'model/estimator/policy options'}."
                 )
             super().__init__(**router_fields(router), **fields)
-        else:
-            super().__init__(
-                local_model=local_model.name
-                if isinstance(local_model, LocalBackend)
-                else os.fspath(local_model),
-                strong_model=strong_model,
-                estimator=estimator if isinstance(estimator, str) else estimator.name,
-                **fields,
+            ready = instrument(router)
+            self._router, self._build = ready, lambda: ready
+            return
+        super().__init__(
+            local_model=local_model.name
+            if isinstance(local_model, LocalBackend)
+            else os.fspath(local_model),
+            strong_model=strong_model,
+            estimator=estimator if isinstance(estimator, str) else estimator.name,
+            **fields,
+        )
+        settings = self._settings()
+        profile = self.calibration_profile
+
+        def build() -> ConfRouter:
+            return instrument(
+                ConfRouter(
+                    local_model,
+                    strong_model,
+                    settings=settings,
+                    estimator=estimator,
+                    policy=policy,
+                    profile=profile,
+                )
             )
-            router = ConfRouter(
-                local_model=local_model,
-                strong_model=strong_model,
-                estimator=estimator,
-                threshold=self.threshold,
-                policy=policy,
-                escalation_rate=self.escalation_rate,
-                profile=self.calibration_profile,
-                api_base=self.api_base,
-                api_key=self.api_key,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-                fallbacks=self.fallbacks,
-                on_escalation_error=self.on_escalation_error,
-                max_new_tokens=self.max_tokens,
-                temperature=self.temperature,
-                device=self.device,
-            )
-        self._router = instrument(router)
+
+        self._build = build
+        if isinstance(local_model, LocalBackend):
+            self._router = build()  # nothing to load: settings errors surface now
+
+    def _settings(self) -> RouterSettings:
+        """The :class:`RouterSettings` the fields hold (validated now, before any loading)."""
+        values: dict[str, Any] = {
+            name: getattr(self, name) for name in SETTINGS_FIELDS if name not in _MODEL_FIELDS
+        }
+        values["max_new_tokens"] = self.max_tokens
+        return settings_from(None, **values)
 
     @classmethod
     def class_name(cls) -> str:
@@ -200,16 +231,32 @@ class ConfRouteLLM(FunctionCallingLLM):
 
     @property
     def router(self) -> ConfRouter:
-        """The (instrumented) router that answers every call."""
-        return self._router
+        """The (instrumented) router that answers every call; built on first use."""
+        router = self._router
+        if router is None:
+            with self._router_lock:
+                router = self._router
+                if router is None:
+                    router = self._router = self._build()
+        return router
 
     @property
     def metadata(self) -> LLMMetadata:
-        """Context window of the local model; a chat and function-calling model."""
-        local = self._router.local.name
-        strong = self._router.escalation.model if self._router.escalation else None
+        """A chat and function-calling model; the context window is the local model's.
+
+        Reading it loads nothing: until a model given by name is loaded (the first call),
+        the context window is LlamaIndex's default.
+        """
+        router = self._router
+        if router is None:
+            local, strong = self.local_model, self.strong_model
+            context_window = DEFAULT_CONTEXT_WINDOW
+        else:
+            local = router.local.name
+            strong = router.escalation.model if router.escalation else None
+            context_window = router.local.context_window
         return LLMMetadata(
-            context_window=self._router.local.context_window,
+            context_window=context_window,
             num_output=self.max_tokens,
             is_chat_model=True,
             is_function_calling_model=True,
@@ -219,39 +266,18 @@ class ConfRouteLLM(FunctionCallingLLM):
     # -- requests and responses ------------------------------------------------------------
 
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(kwargs) - set(_CALL_OPTIONS))
-        if unknown:
-            raise InvalidRequestError(
-                f"Unknown option(s) {unknown} for ConfRouteLLM; per call it accepts "
-                f"{list(_CALL_OPTIONS)}. Set other options when building the LLM."
-            )
-        tools = kwargs.get("tools") or None
-        if tools is not None:
-            tools = [t if isinstance(t, dict) else to_openai_tools([t])[0] for t in tools]
-        temperature = kwargs.get("temperature")
-        return {
-            "max_new_tokens": kwargs.get("max_tokens") or self.max_tokens,
-            "temperature": self.temperature if temperature is None else temperature,
-            "stop": kwargs.get("stop"),
-            "tools": tools,
-        }
-
-    def _route(self, prompt: PromptInput, options: dict[str, Any]) -> RoutedResponse:
-        return self._router.route(prompt, **options)
-
-    async def _aroute(self, prompt: PromptInput, options: dict[str, Any]) -> RoutedResponse:
-        return await self._router.aroute(prompt, **options)
+        return call_options(kwargs, max_tokens=self.max_tokens, temperature=self.temperature)
 
     def _stream(
         self, prompt: PromptInput, options: dict[str, Any], assembler: StreamAssembler[T]
     ) -> Generator[T, None, None]:
-        for chunk in self._router.stream(prompt, **options):
+        for chunk in self.router.stream(prompt, **options):
             yield from assembler.feed(chunk)
 
     async def _astream(
         self, prompt: PromptInput, options: dict[str, Any], assembler: StreamAssembler[T]
     ) -> AsyncGenerator[T, None]:
-        async for chunk in self._router.astream(prompt, **options):
+        async for chunk in self.router.astream(prompt, **options):
             for response in assembler.feed(chunk):
                 yield response
 
@@ -260,13 +286,14 @@ class ConfRouteLLM(FunctionCallingLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer a conversation (tools in ``tools=``), escalating when unsure."""
-        return chat_response(self._route(to_openai_messages(messages), self._options(kwargs)))
+        options = self._options(kwargs)
+        return chat_response(self.router.route(to_openai_messages(messages), **options))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async form of :meth:`chat` (local work in a worker thread, escalation awaited)."""
         options = self._options(kwargs)
-        return chat_response(await self._aroute(to_openai_messages(messages), options))
+        return chat_response(await self.router.aroute(to_openai_messages(messages), **options))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -289,14 +316,14 @@ class ConfRouteLLM(FunctionCallingLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer a prompt as one user message (the local model's chat template applies)."""
-        return completion_response(self._route(prompt, self._options(kwargs)))
+        return completion_response(self.router.route(prompt, **self._options(kwargs)))
 
     @llm_completion_callback()
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
         """Async form of :meth:`complete`."""
-        return completion_response(await self._aroute(prompt, self._options(kwargs)))
+        return completion_response(await self.router.aroute(prompt, **self._options(kwargs)))
 
     @llm_completion_callback()
     def stream_complete(
@@ -336,13 +363,7 @@ class ConfRouteLLM(FunctionCallingLLM):
         ``tool_choice="none"`` offers no tools; other choices and ``tool_required`` cannot be
         enforced on the local model and only offer the tools.
         """
-        messages = list(chat_history or [])
-        if user_msg is not None:
-            messages.append(
-                ChatMessage(role=MessageRole.USER, content=user_msg)
-                if isinstance(user_msg, str)
-                else user_msg
-            )
+        messages = with_user_message(chat_history, user_msg)
         offered = [] if tool_choice == "none" else to_openai_tools(tools)
         return {"messages": messages, "tools": offered or None, **kwargs}
 
@@ -376,3 +397,10 @@ class ConfRouteLLM(FunctionCallingLLM):
                 "error_on_no_tool_call=False to accept plain answers."
             )
         return selections
+
+
+SETTINGS_FIELDS = frozenset(RouterSettings.model_fields) & frozenset(ConfRouteLLM.model_fields)
+"""The fields of :class:`ConfRouteLLM` that are router settings, under the same name."""
+
+ROUTER_FIELDS = (SETTINGS_FIELDS - _MODEL_FIELDS) | {"max_tokens", "calibration_profile"}
+"""Fields that configure the router; they conflict with a ready ``router``."""

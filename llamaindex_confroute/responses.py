@@ -17,7 +17,7 @@ from llama_index.core.base.llms.types import (
 
 from confroute.decision import RoutingDecision
 from confroute.errors import InvalidRequestError
-from confroute.router import RoutedChunk, RoutedResponse
+from confroute.response import RoutedChunk, RoutedResponse
 from llamaindex_confroute.convert import tool_arguments
 
 __all__ = [
@@ -63,12 +63,7 @@ def to_logprobs(openai_logprobs: Mapping[str, Any] | None) -> list[list[LogProb]
 
 def usage(response: RoutedResponse) -> dict[str, int]:
     """Token counts of the model that answered, under the keys LlamaIndex's counters read."""
-    prompt, completion = response.prompt_tokens, response.completion_tokens
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
+    return response.usage
 
 
 def response_message(response: RoutedResponse) -> ChatMessage:
@@ -91,7 +86,7 @@ def response_message(response: RoutedResponse) -> ChatMessage:
 
 def chat_response(routed: RoutedResponse, delta: str | None = None) -> ChatResponse:
     """A whole chat response (or the last streamed chunk, with ``delta``)."""
-    counts = usage(routed)
+    counts = routed.usage
     return ChatResponse(
         message=response_message(routed),
         raw={"model": routed.decision.answered_by, "usage": counts},
@@ -103,7 +98,7 @@ def chat_response(routed: RoutedResponse, delta: str | None = None) -> ChatRespo
 
 def completion_response(routed: RoutedResponse, delta: str | None = None) -> CompletionResponse:
     """A whole completion response; the decision sits in ``additional_kwargs``."""
-    counts = usage(routed)
+    counts = routed.usage
     return CompletionResponse(
         text=routed.text,
         raw={"model": routed.decision.answered_by, "usage": counts},

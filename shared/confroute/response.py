@@ -54,6 +54,41 @@ class RoutedResponse:
             return self.remote.completion_tokens
         return self.decision.local_completion_tokens
 
+    @property
+    def reported_finish_reason(self) -> str | None:
+        """Why the answer ended, as the model that answered reported it (None when unknown).
+
+        ``"tool_calls"`` when the answer holds tool calls; otherwise the strong model's finish
+        reason when it answered, else the local generation's (``"stop"`` or ``"length"``).
+        """
+        if self.tool_calls:
+            return "tool_calls"
+        if self.remote is not None and self.decision.answered_by == self.remote.model:
+            return self.remote.finish_reason
+        return self.local.finish_reason if self.local is not None else None
+
+    @property
+    def finish_reason(self) -> str:
+        """The OpenAI finish reason: ``"stop"``, ``"length"`` or ``"tool_calls"``.
+
+        :attr:`reported_finish_reason`, with ``"stop"`` when the model reported none (a
+        provider's own value, such as ``"content_filter"``, is passed through).
+        """
+        return self.reported_finish_reason or "stop"
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """Token counts of the model that answered, in the OpenAI shape.
+
+        Keys ``prompt_tokens``, ``completion_tokens`` and ``total_tokens`` (their sum).
+        """
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
 
 @dataclass
 class RoutedChunk:

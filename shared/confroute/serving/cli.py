@@ -12,8 +12,10 @@ import os
 import sys
 from typing import Any
 
+from pydantic import SecretStr
+
 from confroute.errors import ConfigurationError
-from confroute.models import DEFAULT_LLM, DEFAULT_SLM
+from confroute.settings import RouterSettings, environment, settings_from
 
 __all__ = ["add_serve_parser", "run_serve"]
 
@@ -25,6 +27,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``serve`` command to an ``argparse`` sub-parser collection and return it."""
     from confroute import estimators
 
+    env = environment()
+    defaults = RouterSettings.model_fields
     serve: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
         help="serve an OpenAI-compatible API (/v1/chat/completions) that routes every request",
@@ -41,21 +45,25 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--slm",
-        default=os.environ.get("CONFROUTE_SLM", DEFAULT_SLM),
+        default=env.slm,
         help="local model: bundled name, directory, .gguf file or hub id (env CONFROUTE_SLM)",
     )
     serve.add_argument(
         "--llm",
-        default=os.environ.get("CONFROUTE_LLM", f"confroute/{DEFAULT_LLM}"),
+        default=env.llm,
         help="strong model as a LiteLLM model string (env CONFROUTE_LLM; default %(default)s)",
     )
     serve.add_argument("--local-only", action="store_true", help="never escalate (no strong model)")
-    serve.add_argument("--api-base", default=None, help="base URL of the strong model's server")
+    serve.add_argument(
+        "--api-base",
+        default=env.api_base,
+        help="base URL of the strong model's server (env CONFROUTE_API_BASE)",
+    )
     serve.add_argument(
         "--api-key-env",
         default=None,
         metavar="VAR",
-        help="environment variable holding the strong model's key",
+        help="environment variable holding the strong model's key (default CONFROUTE_API_KEY)",
     )
     serve.add_argument(
         "--server-key-env",
@@ -66,12 +74,15 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--threshold", type=float, default=None, help="escalate below this")
     serve.add_argument(
         "--estimator",
-        default="perplexity",
+        default=defaults["estimator"].default,
         choices=estimators.available(),
         help="uncertainty estimator (default %(default)s)",
     )
     serve.add_argument(
-        "--max-new-tokens", type=int, default=256, help="default local answer length cap"
+        "--max-new-tokens",
+        type=int,
+        default=defaults["max_new_tokens"].default,
+        help="default local answer length cap (default %(default)s)",
     )
     serve.add_argument(
         "--batch-window-ms",
@@ -115,23 +126,28 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         raise ConfigurationError(f"--max-batch must be >= 1, got {args.max_batch}.")
     server_key = _env_value(args.server_key_env)
-    api_key = _env_value(args.api_key_env)
+    api_key: SecretStr | str | None = (
+        environment().api_key if args.api_key_env is None else _env_value(args.api_key_env)
+    )
     local: LocalBackend = LocalModel(args.slm, max_batch_size=args.max_batch)
     if not args.no_batching:
         local = MicroBatcher(local, window_ms=args.batch_window_ms, max_batch=args.max_batch)
-    common: dict[str, Any] = {
-        "estimator": args.estimator,
-        "threshold": args.threshold,
-        "api_base": args.api_base,
-        "api_key": api_key,
-        "max_new_tokens": args.max_new_tokens,
-    }
+    settings = settings_from(
+        None,
+        estimator=args.estimator,
+        threshold=args.threshold,
+        api_base=args.api_base,
+        api_key=api_key,
+        max_new_tokens=args.max_new_tokens,
+    )
     strong = None if args.local_only else args.llm
     if args.early_every is not None:
         early = EarlyEscalation(every=args.early_every, margin=args.early_margin)
-        router: ConfRouter = EarlyEscalationRouter(local, strong, early_escalation=early, **common)
+        router: ConfRouter = EarlyEscalationRouter(
+            local, strong, settings=settings, early_escalation=early
+        )
     else:
-        router = ConfRouter(local, strong, **common)
+        router = ConfRouter(local, strong, settings=settings)
     print(
         f"confroute serve: http://{args.host}:{args.port}/v1 model={args.model_name!r} "
         f"local={router.local.name} strong={strong} (Ctrl-C stops)",
@@ -142,6 +158,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _env_value(name: str | None) -> str | None:
+    """The value of a variable the user named (``--api-key-env VAR``); None when unnamed."""
     if name is None:
         return None
     value = os.environ.get(name)

@@ -12,7 +12,7 @@ from typing import Any
 
 from confroute.decision import RoutingDecision
 from confroute.errors import InvalidRequestError
-from confroute.router import RoutedResponse
+from confroute.response import RoutedResponse
 
 __all__ = [
     "ChatRequest",
@@ -206,24 +206,6 @@ def _trimmed_logprobs(response: RoutedResponse, request: ChatRequest) -> dict[st
     return {**logprobs, "content": content}
 
 
-def finish_reason(response: RoutedResponse) -> str:
-    """The OpenAI finish reason of a routed answer."""
-    if response.tool_calls:
-        return "tool_calls"
-    if response.remote is not None and response.decision.answered_by == response.remote.model:
-        return response.remote.finish_reason or "stop"
-    return response.local.finish_reason if response.local is not None else "stop"
-
-
-def _usage(response: RoutedResponse) -> dict[str, int]:
-    prompt, completion = response.prompt_tokens, response.completion_tokens
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-
-
 def completion_body(response: RoutedResponse, request: ChatRequest) -> dict[str, Any]:
     """The ``chat.completion`` object, with the decision under the extra ``confroute`` key."""
     decision = response.decision
@@ -240,11 +222,11 @@ def completion_body(response: RoutedResponse, request: ChatRequest) -> dict[str,
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": finish_reason(response),
+                "finish_reason": response.finish_reason,
                 "logprobs": _trimmed_logprobs(response, request),
             }
         ],
-        "usage": _usage(response),
+        "usage": response.usage,
         "confroute": decision.model_dump(mode="json"),
     }
 
@@ -270,7 +252,7 @@ def stream_chunk(
         "model": request.model,
     }
     if usage_only is not None:
-        return {**base, "choices": [], "usage": _usage(usage_only)}
+        return {**base, "choices": [], "usage": usage_only.usage}
     if response is None:
         return {
             **base,
@@ -287,7 +269,7 @@ def stream_chunk(
             {
                 "index": 0,
                 "delta": final_delta,
-                "finish_reason": finish_reason(response),
+                "finish_reason": response.finish_reason,
                 "logprobs": _trimmed_logprobs(response, request),
             }
         ],
