@@ -28,6 +28,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
+from confroute.assembly import check_choices
 from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.estimators import Estimator
@@ -174,8 +175,8 @@ class ConfRouteLLM(FunctionCallingLLM):
 
         Raises:
             ConfigurationError: Router options were given together with ``router``, a setting
-                is out of its bounds, or (for a loaded local model) ``threshold`` was given
-                together with ``policy``.
+                is out of its bounds, or ``threshold``, ``escalation_rate`` and ``policy``
+                contradict each other.
         """
         if router is not None:
             given = sorted(ROUTER_FIELDS & fields.keys())
@@ -199,6 +200,7 @@ class ConfRouteLLM(FunctionCallingLLM):
         )
         settings = self._settings()
         profile = self.calibration_profile
+        check_choices(settings, policy, profile, ())  # contradictions fail now, not at first call
 
         def build() -> ConfRouter:
             return instrument(

@@ -405,3 +405,15 @@ def test_escalation_rate_reaches_the_router_with_its_profile(
         ConfRouteLLM(scripted_slm, None, calibration_profile=str(path))
     with pytest.raises(ConfigurationError, match="one of threshold"):
         ConfRouteLLM(scripted_slm, None, escalation_rate=0.5, threshold=0.3)
+
+
+def test_named_model_settings_contradictions_fail_at_construction_without_loading() -> None:
+    from confroute.errors import ConfigurationError
+    from confroute.policies import FixedThreshold
+    from llamaindex_confroute import ConfRouteLLM
+
+    # a name that would fail to load: the error must be the contradiction, raised before loading
+    with pytest.raises(ConfigurationError, match="one of threshold"):
+        ConfRouteLLM("no-such-model-anywhere", threshold=0.5, policy=FixedThreshold(0.3))
+    with pytest.raises(ConfigurationError, match="only used with escalation_rate"):
+        ConfRouteLLM("no-such-model-anywhere", calibration_profile="p.json")
