@@ -365,4 +365,5 @@ class BatchDecoder:
             latency_s=elapsed,
             hidden_state=None if row.hidden is None else np.asarray(row.hidden.cpu().numpy()),
             hidden_layer=config.hidden_layer,
+            extras={"stopped_early_at": len(row.tokens)} if row.stopped_early else {},
         )
