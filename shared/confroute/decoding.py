@@ -79,15 +79,19 @@ class _StopScanner:
         self._stop = tuple(stop)
         self._texts = texts
         self._longest = max(len(s) for s in self._stop)
+        self._spans: dict[int, int] = {}
 
-    def hit(self, tokens: Sequence[int]) -> bool:
-        """Whether the decoded ``tokens`` contain a stop string (``tokens`` grew by one)."""
+    def hit(self, row: int, tokens: Sequence[int]) -> bool:
+        """Whether the decoded ``tokens`` of ``row`` hold a stop string (they grew by one)."""
         need = self._longest + len(self._texts.piece(tokens[-1])) + _EDGE
-        span = self._longest + _EDGE + 2  # tokens: most hold at least one character
+        # window in tokens: most hold a character or more; a row whose tokens hold less
+        # (pieces of UTF-8 characters, special tokens) keeps the wider window it needed
+        span = self._spans.get(row, self._longest + _EDGE + 2)
         while True:
             start = max(0, len(tokens) - span)
             text = self._texts.decode(tokens[start:])
             if start == 0 or len(text) >= need:
+                self._spans[row] = span
                 return any(s in text for s in self._stop)
             span *= 2
 
@@ -325,7 +329,7 @@ class BatchDecoder:
                 row.done_at, row.ended_by_stop = index, True
                 continue
             row.tokens.append(token)
-            if stops is not None and stops.hit(row.tokens):
+            if stops is not None and stops.hit(position, row.tokens):
                 row.done_at, row.ended_by_stop = index, True
 
     def _assemble(
