@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from confroute.generation import Generation
 
 if TYPE_CHECKING:
-    from confroute.local import GenerationConfig, LocalModel
+    from confroute.backend import LocalBackend
+    from confroute.generation import GenerationConfig
 
 __all__ = [
     "PROBE_LAYER",
@@ -59,7 +60,7 @@ class EstimationContext:
     """
 
     messages: Sequence[dict[str, Any]]
-    local_model: LocalModel | None = None
+    local_model: LocalBackend | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     prompt_ids: Sequence[int] | None = None
     config: GenerationConfig | None = None
@@ -80,7 +81,7 @@ class Estimator(ABC):
     def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
         """Return the confidence in ``generation``, or None when none can be computed."""
 
-    def prepare(self, local_model: LocalModel | None) -> None:  # noqa: B027 - optional hook
+    def prepare(self, local_model: LocalBackend | None) -> None:  # noqa: B027 - optional hook
         """Load what the estimator needs for ``local_model`` and fail early if it cannot.
 
         The router calls this once, when it is built. The default does nothing.

@@ -22,7 +22,7 @@ from confroute.estimators.base import EstimationContext, Estimator, shared_confi
 from confroute.generation import Generation
 
 if TYPE_CHECKING:
-    from confroute.local import LocalModel
+    from confroute.backend import LocalBackend
 
 __all__ = ["COMBINATION_FORMAT", "DEFAULT_SIGNALS", "LogisticCombination"]
 
@@ -228,7 +228,7 @@ class LogisticCombination(Estimator):
 
     # -- estimation ------------------------------------------------------------------------
 
-    def prepare(self, local_model: LocalModel | None) -> None:
+    def prepare(self, local_model: LocalBackend | None) -> None:
         """Load the weights if only a path was given; check the model; prepare the signals.
 
         Raises:

@@ -27,7 +27,7 @@ from confroute.estimators.verbalized import parse_confidence
 from confroute.generation import Generation
 
 if TYPE_CHECKING:
-    from confroute.local import KeptPrefix, LocalModel
+    from confroute.backend import LocalBackend
 
 __all__ = ["PTrue", "Verbalized2S", "answer_token_ids", "p_true_from_logprobs"]
 
@@ -82,7 +82,7 @@ def p_true_from_logprobs(
     return 1.0 / (1.0 + math.exp(log_false - log_true))
 
 
-def _model_of(context: EstimationContext, name: str) -> LocalModel:
+def _model_of(context: EstimationContext, name: str) -> LocalBackend:
     if context.local_model is None:
         raise ConfigurationError(
             f"The {name!r} estimator asks the local model a follow-up question; pass "
@@ -93,8 +93,12 @@ def _model_of(context: EstimationContext, name: str) -> LocalModel:
 
 def follow_up_ids(
     generation: Generation, context: EstimationContext, question: str, name: str
-) -> tuple[LocalModel, list[int], KeptPrefix | None]:
-    """The token ids of conversation + answer + ``question``, and the answer's kept cache."""
+) -> tuple[LocalBackend, list[int], Any]:
+    """The token ids of conversation + answer + ``question``, and the answer's kept cache.
+
+    The cache is the generation's ``extras["prefix"]`` (None when none was kept); only the
+    backend that wrote it reads it.
+    """
     model = _model_of(context, name)
     messages = [
         *context.messages,
@@ -119,14 +123,14 @@ class PTrue(Estimator):
     requires: ClassVar[frozenset[str]] = frozenset({Requirement.FOLLOW_UP})
 
     def __init__(self) -> None:
-        self._ids: dict[int, tuple[list[int], list[int]]] = {}
+        self._ids: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
 
-    def variant_ids(self, model: LocalModel) -> tuple[list[int], list[int]]:
+    def variant_ids(self, model: LocalBackend) -> tuple[list[int], list[int]]:
         """Token ids of the "True" and "False" variants in ``model``'s vocabulary."""
-        key = id(model.tokenizer)
+        key = (id(model), model.fingerprint)
         if key not in self._ids:
-            vocabulary = list(model.tokenizer.get_vocab().items())
-            special = set(model.tokenizer.all_special_ids)
+            vocabulary = model.vocabulary()
+            special = model.special_token_ids()
             true_ids = answer_token_ids(vocabulary, P_TRUE_TRUE_WORDS, special)
             false_ids = answer_token_ids(vocabulary, P_TRUE_FALSE_WORDS, special)
             if not true_ids or not false_ids:
@@ -137,7 +141,7 @@ class PTrue(Estimator):
             self._ids[key] = (true_ids, false_ids)
         return self._ids[key]
 
-    def prepare(self, local_model: LocalModel | None) -> None:
+    def prepare(self, local_model: LocalBackend | None) -> None:
         """Find the answer-word tokens once."""
         if local_model is not None:
             self.variant_ids(local_model)

@@ -11,7 +11,7 @@ from confroute.estimators.base import PROBE_LAYER, EstimationContext, Estimator,
 from confroute.generation import Generation
 
 if TYPE_CHECKING:
-    from confroute.local import LocalModel
+    from confroute.backend import LocalBackend
     from confroute.probes import Probe
 
 __all__ = ["OODProbe", "TrainedProbe"]
@@ -35,7 +35,7 @@ class _ProbeEstimator(Estimator):
         self._probe: Probe | None = None
         self._for: str | None = None
 
-    def prepare(self, local_model: LocalModel | None) -> None:
+    def prepare(self, local_model: LocalBackend | None) -> None:
         """Load the probe for ``local_model`` and check that it was made for it.
 
         Raises:
