@@ -1,8 +1,9 @@
 """The local small model: chat template, batched generation, and per-token statistics.
 
-One decoding loop computes, at each step and for the whole batch, the chosen token's
-log-probability, the top-k alternatives, the entropy of the next-token distribution and (on
-request) the hidden state of one layer. Estimators read these; nothing is recomputed.
+:class:`LocalModel` is the transformers :class:`~confroute.backend.LocalBackend`. Its decoding
+loop (:mod:`confroute.decoding`) computes, at each step and for the whole batch, the chosen
+token's log-probability, the top-k alternatives, the entropy of the next-token distribution and
+(on request) the hidden state of one layer. Estimators read these; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -12,22 +13,16 @@ import inspect
 import logging
 import os
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from confroute.backend import Capabilities
-from confroute.errors import ConfigurationError, ContextOverflowError
-from confroute.generation import (
-    Generation,
-    GenerationConfig,
-    StepMonitor,
-    StepMonitorFactory,
-    TokenAlternative,
-)
+from confroute.backend import Capabilities, check_prompts_fit
+from confroute.decoding import BatchDecoder
+from confroute.errors import ConfigurationError
+from confroute.generation import Generation, GenerationConfig, StepMonitor, StepMonitorFactory
 from confroute.messages import validate_messages
 from confroute.models import DEFAULT_SLM, load_pretrained
 from confroute.tools import normalize_tool_calls_for_template
@@ -170,6 +165,16 @@ class LocalModel:
         # transformers >= 5.2x renamed ``past_key_values`` to ``cache``; accept both.
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._decoder = BatchDecoder(
+            model,
+            tokenizer,
+            name=name,
+            top_k=top_k,
+            eos_ids=frozenset(eos),
+            special_ids=frozenset(self._special_ids),
+            pad_id=self._pad_id,
+            cache_kw=self._cache_kw,
+        )
         self.last_follow_up_reused = 0
         """Prompt tokens the last follow-up read from a kept cache (0: prefilled in full)."""
         self.capabilities = Capabilities(top_logprobs=top_k)
@@ -250,15 +255,7 @@ class LocalModel:
         self, prompts: Sequence[Sequence[int]], config: GenerationConfig
     ) -> list[Generation]:
         """Answer already tokenised prompts (see :meth:`generate`)."""
-        for ids in prompts:
-            if len(ids) + config.max_new_tokens > self.context_window:
-                raise ContextOverflowError(
-                    f"The prompt has {len(ids)} tokens; with max_new_tokens="
-                    f"{config.max_new_tokens} it exceeds {self.name}'s context window of "
-                    f"{self.context_window} tokens. Shorten the prompt or lower max_new_tokens.",
-                    prompt_tokens=len(ids),
-                    context_window=self.context_window,
-                )
+        check_prompts_fit(prompts, config.max_new_tokens, self.context_window, self.name)
         # Samples of one prompt share its prefill: each chunk holds whole prompts, and their
         # cache is repeated num_samples times after the first forward pass.
         repeats = config.num_samples
@@ -278,130 +275,13 @@ class LocalModel:
         With ``repeats`` > 1 each prompt is prefilled once and then decoded ``repeats`` times;
         its rows are consecutive in the result.
         """
-        import torch
-
-        started = time.perf_counter()
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-        input_ids = input_ids.to(self._device)
-        attention = attention.to(self._device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        prompts = [ids for ids in prompts for _ in range(repeats)]
-        batch = len(prompts)
-        sampler = None
-        if config.temperature > 0:
-            sampler = torch.Generator(device=self._device)
-            sampler.manual_seed(config.seed if config.seed is not None else int(time.time_ns()))
-        want_hidden = config.hidden_layer is not None
-        steps: list[_Step] = []
-        done = [False] * batch
-        done_at: list[int | None] = [None] * batch
-        ended_by_stop = [False] * batch
-        lengths = [0] * batch
-        hidden_at_end: list[torch.Tensor | None] = [None] * batch
-        monitor = config.step_monitor(batch) if config.step_monitor is not None else None
-        stopped_early = [False] * batch
-        cache = None
-        with torch.inference_mode():
-            for step in range(config.max_new_tokens):
-                out = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention,
-                    position_ids=positions,
-                    use_cache=True,
-                    output_hidden_states=want_hidden,
-                    **{self._cache_kw: cache},
-                )
-                cache = getattr(out, self._cache_kw)
-                logits = out.logits[:, -1, :].float()
-                hidden = (
-                    out.hidden_states[config.hidden_layer][:, -1, :].float()
-                    if want_hidden and config.hidden_layer is not None
-                    else None
-                )
-                if step == 0 and repeats > 1:  # fan the shared prefill out to the samples
-                    cache.batch_repeat_interleave(repeats)
-                    logits = logits.repeat_interleave(repeats, dim=0)
-                    attention = attention.repeat_interleave(repeats, dim=0)
-                    positions = positions.repeat_interleave(repeats, dim=0)
-                    if hidden is not None:
-                        hidden = hidden.repeat_interleave(repeats, dim=0)
-                logprobs = torch.log_softmax(logits, dim=-1)
-                if sampler is None:
-                    chosen = logprobs.argmax(dim=-1)
-                else:
-                    chosen = _sample(logits, config.temperature, config.top_p, sampler)
-                chosen_lp = logprobs.gather(-1, chosen[:, None])[:, 0]
-                top = logprobs.topk(self.top_k, dim=-1)
-                entropy = -(logprobs.exp() * logprobs).nan_to_num().sum(-1)
-                steps.append(
-                    _Step(
-                        chosen.tolist(),
-                        chosen_lp.tolist(),
-                        top.indices.tolist(),
-                        top.values.tolist(),
-                        entropy.tolist(),
-                    )
-                )
-                for row in range(batch):
-                    if done[row]:
-                        continue
-                    token = steps[-1].chosen[row]
-                    if hidden is not None:
-                        hidden_at_end[row] = hidden[row]
-                    if token in self._eos_ids:
-                        done[row], ended_by_stop[row], done_at[row] = True, True, step
-                        continue
-                    lengths[row] = step + 1
-                    if config.stop and self._hit_stop(steps, row, config.stop):
-                        done[row], ended_by_stop[row], done_at[row] = True, True, step
-                if monitor is not None:  # step monitor hook (confroute.serving.early)
-                    last = steps[-1]
-                    flags = monitor(step, last.chosen, last.chosen_lp, last.entropy)
-                    for row, stop_now in enumerate(flags):
-                        if stop_now and not done[row]:
-                            done[row], done_at[row], stopped_early[row] = True, step, True
-                if all(done):
-                    break
-                next_ids = torch.tensor(
-                    [self._pad_id if done[r] else steps[-1].chosen[r] for r in range(batch)],
-                    dtype=torch.long,
-                    device=self._device,
-                )
-                input_ids = next_ids[:, None]
-                attention = torch.cat([attention, attention.new_ones((batch, 1))], dim=-1)
-                positions = positions[:, -1:] + 1
-        elapsed = time.perf_counter() - started
-        generations = [
-            self._assemble(
-                steps,
-                row,
-                lengths[row],
-                ended_by_stop[row],
-                len(prompts[row]),
-                config,
-                hidden_at_end[row],
-                elapsed,
-            )
-            for row in range(batch)
-        ]
-        for row, generation in enumerate(generations):  # step monitor hook
-            if stopped_early[row]:
-                generation.extras["stopped_early_at"] = lengths[row]
-        if config.keep_cache and cache is not None and hasattr(cache, "layers"):
-            for row, generation in enumerate(generations):
-                # Tokens chosen at steps 0..fed-1 were fed back, so the cache holds them; the
-                # last chosen token (end of turn, stop, or the cap) never was.
-                fed = done_at[row] if done_at[row] is not None else len(steps) - 1
-                answer = [steps[i].chosen[row] for i in range(fed or 0)]
+        batch = self._decoder.decode(prompts, config, repeats)
+        if config.keep_cache and hasattr(batch.cache, "layers"):
+            for row, generation in enumerate(batch.generations):
                 generation.extras["prefix"] = KeptPrefix(
-                    cache, row, width - len(prompts[row]), (*prompts[row], *answer)
+                    batch.cache, row, batch.starts[row], batch.kept_tokens[row]
                 )
-        return generations
+        return batch.generations
 
     # -- follow-up turns that reuse the kept cache ------------------------------------------
 
@@ -473,59 +353,6 @@ class LocalModel:
         )
         return out.logits[0, -1, :].float(), getattr(out, self._cache_kw)
 
-    def _hit_stop(self, steps: list[_Step], row: int, stop: tuple[str, ...]) -> bool:
-        ids = [s.chosen[row] for s in steps]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return any(s in text for s in stop)
-
-    def _assemble(
-        self,
-        steps: list[_Step],
-        row: int,
-        length: int,
-        stopped: bool,
-        prompt_tokens: int,
-        config: GenerationConfig,
-        hidden: torch.Tensor | None,
-        elapsed: float,
-    ) -> Generation:
-        keep = [i for i in range(length) if steps[i].chosen[row] not in self._special_ids]
-        ids = [steps[i].chosen[row] for i in keep]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if config.stop:
-            cut = min((text.find(s) for s in config.stop if s in text), default=-1)
-            if cut >= 0:
-                text = text[:cut]
-                # keep the tokens whose decoded text lies before the stop sequence
-                count = len(ids)
-                while (
-                    count > 0
-                    and len(self.tokenizer.decode(ids[:count], skip_special_tokens=True)) > cut
-                ):
-                    count -= 1
-                keep, ids = keep[:count], ids[:count]
-        decode = self.tokenizer.decode
-        return Generation(
-            text=text,
-            token_ids=tuple(ids),
-            tokens=tuple(decode([t]) for t in ids),
-            logprobs=tuple(steps[i].chosen_lp[row] for i in keep),
-            top_logprobs=tuple(
-                tuple(
-                    TokenAlternative(decode([tid]), tid, lp)
-                    for tid, lp in zip(steps[i].top_ids[row], steps[i].top_lps[row], strict=True)
-                )
-                for i in keep
-            ),
-            entropies=tuple(steps[i].entropy[row] for i in keep),
-            finish_reason="stop" if stopped else "length",
-            prompt_tokens=prompt_tokens,
-            model=self.name,
-            latency_s=elapsed,
-            hidden_state=None if hidden is None else np.asarray(hidden.cpu().numpy()),
-            hidden_layer=config.hidden_layer,
-        )
-
 
 @dataclass(frozen=True)
 class KeptPrefix:
@@ -565,27 +392,3 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         count += 1
     return count
-
-
-@dataclass
-class _Step:
-    chosen: list[int]
-    chosen_lp: list[float]
-    top_ids: list[list[int]]
-    top_lps: list[list[float]]
-    entropy: list[float]
-
-
-def _sample(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
-) -> torch.Tensor:
-    import torch
-
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        cumulative = sorted_probs.cumsum(-1)
-        sorted_probs[(cumulative - sorted_probs) > top_p] = 0.0
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]

@@ -17,7 +17,7 @@ from confroute.generation import Generation
 
 if TYPE_CHECKING:
     from confroute.backend import LocalBackend
-    from confroute.local import GenerationConfig
+    from confroute.generation import GenerationConfig
 
 __all__ = [
     "PROBE_LAYER",

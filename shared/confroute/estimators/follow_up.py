@@ -28,7 +28,6 @@ from confroute.generation import Generation
 
 if TYPE_CHECKING:
     from confroute.backend import LocalBackend
-    from confroute.local import KeptPrefix
 
 __all__ = ["PTrue", "Verbalized2S", "answer_token_ids", "p_true_from_logprobs"]
 
@@ -94,8 +93,12 @@ def _model_of(context: EstimationContext, name: str) -> LocalBackend:
 
 def follow_up_ids(
     generation: Generation, context: EstimationContext, question: str, name: str
-) -> tuple[LocalBackend, list[int], KeptPrefix | None]:
-    """The token ids of conversation + answer + ``question``, and the answer's kept cache."""
+) -> tuple[LocalBackend, list[int], Any]:
+    """The token ids of conversation + answer + ``question``, and the answer's kept cache.
+
+    The cache is the generation's ``extras["prefix"]`` (None when none was kept); only the
+    backend that wrote it reads it.
+    """
     model = _model_of(context, name)
     messages = [
         *context.messages,

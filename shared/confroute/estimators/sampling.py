@@ -11,7 +11,7 @@ import numpy as np
 
 from confroute.errors import ConfigurationError
 from confroute.estimators.base import EstimationContext, Estimator, Requirement
-from confroute.generation import Generation
+from confroute.generation import Generation, GenerationConfig
 
 __all__ = ["JaccardDegree", "jaccard_degree_confidence", "word_set"]
 
@@ -84,8 +84,6 @@ class JaccardDegree(Estimator):
 
     def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
         """Sample ``m`` answers in one batch and score their agreement."""
-        from confroute.local import GenerationConfig
-
         model = context.local_model
         if model is None:
             raise ConfigurationError(
