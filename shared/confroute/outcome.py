@@ -4,24 +4,39 @@
 nothing) into the :class:`~confroute.decision.RoutingDecision` and the
 :class:`~confroute.response.RoutedResponse`. :class:`StreamPlan` holds the decisions of one
 streamed request, so that the router's sync and async stream loops only feed it what arrives.
-Neither knows about threads or event loops.
+:class:`BatchFinish` answers each item of a batch on its own: a failing item becomes its
+exception, never the batch's. Only its ``run_all`` / ``arun_all`` drivers touch a thread pool
+or the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from confroute.decision import RoutingDecision
 from confroute.errors import ContextOverflowError, EscalationError
-from confroute.hooks import DecisionHook, ScoredAnswer
+from confroute.hooks import DecisionHook, ScoredAnswer, Tracer, spans
 from confroute.response import RoutedChunk, RoutedResponse
-from confroute.target import EscalationResult, StreamDelta
+from confroute.target import EscalationResult, EscalationTarget, StreamDelta
 
-__all__ = ["Outcome", "StreamPlan"]
+__all__ = [
+    "BatchFinish",
+    "ItemResult",
+    "Outcome",
+    "StreamPlan",
+    "settle",
+]
 
 logger = logging.getLogger(__name__)
+
+ItemResult = RoutedResponse | Exception
+"""One item of a batch: its answer, or the exception it failed with."""
+
 
 ABANDONED_STREAM = "The stream was closed by its reader before the strong model's answer ended."
 """The error recorded in the decision of a streamed escalation nobody read to its end."""
@@ -156,9 +171,13 @@ class StreamPlan:
     the error is raised), or a reader that stops early (:meth:`close`).
     """
 
-    def __init__(self, outcome: Outcome, answer: ScoredAnswer, model: str) -> None:
-        """Plan the stream of ``answer``, escalated to ``model``."""
-        self.outcome, self.answer, self.model = outcome, answer, model
+    def __init__(
+        self, outcome: Outcome, answer: ScoredAnswer, escalation: EscalationTarget | None
+    ) -> None:
+        """Plan the stream of ``answer``, escalated to ``escalation`` when it is unsure."""
+        self.outcome, self.answer = outcome, answer
+        self.target = escalation if answer.verdict.escalate else None
+        self.model = self.target.model if self.target is not None else ""
         self.streamed = False
         self.reported = False
 
@@ -193,6 +212,51 @@ class StreamPlan:
         response = self.outcome.finish(self.answer, error=error)
         return [RoutedChunk(text=response.text), RoutedChunk(response=response)]
 
+    def run(self, options: Mapping[str, Any], tracers: Sequence[Tracer]) -> Iterator[RoutedChunk]:
+        """The chunks of the stream: the kept answer, or the strong model's as it arrives.
+
+        A reader that closes the iterator early still gets the decision reported.
+        """
+        target = self.target
+        if target is None:
+            yield from self.kept()
+            return
+        chunks: list[RoutedChunk] = []
+        try:
+            with spans(tracers, lambda t: t.escalation(target.model, "stream")):
+                for delta in target.stream(self.answer.messages, **options):
+                    yield (chunk := self.take(delta))
+                    if chunk.response is not None:
+                        return
+        except EscalationError as error:
+            chunks = self.failed(error)
+        finally:
+            self.close()
+        yield from chunks
+
+    async def arun(
+        self, options: Mapping[str, Any], tracers: Sequence[Tracer]
+    ) -> AsyncGenerator[RoutedChunk, None]:
+        """Async form of :meth:`run` (an async generator: close it to report early)."""
+        target = self.target
+        if target is None:
+            for chunk in self.kept():
+                yield chunk
+            return
+        chunks: list[RoutedChunk] = []
+        try:
+            with spans(tracers, lambda t: t.escalation(target.model, "astream")):
+                async for delta in target.astream(self.answer.messages, **options):
+                    yield (chunk := self.take(delta))
+                    if chunk.response is not None:
+                        return
+        except EscalationError as error:
+            chunks = self.failed(error)
+        finally:
+            self.close()
+        for chunk in chunks:
+            yield chunk
+
     def close(self) -> None:
         """Report the decision of a stream its reader abandoned (idempotent)."""
         if self.reported:
@@ -200,3 +264,77 @@ class StreamPlan:
         self.reported = True
         error = EscalationError(ABANDONED_STREAM, provider=self.model, attempts=1, errors=[])
         self.outcome.failed(self.answer, error)
+
+
+def settle(results: Sequence[ItemResult], return_exceptions: bool) -> list[ItemResult]:
+    """The results of a finished batch, or its first failing item's exception raised.
+
+    Every item was answered and reported before this is called, so raising loses no decision.
+    """
+    if not return_exceptions:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+    return list(results)
+
+
+@dataclass(frozen=True)
+class BatchFinish:
+    """The second half of a batch: each scored answer escalated (or kept) on its own.
+
+    Attributes:
+        outcome: Builds and reports the decisions.
+        escalation: The strong model an unsure answer goes to (None: local only).
+        tracers: Open a span around each escalation.
+        options: The escalation options of the call (``max_tokens``, ``tools``, ...).
+    """
+
+    outcome: Outcome
+    escalation: EscalationTarget | None
+    tracers: Sequence[Tracer]
+    options: Mapping[str, Any]
+
+    def target(self, answer: ScoredAnswer) -> EscalationTarget | None:
+        """The strong model to ask for this answer, or None to keep it local."""
+        return self.escalation if answer.verdict.escalate else None
+
+    def one(self, answer: ScoredAnswer) -> ItemResult:
+        """Finish one item; its exception is returned, not raised."""
+        target = self.target(answer)
+        try:
+            if target is None:
+                return self.outcome.finish(answer)
+            try:
+                with spans(self.tracers, lambda t: t.escalation(target.model, "complete")):
+                    remote = target.complete(answer.messages, **self.options)
+            except EscalationError as error:
+                return self.outcome.finish(answer, error=error)
+            return self.outcome.finish(answer, remote=remote)
+        except Exception as error:  # the item's failure, handed back in its place
+            return error
+
+    async def aone(self, answer: ScoredAnswer) -> ItemResult:
+        """Async form of :meth:`one`."""
+        target = self.target(answer)
+        try:
+            if target is None:
+                return self.outcome.finish(answer)
+            try:
+                with spans(self.tracers, lambda t: t.escalation(target.model, "acomplete")):
+                    remote = await target.acomplete(answer.messages, **self.options)
+            except EscalationError as error:
+                return self.outcome.finish(answer, error=error)
+            return self.outcome.finish(answer, remote=remote)
+        except Exception as error:  # the item's failure, handed back in its place
+            return error
+
+    def run_all(self, answers: Sequence[ScoredAnswer], max_concurrency: int) -> list[ItemResult]:
+        """Finish every item, escalations in parallel threads (one escalation: in this one)."""
+        if sum(self.target(answer) is not None for answer in answers) <= 1:
+            return [self.one(answer) for answer in answers]
+        with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+            return list(pool.map(self.one, answers))
+
+    async def arun_all(self, answers: Sequence[ScoredAnswer]) -> list[ItemResult]:
+        """Finish every item, escalations concurrently; returns when all have finished."""
+        return list(await asyncio.gather(*(self.aone(answer) for answer in answers)))

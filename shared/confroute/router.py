@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import aclosing
+from typing import Any, Literal, overload
 
 from confroute import estimators as estimator_registry
 from confroute.assembly import (
@@ -26,13 +26,13 @@ from confroute.assembly import (
 )
 from confroute.backend import LocalBackend
 from confroute.calibration import CalibrationProfile
-from confroute.errors import ConfigurationError, EscalationError
+from confroute.errors import ConfigurationError
 from confroute.escalation import Redactor
 from confroute.estimators import Estimator
 from confroute.generation import GenerationConfig
-from confroute.hooks import DecisionHook, ScoredAnswer, ScoreObserver, Tracer, spans
+from confroute.hooks import DecisionHook, ScoreObserver, Tracer
 from confroute.messages import Message, as_messages
-from confroute.outcome import Outcome, StreamPlan
+from confroute.outcome import BatchFinish, ItemResult, Outcome, StreamPlan, settle
 from confroute.policies import RoutingPolicy
 from confroute.response import RoutedChunk, RoutedResponse
 from confroute.scoring import Pipeline, call_config, escalation_options
@@ -209,10 +209,6 @@ class ConfRouter:
             can_escalate=self.escalation is not None,
         )
 
-    def _target(self, answer: ScoredAnswer) -> EscalationTarget | None:
-        """The strong model to ask for this answer, or None to keep it local."""
-        return self.escalation if answer.verdict.escalate else None
-
     def _request(
         self,
         prompts: Sequence[PromptInput],
@@ -249,6 +245,32 @@ class ConfRouter:
         )
         return response
 
+    @overload
+    def route_batch(
+        self,
+        prompts: Sequence[PromptInput],
+        *,
+        max_new_tokens: int | None = ...,
+        temperature: float | None = ...,
+        stop: Sequence[str] | None = ...,
+        tools: Sequence[Mapping[str, Any]] | None = ...,
+        max_concurrency: int = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[RoutedResponse]: ...
+
+    @overload
+    def route_batch(
+        self,
+        prompts: Sequence[PromptInput],
+        *,
+        max_new_tokens: int | None = ...,
+        temperature: float | None = ...,
+        stop: Sequence[str] | None = ...,
+        tools: Sequence[Mapping[str, Any]] | None = ...,
+        max_concurrency: int = ...,
+        return_exceptions: Literal[True],
+    ) -> list[ItemResult]: ...
+
     def route_batch(
         self,
         prompts: Sequence[PromptInput],
@@ -258,29 +280,24 @@ class ConfRouter:
         stop: Sequence[str] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         max_concurrency: int = 8,
-    ) -> list[RoutedResponse]:
-        """Answer many prompts: one batched local generation, escalations in parallel."""
+        return_exceptions: bool = False,
+    ) -> list[RoutedResponse] | list[ItemResult]:
+        """Answer many prompts: one batched local generation, escalations in parallel.
+
+        Each item fails or succeeds on its own: with ``return_exceptions=True`` a failing item's
+        exception takes its place in the list (as in LangChain's ``batch``); otherwise the
+        first one is raised, but only once every item was answered and reported to the hooks.
+
+        Raises:
+            InvalidRequestError: A prompt cannot be answered as given (nothing was generated).
+            EscalationError: An item failed and ``return_exceptions`` is False.
+        """
         conversations, config, options = self._request(
             prompts, max_new_tokens, temperature, stop, tools
         )
         answers = self._pipeline().run(conversations, config, tools)
-        outcome = self._outcome()
-
-        def finish(answer: ScoredAnswer) -> RoutedResponse:
-            target = self._target(answer)
-            if target is None:
-                return outcome.finish(answer)
-            try:
-                with spans(self.tracers, lambda t: t.escalation(target.model, "complete")):
-                    remote = target.complete(answer.messages, **options)
-            except EscalationError as error:
-                return outcome.finish(answer, error=error)
-            return outcome.finish(answer, remote=remote)
-
-        if sum(self._target(a) is not None for a in answers) <= 1:
-            return [finish(a) for a in answers]
-        with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
-            return list(pool.map(finish, answers))
+        finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), options)
+        return settle(finish.run_all(answers, max_concurrency), return_exceptions)
 
     async def aroute(
         self,
@@ -297,6 +314,30 @@ class ConfRouter:
         )
         return response
 
+    @overload
+    async def aroute_batch(
+        self,
+        prompts: Sequence[PromptInput],
+        *,
+        max_new_tokens: int | None = ...,
+        temperature: float | None = ...,
+        stop: Sequence[str] | None = ...,
+        tools: Sequence[Mapping[str, Any]] | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[RoutedResponse]: ...
+
+    @overload
+    async def aroute_batch(
+        self,
+        prompts: Sequence[PromptInput],
+        *,
+        max_new_tokens: int | None = ...,
+        temperature: float | None = ...,
+        stop: Sequence[str] | None = ...,
+        tools: Sequence[Mapping[str, Any]] | None = ...,
+        return_exceptions: Literal[True],
+    ) -> list[ItemResult]: ...
+
     async def aroute_batch(
         self,
         prompts: Sequence[PromptInput],
@@ -305,26 +346,15 @@ class ConfRouter:
         temperature: float | None = None,
         stop: Sequence[str] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[RoutedResponse]:
+        return_exceptions: bool = False,
+    ) -> list[RoutedResponse] | list[ItemResult]:
         """Async form of :meth:`route_batch`; escalations run concurrently."""
         conversations, config, options = self._request(
             prompts, max_new_tokens, temperature, stop, tools
         )
         answers = await asyncio.to_thread(self._pipeline().run, conversations, config, tools)
-        outcome = self._outcome()
-
-        async def finish(answer: ScoredAnswer) -> RoutedResponse:
-            target = self._target(answer)
-            if target is None:
-                return outcome.finish(answer)
-            try:
-                with spans(self.tracers, lambda t: t.escalation(target.model, "acomplete")):
-                    remote = await target.acomplete(answer.messages, **options)
-            except EscalationError as error:
-                return outcome.finish(answer, error=error)
-            return outcome.finish(answer, remote=remote)
-
-        return list(await asyncio.gather(*(finish(a) for a in answers)))
+        finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), options)
+        return settle(await finish.arun_all(answers), return_exceptions)
 
     def stream(
         self,
@@ -346,23 +376,8 @@ class ConfRouter:
             [prompt], max_new_tokens, temperature, stop, tools
         )
         [answer] = self._pipeline().run(conversations, config, tools)
-        target = self._target(answer)
-        plan = StreamPlan(self._outcome(), answer, target.model if target else "")
-        if target is None:
-            yield from plan.kept()
-            return
-        chunks: list[RoutedChunk] = []
-        try:
-            with spans(self.tracers, lambda t: t.escalation(target.model, "stream")):
-                for delta in target.stream(answer.messages, **options):
-                    yield (chunk := plan.take(delta))
-                    if chunk.response is not None:
-                        return
-        except EscalationError as error:
-            chunks = plan.failed(error)
-        finally:
-            plan.close()
-        yield from chunks
+        plan = StreamPlan(self._outcome(), answer, self.escalation)
+        yield from plan.run(options, self.tracers)
 
     async def astream(
         self,
@@ -378,22 +393,7 @@ class ConfRouter:
             [prompt], max_new_tokens, temperature, stop, tools
         )
         [answer] = await asyncio.to_thread(self._pipeline().run, conversations, config, tools)
-        target = self._target(answer)
-        plan = StreamPlan(self._outcome(), answer, target.model if target else "")
-        if target is None:
-            for chunk in plan.kept():
+        plan = StreamPlan(self._outcome(), answer, self.escalation)
+        async with aclosing(plan.arun(options, self.tracers)) as chunks:
+            async for chunk in chunks:
                 yield chunk
-            return
-        chunks: list[RoutedChunk] = []
-        try:
-            with spans(self.tracers, lambda t: t.escalation(target.model, "astream")):
-                async for delta in target.astream(answer.messages, **options):
-                    yield (chunk := plan.take(delta))
-                    if chunk.response is not None:
-                        return
-        except EscalationError as error:
-            chunks = plan.failed(error)
-        finally:
-            plan.close()
-        for chunk in chunks:
-            yield chunk
