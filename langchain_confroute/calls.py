@@ -3,7 +3,8 @@
 LangChain's ``batch`` runs ``invoke`` per input (each with its own callbacks and trace). To keep
 that and still run the local model once for the whole batch, ``ChatConfRoute.batch`` first
 answers every input with one ``ConfRouter.route_batch`` call, then lets the per-input calls pick
-their answer up from a context-local store instead of generating again.
+their answer up from a context-local store instead of generating again. An input that failed in
+the batch picks up its exception, so nothing is routed twice.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from confroute.errors import ConfRouteError, InvalidRequestError
-from confroute.router import ConfRouter, RoutedResponse
+from confroute.outcome import ItemResult
+from confroute.router import ConfRouter
 from langchain_confroute.messages import to_openai_messages
 from langchain_confroute.tools import apply_tool_choice, check_tool_choice
 
@@ -41,7 +43,7 @@ CALL_OPTIONS = frozenset(
 )
 """Per-call keyword arguments the chat model understands (besides ``stop``); others are refused."""
 
-_answers: ContextVar[dict[str, list[RoutedResponse]] | None] = ContextVar(
+_answers: ContextVar[dict[str, list[ItemResult]] | None] = ContextVar(
     "confroute_batch_answers", default=None
 )
 
@@ -123,13 +125,16 @@ def batch_requests(
 
 def route_batch(
     router: ConfRouter, requests: list[RoutedRequest] | None
-) -> list[RoutedResponse] | None:
-    """Answer the requests with one batched local generation (None when that fails)."""
+) -> list[ItemResult] | None:
+    """Answer the requests with one batched local generation (None when that fails).
+
+    Each item is its answer or the exception it failed with (an escalation under ``"raise"``).
+    """
     if requests is None:
         return None
     try:
-        responses: list[RoutedResponse] = router.route_batch(
-            [r.messages for r in requests], **requests[0].options
+        responses = router.route_batch(
+            [r.messages for r in requests], **requests[0].options, return_exceptions=True
         )
     except ConfRouteError as error:
         logger.debug("Batched routing failed, answering one by one: %s", error)
@@ -139,13 +144,13 @@ def route_batch(
 
 async def aroute_batch(
     router: ConfRouter, requests: list[RoutedRequest] | None
-) -> list[RoutedResponse] | None:
+) -> list[ItemResult] | None:
     """Async form of :func:`route_batch`."""
     if requests is None:
         return None
     try:
-        responses: list[RoutedResponse] = await router.aroute_batch(
-            [r.messages for r in requests], **requests[0].options
+        responses = await router.aroute_batch(
+            [r.messages for r in requests], **requests[0].options, return_exceptions=True
         )
     except ConfRouteError as error:
         logger.debug("Batched routing failed, answering one by one: %s", error)
@@ -157,10 +162,10 @@ async def aroute_batch(
 def answers_for_batch(
     owner: object,
     requests: Sequence[RoutedRequest] | None,
-    responses: Sequence[RoutedResponse] | None,
+    responses: Sequence[ItemResult] | None,
 ) -> Iterator[None]:
     """Make the batch's answers available to the calls made inside the block."""
-    store: dict[str, list[RoutedResponse]] | None = None
+    store: dict[str, list[ItemResult]] | None = None
     if requests is not None and responses is not None:
         store = {}
         for request, response in zip(requests, responses, strict=True):
@@ -172,8 +177,11 @@ def answers_for_batch(
         _answers.reset(token)
 
 
-def take_answer(owner: object, request: RoutedRequest) -> RoutedResponse | None:
-    """The batch's answer to this request (each is handed out once), or None outside a batch."""
+def take_answer(owner: object, request: RoutedRequest) -> ItemResult | None:
+    """The batch's answer to this request, or its exception (each is handed out once).
+
+    None outside a batch.
+    """
     store = _answers.get()
     if not store:
         return None

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from langchain_core.outputs import ChatGenerationChunk
 
 from confroute.decision import RoutingDecision
+from confroute.outcome import ItemResult
 from confroute.response import RoutedChunk, RoutedResponse
 from langchain_confroute.calls import RoutedRequest, take_answer
 from langchain_confroute.streaming import RunManager, reporter_for, to_chunk
@@ -31,13 +32,14 @@ class CallPlan:
 
     Attributes:
         request: The conversation and the router's keyword arguments.
-        ready: The batch's answer to this request (None outside a batch).
+        batched: The batch's answer to this request, or the exception it failed with in the
+            batch (None outside a batch).
         reporter: The run the decision is reported to: the call's own, or the run of the
             streamed ``invoke`` in progress (None when there is none).
     """
 
     request: RoutedRequest
-    ready: RoutedResponse | None
+    batched: ItemResult | None
     reporter: RunManager | None
 
     @classmethod
@@ -46,6 +48,17 @@ class CallPlan:
     ) -> CallPlan:
         """The plan of ``owner``'s call of ``request``, reported to ``run_manager``."""
         return cls(request, take_answer(owner, request), reporter_for(owner, run_manager))
+
+    @property
+    def ready(self) -> RoutedResponse | None:
+        """The batch's answer to this request (None outside a batch).
+
+        Raises:
+            Exception: The one this request failed with in the batch (it is not routed again).
+        """
+        if isinstance(self.batched, Exception):
+            raise self.batched
+        return self.batched
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -69,7 +82,7 @@ class CallPlan:
 
         Tool calls are released whole, so such an answer need not be streamed.
         """
-        return self.ready is not None or bool(self.tools)
+        return self.batched is not None or bool(self.tools)
 
     def reporter_as(self, kind: type[M]) -> M | None:
         """The reporter, when it is a run manager of ``kind`` (sync or async)."""
