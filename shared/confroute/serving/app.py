@@ -1,26 +1,23 @@
-"""``confroute serve``: an OpenAI-compatible HTTP server in front of one shared router.
+"""The aiohttp application of ``confroute serve``: OpenAI-compatible endpoints over one router.
 
 Endpoints: ``POST /v1/chat/completions`` (plain and ``stream=true`` server-sent events),
 ``GET /v1/models``, ``GET /v1/models/{id}`` and ``GET /health``. Every request is routed by the
 same :class:`~confroute.router.ConfRouter`; the routing decision comes back as an extra
 ``confroute`` field of the response (of the last chunk when streaming) and as ``x-confroute-*``
-headers. The OpenAI SDK and LiteLLM (``openai/<model>`` with ``api_base``) work against it
-unchanged. It listens on 127.0.0.1 unless told otherwise.
-
-Concurrent requests share batched local generation when the router's local model is a
-:class:`~confroute.serving.batcher.MicroBatcher` (``confroute serve`` sets this up).
+headers. Bodies are read under a deadline and checked before the router sees them
+(:mod:`confroute.serving.request_body`); :mod:`confroute.serving.server` listens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +32,7 @@ from confroute.errors import (
 )
 from confroute.router import ConfRouter, RoutedChunk, RoutedResponse
 from confroute.serving.batcher import MicroBatcher
+from confroute.serving.limits import ServerLimits
 from confroute.serving.openai_format import (
     ChatRequest,
     completion_body,
@@ -43,8 +41,9 @@ from confroute.serving.openai_format import (
     parse_chat_request,
     stream_chunk,
 )
+from confroute.serving.request_body import read_json_body
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_MODEL_NAME", "BackgroundServer", "create_app", "serve"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_MODEL_NAME", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +57,15 @@ _MODEL = web.AppKey("model_name", str)
 _KEY = web.AppKey("api_key", str)
 _STARTED = web.AppKey("started", int)
 _WORKERS = web.AppKey("workers", int)
+_LIMITS = web.AppKey("limits", ServerLimits)
+
+DISCONNECT_POLL_S = 0.1
+"""How often a streamed answer waiting for its next chunk checks that the client is still there.
+
+aiohttp has no public disconnection event, and its ``handler_cancellation`` would cancel every
+handler whose client leaves, a non-streamed route included, whose decision must still be
+reported; so the stream checks its transport while it waits.
+"""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -98,6 +106,11 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ConfRouteError as error:
         return _error_for(error)
+    except (web.HTTPException, asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as error:  # a bug: still an OpenAI error object, never a text/plain 500
+        logger.exception("Unexpected error answering %s %s", request.method, request.path)
+        return _error(500, f"Internal error ({type(error).__name__}).", "server_error")
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -160,10 +173,7 @@ def _route_kwargs(chat: ChatRequest) -> dict[str, Any]:
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "The request body is not valid JSON.", "invalid_request_error")
+    body = await read_json_body(request, request.app[_LIMITS].body_timeout)
     chat = parse_chat_request(body)
     if chat.model != request.app[_MODEL]:
         return _model_not_found(request.app, chat.model)
@@ -180,6 +190,37 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
+def _gone(request: web.Request) -> bool:
+    """Whether the client has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _next_chunk(request: web.Request, chunks: AsyncIterator[RoutedChunk]) -> RoutedChunk:
+    """The stream's next chunk, unless the client leaves first.
+
+    Raises:
+        StopAsyncIteration: The stream ended.
+        ConnectionResetError: The client closed its connection; the router's stream was
+            cancelled where it waited, so its decision is reported now, not after the answer.
+    """
+    pending = asyncio.ensure_future(chunks.__anext__())
+    while True:
+        try:
+            done, _ = await asyncio.wait({pending}, timeout=DISCONNECT_POLL_S)
+        except asyncio.CancelledError:  # the server stops: let the router's stream end first
+            pending.cancel()
+            await asyncio.wait({pending})
+            raise
+        if done:
+            return pending.result()
+        if _gone(request):
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+            raise ConnectionResetError("The client closed the connection during the stream.")
+
+
 async def _stream(
     request: web.Request, router: ConfRouter, chat: ChatRequest
 ) -> web.StreamResponse:
@@ -188,14 +229,27 @@ async def _stream(
     A kept-local answer (or a failed escalation answered locally) is known in full at once, so
     its headers hold the whole decision. An escalated answer streams the strong model's tokens
     as they come: its headers say ``x-confroute-escalated: true`` and the full decision arrives
-    in the last chunk's ``confroute`` field.
+    in the last chunk's ``confroute`` field. A client that leaves closes the router's stream
+    at once, which reports the decision of the abandoned answer.
     """
-    chunks: AsyncIterator[RoutedChunk] = router.astream(chat.messages, **_route_kwargs(chat))
+    chunks = router.astream(chat.messages, **_route_kwargs(chat))
+    try:
+        return await _write_stream(request, chat, chunks)
+    finally:
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()  # a client that left: the router reports the abandoned stream
+
+
+async def _write_stream(
+    request: web.Request, chat: ChatRequest, chunks: AsyncIterator[RoutedChunk]
+) -> web.StreamResponse:
+    # Errors before the first byte become plain HTTP errors. The first chunk is awaited whatever
+    # the client does: until it comes, the router has no answer whose decision it could report.
     head: list[RoutedChunk] = []
-    async for chunk in chunks:  # errors before the first byte become plain HTTP errors
-        head.append(chunk)
-        if chunk.response is not None or len(head) >= 2:
-            break
+    with contextlib.suppress(StopAsyncIteration):
+        head.append(await chunks.__anext__())
+        if head[0].response is None:
+            head.append(await _next_chunk(request, chunks))
     final = next((c.response for c in head if c.response is not None), None)
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     if final is not None:
@@ -213,9 +267,11 @@ async def _stream(
     async def rest() -> AsyncIterator[RoutedChunk]:
         for chunk in head:
             yield chunk
-        if final is None:
-            async for chunk in chunks:
-                yield chunk
+        while final is None:
+            try:
+                yield await _next_chunk(request, chunks)
+            except StopAsyncIteration:
+                return
 
     done: RoutedResponse | None = None
     try:
@@ -253,6 +309,7 @@ def create_app(
     model_name: str = DEFAULT_MODEL_NAME,
     api_key: str | None = None,
     worker_threads: int = 64,
+    limits: ServerLimits | None = None,
 ) -> web.Application:
     """Build the aiohttp application around one shared router.
 
@@ -264,6 +321,9 @@ def create_app(
             (``/health`` stays open).
         worker_threads: Threads for local generation and scoring; at least the batch size, so
             that concurrent requests can meet in one batch.
+        limits: The body read timeout and size cap; the head timeout and the connection limit
+            belong to the listening socket (:class:`~confroute.serving.server.BackgroundServer`,
+            :func:`~confroute.serving.server.serve`). Default ``ServerLimits()``.
 
     Raises:
         ConfigurationError: An empty model name or fewer than one worker thread.
@@ -272,7 +332,9 @@ def create_app(
         raise ConfigurationError("model_name must be a non-empty string, e.g. 'confroute'.")
     if worker_threads < 1:
         raise ConfigurationError(f"worker_threads must be >= 1, got {worker_threads}.")
-    app = web.Application(middlewares=[_guard])
+    limits = limits or ServerLimits()
+    app = web.Application(middlewares=[_guard], client_max_size=limits.max_body_bytes)
+    app[_LIMITS] = limits
     app[_ROUTER] = router
     app[_MODEL] = model_name
     app[_KEY] = api_key or ""
@@ -284,110 +346,3 @@ def create_app(
     app.router.add_get("/v1/models/{model}", _model)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     return app
-
-
-def serve(
-    router: ConfRouter,
-    *,
-    host: str = DEFAULT_HOST,
-    port: int = 8000,
-    model_name: str = DEFAULT_MODEL_NAME,
-    api_key: str | None = None,
-) -> None:
-    """Serve until interrupted (Ctrl-C)."""
-    app = create_app(router, model_name=model_name, api_key=api_key)
-    logger.info("confroute serve: http://%s:%d/v1 (model %r)", host, port, model_name)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
-
-
-class BackgroundServer:
-    """The server on a background thread with its own event loop (tests, notebooks, examples).
-
-    Example:
-        >>> with BackgroundServer(router) as server:  # doctest: +SKIP
-        ...     client = openai.OpenAI(base_url=server.base_url, api_key="unused")
-    """
-
-    def __init__(
-        self,
-        router: ConfRouter,
-        *,
-        host: str = DEFAULT_HOST,
-        port: int = 0,
-        model_name: str = DEFAULT_MODEL_NAME,
-        api_key: str | None = None,
-    ) -> None:
-        """Configure; :meth:`start` (or ``with``) starts it. ``port=0`` picks a free port."""
-        self.app = create_app(router, model_name=model_name, api_key=api_key)
-        self.host = host
-        self.port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI base URL, ``http://HOST:PORT/v1``."""
-        return f"http://{self.host}:{self.port}/v1"
-
-    def start(self, timeout: float = 30.0) -> BackgroundServer:
-        """Start listening; returns once the port is open.
-
-        Raises:
-            ConfigurationError: The server did not start within ``timeout`` seconds (the cause,
-                such as a port in use, is chained).
-        """
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._open())
-            except BaseException as error:
-                failure.append(error)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shut())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="confroute-server", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout) or failure:
-            cause = failure[0] if failure else None
-            raise ConfigurationError(
-                f"The server did not start on {self.host}:{self.port}: {cause}. Pick another "
-                "port or host."
-            ) from cause
-        return self
-
-    async def _open(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])
-
-    async def _shut(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def close(self) -> None:
-        """Stop serving and wait for the thread. Idempotent."""
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-
-    def __enter__(self) -> BackgroundServer:
-        """Start the server."""
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Stop the server."""
-        self.close()
