@@ -108,6 +108,34 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="early escalation: stop when confidence < threshold - margin (default %(default)s)",
     )
     serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client may take to send a request head; also the idle keep-alive "
+        "time (default %(default)s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a client may take to send a request body; then 408 (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1024**2,
+        help="largest request body; larger gets 413 (default %(default)s, 1 MiB)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="open connections at most; more get 503 (default: the descriptor limit less 64, "
+        "at most 1024)",
+    )
+    serve.add_argument(
         "--log-level", default="INFO", help="logging level of the server (default %(default)s)"
     )
     return serve
@@ -120,11 +148,17 @@ def run_serve(args: argparse.Namespace) -> int:
     from confroute.router import ConfRouter
     from confroute.serving.batcher import MicroBatcher
     from confroute.serving.early import EarlyEscalation, EarlyEscalationRouter
-    from confroute.serving.server import serve
+    from confroute.serving.server import ServerLimits, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if args.max_batch < 1:
         raise ConfigurationError(f"--max-batch must be >= 1, got {args.max_batch}.")
+    limits = ServerLimits(
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_body_bytes=args.max_body_bytes,
+        max_connections=args.max_connections,
+    )
     server_key = _env_value(args.server_key_env)
     api_key: SecretStr | str | None = (
         environment().api_key if args.api_key_env is None else _env_value(args.api_key_env)
@@ -153,7 +187,14 @@ def run_serve(args: argparse.Namespace) -> int:
         f"local={router.local.name} strong={strong} (Ctrl-C stops)",
         file=sys.stderr,
     )
-    serve(router, host=args.host, port=args.port, model_name=args.model_name, api_key=server_key)
+    serve(
+        router,
+        host=args.host,
+        port=args.port,
+        model_name=args.model_name,
+        api_key=server_key,
+        limits=limits,
+    )
     return 0
 
 

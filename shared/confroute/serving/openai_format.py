@@ -5,6 +5,7 @@ Pure functions (no HTTP) so that the server stays small and the format is tested
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,9 +93,63 @@ def _number(body: Mapping[str, Any], name: str, kind: type) -> Any:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(f"'{name}' must be a number, got {value!r}.", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(f"'{name}' must be a finite number, got {value!r}.", name)
     if kind is int and int(value) != value:
         raise _fail(f"'{name}' must be an integer, got {value!r}.", name)
     return kind(value)
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    if not isinstance(calls, list):
+        raise _fail(f"'{where}' must be a list of tool calls, got {type(calls).__name__}.", where)
+    for index, call in enumerate(calls):
+        at = f"{where}[{index}]"
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping):
+            raise _fail(
+                f"'{at}' must be {{'id': ..., 'type': 'function', 'function': {{'name': ..., "
+                "'arguments': '<JSON>'}}.",
+                at,
+            )
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise _fail(f"'{at}.function.name' must be a non-empty string.", f"{at}.function.name")
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, (str, Mapping)):
+            raise _fail(
+                f"'{at}.function.arguments' must be a JSON string.", f"{at}.function.arguments"
+            )
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            raise _fail(f"'{at}.id' must be a string.", f"{at}.id")
+
+
+def _check_messages(messages: list[Any]) -> None:
+    """The shape of each message, with the field to fix (the router checks roles and text)."""
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, Mapping):
+            raise _fail(f"'{where}' must be an object with 'role' and 'content'.", where)
+        if not isinstance(message.get("role"), str):
+            raise _fail(f"'{where}.role' must be a string such as 'user'.", f"{where}.role")
+        content = message.get("content")
+        parts = content if isinstance(content, list) else []
+        if content is not None and not isinstance(content, (str, list)):
+            raise _fail(
+                f"'{where}.content' must be a string or a list of text parts.", f"{where}.content"
+            )
+        for number, part in enumerate(parts):
+            at = f"{where}.content[{number}]"
+            if isinstance(part, str):
+                continue
+            if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+                raise _fail(f"'{at}' must be a {{'type': 'text', 'text': ...}} part.", at)
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                raise _fail(f"'{at}.text' must be a string.", f"{at}.text")
+        if message.get("tool_calls") is not None:
+            _check_tool_calls(message["tool_calls"], f"{where}.tool_calls")
+        for key in ("tool_call_id", "name"):
+            if message.get(key) is not None and not isinstance(message[key], str):
+                raise _fail(f"'{where}.{key}' must be a string.", f"{where}.{key}")
 
 
 def parse_chat_request(body: Any) -> ChatRequest:
@@ -118,6 +173,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _fail("'messages' must be a non-empty list of chat messages.", "messages")
+    _check_messages(messages)
     if body.get("n") not in (None, 1):
         raise _fail("Only n=1 is supported: send one request per answer.", "n")
     if _number(body, "top_p", float) not in (None, 1.0):
