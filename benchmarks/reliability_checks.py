@@ -120,7 +120,7 @@ def userinfo_key(env: Env) -> Outcome:
     options: dict[str, Any] = {"api_base": base, "api_key": "k", "threshold": 0.5}
     chat = ChatConfRoute(local_model=env.slm, strong_model="openai/p", **options)
     llm = ConfRouteLLM(env.slm, "openai/p", **options)
-    texts = {
+    texts: dict[str, Callable[[], str]] = {
         "repr(router)": lambda: repr(env.router(api_base=base)),
         "repr(Escalation)": lambda: repr(Escalation("openai/p", api_base=base)),
         "ChatConfRoute.model_dump_json": chat.model_dump_json,
@@ -213,6 +213,7 @@ def tool_call_text(env: Env) -> Outcome:
     router = env.router(max_retries=0)
     seen = []
     for case in TOOL_TEXTS:
+        reason: str
         try:
             reason = router.route(f"tool {case}", tools=[TOOL]).decision.reason
         except Exception as error:
@@ -227,6 +228,7 @@ def library_bad_values(env: Env) -> Outcome:
     `temperature="hot"`, `stop=123` raises a `ConfRouteError`.
     """
     router = env.router(max_retries=0)
+    route: Any = router.route  # the wrong types are the point
     nested: Any = [{"type": "text", "text": "q"}]
     for _ in range(5000):
         nested = [nested]
@@ -240,8 +242,8 @@ def library_bad_values(env: Env) -> Outcome:
             ]
         ),
         "nested text part": lambda: router.route([{"role": "user", "content": nested}]),
-        "temperature 'hot'": lambda: router.route("q", temperature="hot"),
-        "stop 123": lambda: router.route("q", stop=123),
+        "temperature 'hot'": lambda: route("q", temperature="hot"),
+        "stop 123": lambda: route("q", stop=123),
     }
     seen = {name: _caught(call) for name, call in cases.items()}
     bad = {k: v for k, v in seen.items() if not v.startswith("ConfRouteError")}
@@ -254,6 +256,7 @@ def silent_wrong_answers(env: Env) -> Outcome:
     message list are refused.
     """
     router = env.router(max_retries=0)
+    route: Any = router.route  # the wrong types are the point
     env.faults.reset()
 
     def empty_stop() -> str:
@@ -271,7 +274,7 @@ def silent_wrong_answers(env: Env) -> Outcome:
     seen = {
         "stop=['']": empty_stop(),
         "max_new_tokens=0": refused(lambda: router.route("q", max_new_tokens=0)),
-        "max_new_tokens=1.5": refused(lambda: router.route("q", max_new_tokens=1.5)),
+        "max_new_tokens=1.5": refused(lambda: route("q", max_new_tokens=1.5)),
         "blank user content": refused(lambda: router.route([{"role": "user", "content": "  "}])),
     }
     ok = all(v.startswith("refused") for v in seen.values())
