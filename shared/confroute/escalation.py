@@ -19,8 +19,9 @@ from typing import Any
 import litellm
 from pydantic import SecretStr
 
-from confroute.attempts import AttemptPlan, Attempts, RequestOptions, mask_secret
+from confroute.attempts import AttemptPlan, Attempts, RequestOptions
 from confroute.errors import ConfigurationError, EscalationError
+from confroute.redaction import SecretURL, mask_secret
 from confroute.settings import LOCAL_PROVIDER, RouterSettings
 from confroute.target import EscalationResult, StreamDelta
 
@@ -57,7 +58,7 @@ class Escalation:
         self,
         model: str,
         *,
-        api_base: str | None = None,
+        api_base: str | SecretStr | None = None,
         api_key: str | SecretStr | None = None,
         timeout: float = _DEFAULT_TIMEOUT,
         max_retries: int = _DEFAULT_MAX_RETRIES,
@@ -71,7 +72,9 @@ class Escalation:
         Args:
             model: A LiteLLM model string (``"openai/gpt-4o-mini"``,
                 ``"confroute/qwen2.5-coder-1.5b-instruct"``, ``"hosted_vllm/..."``, ...).
-            api_base: Base URL of an OpenAI-compatible server, if any.
+            api_base: Base URL of an OpenAI-compatible server, if any. Kept as a
+                :class:`~confroute.redaction.SecretURL`: a key in its userinfo
+                (``http://user:key@host/v1``) is never logged or reported.
             api_key: The provider key; kept as a secret and never logged or reported.
             timeout: Seconds per call (default: :class:`~confroute.settings.RouterSettings`'s).
             max_retries: Retries per model after the first try, for retryable errors (default:
@@ -108,7 +111,7 @@ class Escalation:
                 f"{type(redact).__name__}."
             )
         self.model = model
-        self.api_base = api_base
+        self.api_base = api_base  # kept as a SecretURL (the setter wraps it)
         self.api_key: SecretStr | None = (
             api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
         )
@@ -131,11 +134,27 @@ class Escalation:
 
             register_provider()
 
+    @property
+    def api_base(self) -> SecretURL | None:
+        """The base URL, a :class:`~confroute.redaction.SecretURL` (a string set is wrapped)."""
+        return self._api_base
+
+    @api_base.setter
+    def api_base(self, value: str | SecretStr | None) -> None:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(
+                f"api_base must be a URL string or a SecretStr, got {type(value).__name__}."
+            )
+        self._api_base = None if value is None else SecretURL(value)
+
     def __repr__(self) -> str:
-        """Model, base URL and fallbacks; never the key."""
+        """Model, base URL (its userinfo masked) and fallbacks; never the key."""
         key = "'**********'" if self.api_key is not None else "None"
+        base = repr(str(self.api_base)) if self.api_base is not None else "None"
         return (
-            f"Escalation(model={self.model!r}, api_base={self.api_base!r}, api_key={key}, "
+            f"Escalation(model={self.model!r}, api_base={base}, api_key={key}, "
             f"fallbacks={list(self.fallbacks)!r})"
         )
 
@@ -157,7 +176,8 @@ class Escalation:
             if not redacted or not all(isinstance(m, Mapping) for m in redacted):
                 raise TypeError("it must return a non-empty list of message dicts")
         except Exception as error:
-            cause = mask_secret(f"{type(error).__name__}: {error}", self.api_key)[:300]
+            cause = f"{type(error).__name__}: {error}"
+            cause = mask_secret(cause, self.api_key, self.api_base)[:300]
             raise EscalationError(
                 f"The redact hook failed ({cause}); nothing was sent to {self.model}. Fix the "
                 "hook: it takes the message list and returns the messages to send.",
