@@ -53,6 +53,7 @@ NOT_RETRYABLE: tuple[type[Exception], ...] = (
 )
 """Errors that retrying cannot fix: the walk moves straight on to the next fallback."""
 
+
 class EmptyAnswerError(Exception):
     """The provider answered 200 but with no usable answer (retried like a server error)."""
 

@@ -5,13 +5,18 @@ its settings, applies the ``redact`` hook and runs the four call paths; the walk
 retries and fallbacks they share is :class:`confroute.attempts.Attempts`.
 ``confroute/__init__.py`` sets ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (unless the user set it)
 before LiteLLM is imported, so the cost map is read from the installed package, not fetched.
+LiteLLM reads that variable once, at its own import: when it was imported before confroute
+without it, it has already fetched the map, and :func:`warn_if_cost_map_fetched` says so once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
+import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -25,7 +30,9 @@ from confroute.redaction import SecretURL, mask_secret
 from confroute.settings import LOCAL_PROVIDER, RouterSettings
 from confroute.target import EscalationResult, StreamDelta
 
-__all__ = ["Escalation", "EscalationResult", "Redactor", "StreamDelta"]
+__all__ = ["Escalation", "EscalationResult", "Redactor", "StreamDelta", "warn_if_cost_map_fetched"]
+
+logger = logging.getLogger(__name__)
 
 Redactor = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
 """A hook that takes (a deep copy of) the messages about to be escalated and returns the
@@ -321,3 +328,39 @@ class Escalation:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@functools.cache
+def warn_if_cost_map_fetched() -> bool:
+    """Log once (WARNING) when LiteLLM loaded its cost map from the network, not the package.
+
+    LiteLLM decides at its own import: without ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (or
+    ``LITELLM_OFFLINE_MODE=true``) in the environment it fetches the map from
+    ``LITELLM_MODEL_COST_MAP_URL``, with retries (seconds when offline). ``import confroute``
+    sets the variable, but only a LiteLLM imported after it sees it; confroute cannot undo a
+    fetch already made. ``confroute/__init__.py`` calls this: a map that was fetched while the
+    variable says local means LiteLLM was imported first. A user who set the variable to
+    anything but true asked for the fetch, and is not warned.
+
+    Returns:
+        Whether the warning was logged (False as well when this LiteLLM does not say where its
+        map came from).
+    """
+    if os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "").lower() != "true":
+        return False
+    try:
+        from litellm.litellm_core_utils.get_model_cost_map import get_model_cost_map_source_info
+
+        info = get_model_cost_map_source_info()
+    except (ImportError, AttributeError):  # an older LiteLLM: no way to tell
+        return False
+    if info.get("is_env_forced", True):
+        return False
+    logger.warning(
+        "LiteLLM was imported before confroute without LITELLM_LOCAL_MODEL_COST_MAP=True, so it "
+        "fetched its model cost map from %s at import (a network call; seconds when offline). "
+        "For local-only use, set LITELLM_LOCAL_MODEL_COST_MAP=True in the environment before "
+        "Python starts (or import confroute before litellm).",
+        info.get("url") or "the network",
+    )
+    return True
