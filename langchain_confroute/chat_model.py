@@ -22,6 +22,7 @@ from confroute.errors import EscalationError
 from confroute.escalation import Escalation
 from confroute.estimators import Estimator
 from confroute.policies import RoutingPolicy
+from confroute.redaction import SecretURL
 from confroute.router import ConfRouter
 from langchain_confroute.calls import (
     RoutedRequest,
@@ -109,8 +110,9 @@ class ChatConfRoute(BaseChatModel):
     (default: the shipped profile of the model and estimator)."""
     policy: RoutingPolicy | None = None
     """A routing policy object (any ``decide(confidence) -> Verdict``); excludes ``threshold``."""
-    api_base: str | None = Field(default_factory=from_environment("api_base"))
-    """Base URL of the strong model's OpenAI-compatible server (env ``CONFROUTE_API_BASE``)."""
+    api_base: SecretURL | None = Field(default_factory=from_environment("api_base"))
+    """Base URL of the strong model's OpenAI-compatible server (env ``CONFROUTE_API_BASE``); a
+    key in its userinfo is a secret, masked in every repr, dump and error."""
     api_key: SecretStr | None = Field(default_factory=from_environment("api_key"))
     """Key of the strong model (env ``CONFROUTE_API_KEY``; otherwise LiteLLM reads the
     provider's own variable, such as ``OPENAI_API_KEY``). Never logged or reported."""

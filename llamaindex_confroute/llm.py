@@ -22,7 +22,13 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+from llama_index.core.bridge.pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_serializer,
+)
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
@@ -33,6 +39,7 @@ from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.estimators import Estimator
 from confroute.policies import RoutingPolicy
+from confroute.redaction import SecretURL
 from confroute.router import ConfRouter, PromptInput
 from confroute.settings import RouterSettings, settings_from
 from llamaindex_confroute.convert import (
@@ -110,9 +117,10 @@ class ConfRouteLLM(FunctionCallingLLM):
         default=None,
         description="Path of the calibration profile for escalation_rate (None: shipped one).",
     )
-    api_base: str | None = Field(
+    api_base: SecretURL | None = Field(
         default_factory=from_environment("api_base"),
-        description="Base URL of the strong model (env CONFROUTE_API_BASE).",
+        description="Base URL of the strong model (env CONFROUTE_API_BASE); its userinfo is "
+        "a secret, serialised masked.",
     )
     api_key: SecretStr | None = Field(
         default_factory=from_environment("api_key"),
@@ -217,6 +225,11 @@ class ConfRouteLLM(FunctionCallingLLM):
         self._build = build
         if isinstance(local_model, LocalBackend):
             self._router = build()  # nothing to load: settings errors surface now
+
+    @field_serializer("api_base")
+    def _masked_api_base(self, api_base: SecretURL | None) -> str | None:
+        """The base URL as serialised: its userinfo masked (``http://***@host/v1``)."""
+        return None if api_base is None else str(api_base)
 
     def _settings(self) -> RouterSettings:
         """The :class:`RouterSettings` the fields hold (validated now, before any loading)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 
 # Offline by default: LiteLLM reads its cost map from the installed package instead of fetching
-# it. This must happen before LiteLLM is first imported, so it sits at the package's top.
+# it. This must happen before LiteLLM is first imported, so it sits at the package's top; a
+# LiteLLM imported earlier has already decided (warn_if_cost_map_fetched, below, tells).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from confroute.decision import RoutingDecision
@@ -22,7 +23,7 @@ from confroute.errors import (
     ModelNotFoundError,
     WeightsNotInstalledError,
 )
-from confroute.escalation import Escalation
+from confroute.escalation import Escalation, warn_if_cost_map_fetched
 from confroute.generation import Generation, TokenAlternative
 from confroute.local import GenerationConfig, LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
@@ -31,6 +32,8 @@ from confroute.router import ConfRouter, RoutedChunk, RoutedResponse
 from confroute.target import EscalationResult
 
 __version__ = "0.1.0"
+
+warn_if_cost_map_fetched()
 
 __all__ = [
     "DEFAULT_LLM",

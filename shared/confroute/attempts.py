@@ -3,9 +3,8 @@
 :class:`~confroute.escalation.Escalation` builds one :class:`Attempts` per request and drives it
 from each of its four call paths (sync, async, stream, async stream), so that retries, back-off,
 fallbacks and the reading of answers cannot drift apart between them. Each :class:`Attempt`
-keeps the provider key a :class:`~pydantic.SecretStr` until :meth:`Attempt.litellm_kwargs`
-hands it to LiteLLM, and its repr shows no parameters, so a traceback rendered with its locals
-does not give the key away.
+keeps the key and the base URL secrets until :meth:`Attempt.litellm_kwargs` hands them to
+LiteLLM, and shows no parameters in its repr (nor do tracebacks rendered with their locals).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import litellm
 from pydantic import SecretStr
 
 from confroute.errors import EscalationError
+from confroute.redaction import MASK, SecretURL, mask_secret
 from confroute.settings import LOCAL_PROVIDER
 from confroute.target import EscalationResult
 from confroute.tools import repeated_tool_calls
@@ -53,9 +53,6 @@ NOT_RETRYABLE: tuple[type[Exception], ...] = (
 )
 """Errors that retrying cannot fix: the walk moves straight on to the next fallback."""
 
-MASK = "**********"
-"""What a secret is replaced with in messages and reports."""
-
 
 class EmptyAnswerError(Exception):
     """The provider answered 200 but with no usable answer (retried like a server error)."""
@@ -63,12 +60,6 @@ class EmptyAnswerError(Exception):
 
 class RepeatedToolCallError(Exception):
     """The answer repeats a tool call the conversation already made and a tool answered."""
-
-
-def mask_secret(text: str, secret: SecretStr | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by :data:`MASK`."""
-    value = secret.get_secret_value() if secret is not None else ""
-    return text.replace(value, MASK) if value else text
 
 
 @dataclass
@@ -98,7 +89,7 @@ class AttemptPlan:
 
     Attributes:
         models: The primary model, then its fallbacks.
-        api_base: Base URL of an OpenAI-compatible server, if any.
+        api_base: Base URL of an OpenAI-compatible server, if any (a secret until the call).
         api_key: The provider key (a secret until the call is made).
         timeout: Seconds per call; also the cap on one back-off delay.
         max_retries: Retries per model after the first try, for retryable errors.
@@ -107,7 +98,7 @@ class AttemptPlan:
     """
 
     models: tuple[str, ...]
-    api_base: str | None
+    api_base: SecretURL | None
     api_key: SecretStr | None
     timeout: float
     max_retries: int
@@ -155,8 +146,9 @@ class AttemptPlan:
         return float(min(delay, self.timeout))
 
     def describe(self, model: str, error: BaseException) -> str:
-        """One line naming ``model`` and ``error``, the key masked, at most 500 characters."""
-        return mask_secret(f"{model}: {type(error).__name__}: {error}", self.api_key)[:500]
+        """One line naming ``model`` and ``error``, secrets masked, at most 500 characters."""
+        text = f"{model}: {type(error).__name__}: {error}"
+        return mask_secret(text, self.api_key, self.api_base)[:500]
 
 
 @dataclass

@@ -5,13 +5,18 @@ its settings, applies the ``redact`` hook and runs the four call paths; the walk
 retries and fallbacks they share is :class:`confroute.attempts.Attempts`.
 ``confroute/__init__.py`` sets ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (unless the user set it)
 before LiteLLM is imported, so the cost map is read from the installed package, not fetched.
+LiteLLM reads that variable once, at its own import: when it was imported before confroute
+without it, it has already fetched the map, and :func:`warn_if_cost_map_fetched` says so once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
+import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -19,12 +24,15 @@ from typing import Any
 import litellm
 from pydantic import SecretStr
 
-from confroute.attempts import AttemptPlan, Attempts, RequestOptions, mask_secret
+from confroute.attempts import AttemptPlan, Attempts, RequestOptions
 from confroute.errors import ConfigurationError, EscalationError
+from confroute.redaction import SecretURL, mask_secret
 from confroute.settings import LOCAL_PROVIDER, RouterSettings
 from confroute.target import EscalationResult, StreamDelta
 
-__all__ = ["Escalation", "EscalationResult", "Redactor", "StreamDelta"]
+__all__ = ["Escalation", "EscalationResult", "Redactor", "StreamDelta", "warn_if_cost_map_fetched"]
+
+logger = logging.getLogger(__name__)
 
 Redactor = Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]]
 """A hook that takes (a deep copy of) the messages about to be escalated and returns the
@@ -57,7 +65,7 @@ class Escalation:
         self,
         model: str,
         *,
-        api_base: str | None = None,
+        api_base: str | SecretStr | None = None,
         api_key: str | SecretStr | None = None,
         timeout: float = _DEFAULT_TIMEOUT,
         max_retries: int = _DEFAULT_MAX_RETRIES,
@@ -71,7 +79,9 @@ class Escalation:
         Args:
             model: A LiteLLM model string (``"openai/gpt-4o-mini"``,
                 ``"confroute/qwen2.5-coder-1.5b-instruct"``, ``"hosted_vllm/..."``, ...).
-            api_base: Base URL of an OpenAI-compatible server, if any.
+            api_base: Base URL of an OpenAI-compatible server, if any. Kept as a
+                :class:`~confroute.redaction.SecretURL`: a key in its userinfo
+                (``http://user:key@host/v1``) is never logged or reported.
             api_key: The provider key; kept as a secret and never logged or reported.
             timeout: Seconds per call (default: :class:`~confroute.settings.RouterSettings`'s).
             max_retries: Retries per model after the first try, for retryable errors (default:
@@ -108,7 +118,7 @@ class Escalation:
                 f"{type(redact).__name__}."
             )
         self.model = model
-        self.api_base = api_base
+        self.api_base = api_base  # kept as a SecretURL (the setter wraps it)
         self.api_key: SecretStr | None = (
             api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
         )
@@ -131,11 +141,27 @@ class Escalation:
 
             register_provider()
 
+    @property
+    def api_base(self) -> SecretURL | None:
+        """The base URL, a :class:`~confroute.redaction.SecretURL` (a string set is wrapped)."""
+        return self._api_base
+
+    @api_base.setter
+    def api_base(self, value: str | SecretStr | None) -> None:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(
+                f"api_base must be a URL string or a SecretStr, got {type(value).__name__}."
+            )
+        self._api_base = None if value is None else SecretURL(value)
+
     def __repr__(self) -> str:
-        """Model, base URL and fallbacks; never the key."""
+        """Model, base URL (its userinfo masked) and fallbacks; never the key."""
         key = "'**********'" if self.api_key is not None else "None"
+        base = repr(str(self.api_base)) if self.api_base is not None else "None"
         return (
-            f"Escalation(model={self.model!r}, api_base={self.api_base!r}, api_key={key}, "
+            f"Escalation(model={self.model!r}, api_base={base}, api_key={key}, "
             f"fallbacks={list(self.fallbacks)!r})"
         )
 
@@ -157,7 +183,8 @@ class Escalation:
             if not redacted or not all(isinstance(m, Mapping) for m in redacted):
                 raise TypeError("it must return a non-empty list of message dicts")
         except Exception as error:
-            cause = mask_secret(f"{type(error).__name__}: {error}", self.api_key)[:300]
+            cause = f"{type(error).__name__}: {error}"
+            cause = mask_secret(cause, self.api_key, self.api_base)[:300]
             raise EscalationError(
                 f"The redact hook failed ({cause}); nothing was sent to {self.model}. Fix the "
                 "hook: it takes the message list and returns the messages to send.",
@@ -301,3 +328,39 @@ class Escalation:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@functools.cache
+def warn_if_cost_map_fetched() -> bool:
+    """Log once (WARNING) when LiteLLM loaded its cost map from the network, not the package.
+
+    LiteLLM decides at its own import: without ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (or
+    ``LITELLM_OFFLINE_MODE=true``) in the environment it fetches the map from
+    ``LITELLM_MODEL_COST_MAP_URL``, with retries (seconds when offline). ``import confroute``
+    sets the variable, but only a LiteLLM imported after it sees it; confroute cannot undo a
+    fetch already made. ``confroute/__init__.py`` calls this: a map that was fetched while the
+    variable says local means LiteLLM was imported first. A user who set the variable to
+    anything but true asked for the fetch, and is not warned.
+
+    Returns:
+        Whether the warning was logged (False as well when this LiteLLM does not say where its
+        map came from).
+    """
+    if os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "").lower() != "true":
+        return False
+    try:
+        from litellm.litellm_core_utils.get_model_cost_map import get_model_cost_map_source_info
+
+        info = get_model_cost_map_source_info()
+    except (ImportError, AttributeError):  # an older LiteLLM: no way to tell
+        return False
+    if info.get("is_env_forced", True):
+        return False
+    logger.warning(
+        "LiteLLM was imported before confroute without LITELLM_LOCAL_MODEL_COST_MAP=True, so it "
+        "fetched its model cost map from %s at import (a network call; seconds when offline). "
+        "For local-only use, set LITELLM_LOCAL_MODEL_COST_MAP=True in the environment before "
+        "Python starts (or import confroute before litellm).",
+        info.get("url") or "the network",
+    )
+    return True

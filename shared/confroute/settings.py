@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from confroute.errors import ConfigurationError
+from confroute.redaction import SecretURL
 
 __all__ = [
     "DEFAULT_LLM",
@@ -71,8 +72,8 @@ class RouterSettings(BaseModel):
     """With a rate: each answer format gets its own calibration threshold."""
     adapt_to_traffic: bool = True
     """With a rate: follow the live confidence quantile (False keeps the profile's threshold)."""
-    api_base: str | None = None
-    """Base URL of the strong model's OpenAI-compatible server."""
+    api_base: SecretURL | None = None
+    """Base URL of the strong model's OpenAI-compatible server (its userinfo is a secret)."""
     api_key: SecretStr | None = None
     """Key of the strong model; never logged or reported."""
     timeout: float = Field(default=120.0, gt=0, allow_inf_nan=False)
@@ -138,8 +139,8 @@ _REQUIREMENTS = {
 def _problem(error: Mapping[str, Any]) -> str:
     """One setting's problem as "NAME must be ..., got VALUE" (never a key's value)."""
     name = str(error["loc"][0]) if error["loc"] else "settings"
-    if name == "api_key":
-        return "api_key must be a string or a SecretStr"
+    if name in ("api_key", "api_base"):
+        return f"{name} must be a string or a SecretStr"
     requirement = _REQUIREMENTS.get(name)
     if requirement is None:
         return f"{name}: {error['msg']} (got {error.get('input')!r})"
@@ -155,8 +156,9 @@ class Environment(BaseModel):
     """``CONFROUTE_SLM``: the local model of the CLI and the server."""
     llm: str = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
     """``CONFROUTE_LLM``: the strong model of the CLI and the server."""
-    api_base: str | None = None
-    """``CONFROUTE_API_BASE``: the strong model's base URL (both adapters, CLI, server)."""
+    api_base: SecretURL | None = None
+    """``CONFROUTE_API_BASE``: the strong model's base URL (both adapters, CLI, server); its
+    userinfo is a secret."""
     api_key: SecretStr | None = None
     """``CONFROUTE_API_KEY``: the strong model's key (both adapters, CLI, server)."""
     cache_dir: Path = Path.home() / ".cache" / "confroute"
