@@ -105,7 +105,7 @@ def test_unusable_history_arguments_are_no_repeat() -> None:
     new = {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     for arguments in (DEEP, '{"a": 1' + "0" * 5000 + "}"):
         made = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
-        conversation = [
+        conversation: list[dict[str, Any]] = [
             {"role": "user", "content": "q"},
             {"role": "assistant", "content": "", "tool_calls": [made]},
             {"role": "tool", "content": "42", "tool_call_id": "c1"},
@@ -374,7 +374,7 @@ LANGCHAIN_BAD: list[tuple[str, Any, dict[str, Any], type[Exception], str]] = [
     ("blank", "   ", {}, InvalidRequestError, "blank"),
     (
         "deep-text-block",
-        [HumanMessage(content=[{"type": "text", "text": [[["x"]]]}])],  # type: ignore[list-item]
+        [HumanMessage(content=[{"type": "text", "text": [[["x"]]]}])],
         {},
         InvalidRequestError,
         "cannot be read as text",

@@ -5,8 +5,9 @@ content parts, ``tool_calls`` of odd shapes), tool lists, per-call settings and 
 (tool-call text among them) go through :meth:`ConfRouter.route` and
 :meth:`ChatConfRoute.invoke`. Each call either answers with exactly one decision reported to a
 hook, or raises a :class:`~confroute.errors.ConfRouteError`: a refusal
-(``InvalidRequestError`` / ``ConfigurationError``) before any decision, any other one with the
-decision of the work it did. Never another exception type, never a hang (the deadline).
+(``InvalidRequestError`` / ``ConfigurationError``) before any decision, any other one (an
+``EscalationError``, a local-only ``ContextOverflowError``) with the decision of the work it
+did. Never another exception type, never a hang (the deadline).
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from confroute import ConfRouter, RoutingDecision
-from confroute.errors import ConfigurationError, ConfRouteError, InvalidRequestError
+from confroute.errors import (
+    ConfigurationError,
+    ConfRouteError,
+    ContextOverflowError,
+    InvalidRequestError,
+)
 from langchain_confroute import ChatConfRoute
 from tests.fakes import ScriptedLocalModel, ScriptedProvider, install_scripted_provider
 
@@ -238,7 +244,9 @@ def _script(
 
 def _check_refusal_or_failure(error: ConfRouteError, seen: list[RoutingDecision]) -> None:
     event(f"raised {type(error).__name__}: {str(error)[:40]}")
-    if isinstance(error, (InvalidRequestError, ConfigurationError)):
+    if isinstance(error, ContextOverflowError):  # local only: the decision, then the error
+        assert [d.reason for d in seen] == ["context_overflow"]
+    elif isinstance(error, (InvalidRequestError, ConfigurationError)):
         assert seen == [], f"refused with {error!r} after deciding {seen}"
     else:
         assert len(seen) == 1, f"{error!r} reported {len(seen)} decisions"
@@ -337,7 +345,7 @@ _lc_odd_options = st.fixed_dictionaries(
         "stop": st.sampled_from([None, "", [""], ["END"], "END", 123]),
     },
 )
-_lc_options = st.one_of(
+_lc_options: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.just({}),
     st.fixed_dictionaries({}, optional={"max_tokens": st.integers(1, 64)}),
     _lc_odd_options,
