@@ -22,6 +22,7 @@ from langchain_core.messages import BaseMessage
 from confroute.errors import ConfRouteError, InvalidRequestError
 from confroute.outcome import ItemResult
 from confroute.router import ConfRouter
+from confroute.scoring import stop_sequences
 from langchain_confroute.messages import to_openai_messages
 from langchain_confroute.tools import apply_tool_choice, check_tool_choice
 
@@ -86,7 +87,8 @@ def build_request(
 
     Raises:
         InvalidRequestError: An option is not one of :data:`CALL_OPTIONS`.
-        ConfigurationError: ``tool_choice`` names no bound tool.
+        ConfigurationError: ``tool_choice`` names no bound tool, or ``stop`` is not a list
+            of non-empty strings.
     """
     unknown = sorted(set(kwargs) - CALL_OPTIONS)
     if unknown:
@@ -100,7 +102,7 @@ def build_request(
     options = {
         "max_new_tokens": kwargs.get("max_tokens", max_tokens),
         "temperature": kwargs.get("temperature", temperature),
-        "stop": list(stop or []) or None,
+        "stop": list(stop_sequences(stop)) or None,
         "tools": offered,
     }
     return RoutedRequest(conversation, options)

@@ -10,6 +10,7 @@ from langchain_core.language_models.base import LangSmithParams
 from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError
 from confroute.router import ConfRouter
+from confroute.scoring import stop_sequences
 from confroute.settings import RouterSettings, environment, settings_from
 from langchain_confroute.messages import PROVIDER
 
@@ -167,5 +168,5 @@ def tracing_params(
     if max_tokens is not None:
         params["ls_max_tokens"] = max_tokens
     if stop or model.stop:
-        params["ls_stop"] = list(stop or model.stop or [])
+        params["ls_stop"] = list(stop_sequences(stop or model.stop))
     return params

@@ -25,6 +25,7 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from confroute.errors import InvalidRequestError
 from confroute.response import RoutedResponse
 
 __all__ = [
@@ -52,11 +53,19 @@ def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     Tool calls of ``AIMessage`` objects become OpenAI ``tool_calls`` (arguments as JSON
     strings) and ``ToolMessage`` objects become ``role="tool"`` messages. The core checks the
     result and refuses content it cannot read (images, files) with a message saying so.
+
+    Raises:
+        InvalidRequestError: LangChain cannot convert a message (a text block whose text is
+            not a string, for example).
     """
-    converted = [
-        dict(message)
-        for message in convert_to_openai_messages(list(messages), text_format="string")
-    ]
+    try:
+        openai_messages = convert_to_openai_messages(list(messages), text_format="string")
+    except (TypeError, ValueError, KeyError, RecursionError) as error:
+        raise InvalidRequestError(
+            "The messages cannot be read as text chat messages (content must be a string or "
+            f"a list of text blocks whose 'text' is a string): {error}"
+        ) from error
+    converted = [dict(message) for message in openai_messages]
     for message in converted:
         content = message.get("content")
         if message.get("role") == "assistant" and isinstance(content, list):

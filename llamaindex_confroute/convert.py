@@ -56,7 +56,7 @@ def tool_calls_of(message: ChatMessage) -> list[dict[str, Any]]:
     """Tool calls of an assistant message in the OpenAI shape (arguments as JSON strings)."""
     calls = message.additional_kwargs.get("tool_calls")
     if calls:
-        return [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in calls]
+        return [_openai_tool_call(c) for c in _call_list(calls)]
     result: list[dict[str, Any]] = []
     for block in message.blocks:
         if isinstance(block, ToolCallBlock):
@@ -74,6 +74,29 @@ def tool_calls_of(message: ChatMessage) -> list[dict[str, Any]]:
                 }
             )
     return result
+
+
+def _call_list(calls: Any) -> Sequence[Any]:
+    """``additional_kwargs["tool_calls"]`` when it is a list; else a refusal naming the shape."""
+    if isinstance(calls, (str, bytes, Mapping)) or not isinstance(calls, Sequence):
+        raise InvalidRequestError(
+            f"additional_kwargs['tool_calls'] of an assistant message is a {type(calls).__name__}; "
+            "it must be a list of OpenAI tool calls (dicts or objects with model_dump())."
+        )
+    return calls
+
+
+def _openai_tool_call(call: Any) -> dict[str, Any]:
+    """One entry of ``additional_kwargs["tool_calls"]`` as a dict (the core checks its shape)."""
+    if hasattr(call, "model_dump"):
+        dumped: dict[str, Any] = call.model_dump()
+        return dumped
+    if isinstance(call, Mapping):
+        return dict(call)
+    raise InvalidRequestError(
+        f"A tool call in additional_kwargs['tool_calls'] is a {type(call).__name__}; it must be "
+        "a dict {'id': ..., 'type': 'function', 'function': {'name': ..., 'arguments': ...}}."
+    )
 
 
 def _text_of(message: ChatMessage, index: int) -> str:
@@ -164,6 +187,9 @@ def call_options(
 ) -> dict[str, Any]:
     """The router's keyword arguments for one call's options (the LLM's values by default).
 
+    An option given as None takes the LLM's value; any other value goes to the router, which
+    refuses one out of bounds (``max_tokens=0``) with a ``ConfigurationError``.
+
     Raises:
         InvalidRequestError: An option is not one of :data:`CALL_OPTIONS`.
     """
@@ -178,7 +204,7 @@ def call_options(
         tools = [t if isinstance(t, dict) else to_openai_tools([t])[0] for t in tools]
     chosen = kwargs.get("temperature")
     return {
-        "max_new_tokens": kwargs.get("max_tokens") or max_tokens,
+        "max_new_tokens": max_tokens if kwargs.get("max_tokens") is None else kwargs["max_tokens"],
         "temperature": temperature if chosen is None else chosen,
         "stop": kwargs.get("stop"),
         "tools": tools,

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_SLM",
     "DEFAULT_THRESHOLD",
     "LOCAL_PROVIDER",
+    "MAX_ANSWER_TOKENS",
     "Environment",
     "RouterSettings",
     "environment",
@@ -44,6 +45,9 @@ LOCAL_PROVIDER = "confroute"
 """LiteLLM provider prefix of the in-process bundled models (see :mod:`confroute.provider`)."""
 DEFAULT_THRESHOLD = 0.8
 """Default fixed threshold on the default estimator (perplexity confidence)."""
+MAX_ANSWER_TOKENS = 1 << 20
+"""The largest answer length cap accepted (1,048,576 tokens: above any model's output limit
+and context window in use), for the setting and for each call."""
 
 
 class RouterSettings(BaseModel):
@@ -84,7 +88,7 @@ class RouterSettings(BaseModel):
     """LiteLLM models tried in order when ``strong_model`` fails."""
     on_escalation_error: Literal["return_local", "raise"] = "return_local"
     """When escalation fails: answer with the local answer, or raise ``EscalationError``."""
-    max_new_tokens: int = Field(default=256, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_ANSWER_TOKENS)
     """Default answer length cap (both models)."""
     temperature: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     """Default temperature of both models (0 = greedy)."""
@@ -130,7 +134,7 @@ _REQUIREMENTS = {
     "max_retries": "an integer >= 0",
     "fallbacks": "a list of LiteLLM model strings",
     "on_escalation_error": "'return_local' or 'raise'",
-    "max_new_tokens": "an integer >= 1",
+    "max_new_tokens": f"an integer in [1, {MAX_ANSWER_TOKENS}]",
     "temperature": "a finite number >= 0",
 }
 """How each bounded setting is described in an error message."""

@@ -11,11 +11,16 @@ Small models also write calls without the tags, as bare JSON: the whole answer i
 ```` ```json ```` fence. Such an answer is read as tool calls when every object names an offered
 tool; otherwise it is plain text (JSON that names no offered tool is an answer, not a call). A
 bare call to an offered tool that is cut off before its JSON ends is malformed.
+
+Only strict JSON counts: ``NaN``, ``Infinity``, a number too large for a float, or nesting too
+deep to decode make a call malformed (tagged) or the text not JSON (bare), never an error of
+the request. A call-shaped bare object whose ``name`` is not a string is malformed as well.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -63,11 +68,46 @@ def tool_names(tools: Sequence[Mapping[str, Any]]) -> set[str]:
     return names
 
 
-def _openai_call(name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+def _not_json(constant: str) -> Any:
+    """Refuse ``NaN`` / ``Infinity`` / ``-Infinity``, which Python's decoder takes by default."""
+    raise json.JSONDecodeError(f"{constant} is not a JSON number", constant, 0)
+
+
+def _finite(number: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e400``) is not usable."""
+    value = float(number)
+    if value in (math.inf, -math.inf):
+        raise json.JSONDecodeError("number out of range", number, 0)
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+"""Strict JSON: no NaN or infinities, no number that overflows a float."""
+
+_UNDECODABLE = (ValueError, RecursionError)
+"""What decoding model-written JSON can raise: bad JSON (``JSONDecodeError`` is a
+``ValueError``), an integer over Python's digit limit, or nesting too deep for the decoder."""
+
+
+def _strict_json(text: str) -> Any:
+    """``text`` decoded as strict JSON (raises one of :data:`_UNDECODABLE` if it is not)."""
+    body = text.strip()
+    value, end = _DECODER.raw_decode(body, 0)
+    if end != len(body):
+        raise json.JSONDecodeError("Extra data", body, end)
+    return value
+
+
+def _openai_call(name: str, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The call in the OpenAI shape; None when its arguments cannot be written back as JSON."""
+    try:
+        encoded = json.dumps(arguments, allow_nan=False)
+    except (TypeError, *_UNDECODABLE):
+        return None
     return {
         "id": f"call_{uuid.uuid4().hex[:24]}",
         "type": "function",
-        "function": {"name": name, "arguments": json.dumps(arguments)},
+        "function": {"name": name, "arguments": encoded},
     }
 
 
@@ -76,8 +116,8 @@ def _arguments_of(payload: Mapping[str, Any]) -> Any:
     arguments = payload.get("arguments", payload.get("parameters", {}))
     if isinstance(arguments, str):
         try:
-            return json.loads(arguments or "{}")
-        except json.JSONDecodeError:
+            return _strict_json(arguments.strip() or "{}")
+        except _UNDECODABLE:
             return None
     return arguments
 
@@ -99,8 +139,8 @@ def parse_tool_calls(text: str, tools: Sequence[Mapping[str, Any]]) -> ParsedToo
     calls: list[dict[str, Any]] = []
     for block, closing in _BLOCK.findall(text):
         try:
-            payload = json.loads(block)
-        except json.JSONDecodeError:
+            payload = _strict_json(block)
+        except _UNDECODABLE:
             reason = "is not valid JSON" if closing else "is cut off (no closing tag)"
             return ParsedToolCalls(content=text, malformed=f"tool call {reason}")
         if not isinstance(payload, Mapping):
@@ -109,11 +149,16 @@ def parse_tool_calls(text: str, tools: Sequence[Mapping[str, Any]]) -> ParsedToo
         arguments = _arguments_of(payload)
         if arguments is None:
             return ParsedToolCalls(content=text, malformed="tool arguments are not JSON")
+        if not isinstance(name, str):
+            return ParsedToolCalls(content=text, malformed="tool name is not a string")
         if name not in allowed:
             return ParsedToolCalls(content=text, malformed=f"unknown tool {name!r}")
         if not isinstance(arguments, Mapping):
             return ParsedToolCalls(content=text, malformed="tool arguments are not an object")
-        calls.append(_openai_call(str(name), arguments))
+        call = _openai_call(name, arguments)
+        if call is None:
+            return ParsedToolCalls(content=text, malformed="tool arguments are not JSON")
+        calls.append(call)
     content = _BLOCK.sub("", text).strip()
     return ParsedToolCalls(calls=calls, content=content)
 
@@ -143,12 +188,18 @@ def _parse_bare(text: str, allowed: set[str]) -> ParsedToolCalls:
         return plain
     calls = []
     for payload in payloads:
-        if not (payload.keys() <= _CALL_KEYS and payload.get("name") in allowed):
+        name = payload.get("name")
+        if payload.keys() <= _CALL_KEYS and "name" in payload and not isinstance(name, str):
+            return ParsedToolCalls(content=text, malformed="bare tool call name is not a string")
+        if not (payload.keys() <= _CALL_KEYS and name in allowed):
             return plain
         arguments = _arguments_of(payload)
         if not isinstance(arguments, Mapping):
             return plain
-        calls.append(_openai_call(str(payload["name"]), arguments))
+        call = _openai_call(str(name), arguments)
+        if call is None:
+            return ParsedToolCalls(content=text, malformed="bare tool call is not valid JSON")
+        calls.append(call)
     return ParsedToolCalls(calls=calls, content="")
 
 
@@ -159,13 +210,12 @@ def _json_values(text: str) -> tuple[list[dict[str, Any]], int | None]:
         The objects (empty when the text holds anything else) and the position of a value that
         does not decode (None when every value decodes).
     """
-    decoder = json.JSONDecoder()
     objects: list[dict[str, Any]] = []
     position = 0
     while position < len(text):
         try:
-            value, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError:
+            value, position = _DECODER.raw_decode(text, position)
+        except _UNDECODABLE:
             return [], position
         items = value if isinstance(value, list) else [value]
         if not items or not all(isinstance(item, dict) for item in items):
@@ -185,11 +235,11 @@ def _call_key_of(call: Any) -> tuple[str, str] | None:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments or "{}")
-        except json.JSONDecodeError:
+        except _UNDECODABLE:
             return None
     try:
         return str(function.get("name")), json.dumps(arguments, sort_keys=True)
-    except (TypeError, ValueError):
+    except (TypeError, *_UNDECODABLE):
         return None
 
 
@@ -241,7 +291,7 @@ def normalize_tool_calls_for_template(message: Mapping[str, Any]) -> dict[str, A
         if isinstance(arguments, str):
             try:
                 function["arguments"] = json.loads(arguments or "{}")
-            except json.JSONDecodeError:
+            except _UNDECODABLE:
                 function["arguments"] = {"raw": arguments}
         calls.append({**call, "function": function})
     if calls:
