@@ -28,6 +28,7 @@ from reliability_probes import Outcome
 from confroute import ConfRouteError, ConfRouter, RoutingDecision
 from confroute.errors import EscalationError
 from confroute.escalation import Escalation
+from confroute.serving.limits import ServerLimits
 from confroute.serving.server import BackgroundServer
 from tests.fakes import ScriptedLocalModel
 from tests.faultserver import FaultServer, echo
@@ -60,8 +61,11 @@ class Env:
         )
         self.faults = FaultServer(hang_s=5.0).start()
         self.served: list[RoutingDecision] = []
+        # body_timeout 5 s, so that the read-timeout probe (which waits 10 s) sees it fire;
+        # the default is ServerLimits().body_timeout (30 s), settable with --body-timeout
         self.server = BackgroundServer(
-            self.router(hooks=[self.served.append], max_retries=0, timeout=5.0)
+            self.router(hooks=[self.served.append], max_retries=0, timeout=5.0),
+            limits=ServerLimits(body_timeout=5.0),
         ).start()
 
     def router(self, **options: Any) -> ConfRouter:
@@ -283,7 +287,8 @@ def silent_wrong_answers(env: Env) -> Outcome:
 
 def import_order(env: Env) -> Outcome:
     """issue 19.9: `import litellm` before `import confroute`, no environment set, sockets
-    refused: no connection attempt.
+    refused: no connection attempt, or (what confroute cannot prevent: litellm fetches at its
+    own import) a warning that names LITELLM_LOCAL_MODEL_COST_MAP.
     """
     script = textwrap.dedent(
         """
@@ -311,7 +316,16 @@ def import_order(env: Env) -> Outcome:
     if not lines:
         return Outcome(False, f"exit {done.returncode}: {done.stderr[-200:]}")
     attempts = int(lines[0].split()[1])
-    return Outcome(attempts == 0, f"{attempts} connection attempts, import took {took:.1f} s")
+    if attempts == 0:
+        return Outcome(True, f"no connection attempt, import took {took:.1f} s")
+    # confroute cannot undo litellm's own import-time fetch; the issue accepts saying precisely
+    # what to set, which confroute does once, as a warning naming the variable
+    warned = "LITELLM_LOCAL_MODEL_COST_MAP" in done.stderr
+    return Outcome(
+        warned,
+        f"{attempts} connection attempt(s) by litellm's own import ({took:.1f} s); confroute "
+        + ("warned to set LITELLM_LOCAL_MODEL_COST_MAP=True" if warned else "gave no warning"),
+    )
 
 
 def documentation(env: Env) -> Outcome:

@@ -72,7 +72,7 @@ def server_stream_disconnect(env: Env) -> Outcome:
 
 def server_read_timeout(env: Env) -> Outcome:
     """issue 19.6: the server drops a request that sends its headers and 1 of 100 body bytes,
-    then stalls, within 10 s.
+    then stalls, within 10 s (the probe server runs with body_timeout=5 s).
     """
     with socket.create_connection(("127.0.0.1", env.server.port), timeout=STALL_S + 5) as client:
         client.sendall(
