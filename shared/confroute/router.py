@@ -219,7 +219,7 @@ class ConfRouter:
     ) -> tuple[list[list[Message]], GenerationConfig, dict[str, Any]]:
         """Conversations, local settings and escalation options of one call."""
         config = self.generation_config(max_new_tokens, temperature, stop)
-        options = escalation_options(config, max_new_tokens, tools)
+        options = escalation_options(config, tools)
         return [as_messages(p) for p in prompts], config, options
 
     # -- public API ------------------------------------------------------------------------

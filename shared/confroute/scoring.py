@@ -144,12 +144,12 @@ def call_config(
 
 
 def escalation_options(
-    config: GenerationConfig, max_new_tokens: int | None, tools: Sequence[Mapping[str, Any]] | None
+    config: GenerationConfig, tools: Sequence[Mapping[str, Any]] | None
 ) -> dict[str, Any]:
     """The keyword arguments of the escalation call matching one call's local settings."""
     return {
         "temperature": config.temperature,
-        "max_tokens": config.max_new_tokens if max_new_tokens is None else max_new_tokens,
+        "max_tokens": config.max_new_tokens,
         "stop": list(config.stop) or None,
         "tools": tools,
     }
