@@ -181,10 +181,14 @@ class StreamPlan:
         self.streamed = False
         self.reported = False
 
-    def kept(self) -> list[RoutedChunk]:
-        """The local answer in one piece, then the chunk carrying the response."""
-        response = self.outcome.finish(self.answer)
+    def kept(self, error: EscalationError | None = None) -> list[RoutedChunk]:
+        """The local answer in one piece, then the chunk carrying the response.
+
+        With ``error`` (a failed escalation) the decision records it; the router's
+        ``on_escalation_error="raise"`` raises it instead.
+        """
         self.reported = True
+        response = self.outcome.finish(self.answer, error=error)
         return [RoutedChunk(text=response.text), RoutedChunk(response=response)]
 
     def take(self, delta: StreamDelta) -> RoutedChunk:
@@ -205,12 +209,7 @@ class StreamPlan:
         self.reported = True
         if self.streamed:
             raise self.outcome.failed(self.answer, error)
-        return self.kept_after(error)
-
-    def kept_after(self, error: EscalationError) -> list[RoutedChunk]:
-        """The local answer after a failed escalation, with the error in the decision."""
-        response = self.outcome.finish(self.answer, error=error)
-        return [RoutedChunk(text=response.text), RoutedChunk(response=response)]
+        return self.kept(error)
 
     def run(self, options: Mapping[str, Any], tracers: Sequence[Tracer]) -> Iterator[RoutedChunk]:
         """The chunks of the stream: the kept answer, or the strong model's as it arrives.
