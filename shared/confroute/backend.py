@@ -22,9 +22,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from confroute.errors import ContextOverflowError
-from confroute.generation import Generation, GenerationConfig
+from confroute.generation import Generation, GenerationConfig, TokenAlternative
 
-__all__ = ["Capabilities", "LocalBackend", "check_prompts_fit", "prompt_fits"]
+__all__ = [
+    "Capabilities",
+    "LocalBackend",
+    "MessageFollowUp",
+    "check_prompts_fit",
+    "prompt_fits",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,14 @@ class Capabilities:
     """What a backend can compute; each flag names one kind of work.
 
     Attributes:
+        backend: The engine's name, reported in decisions (``"transformers"``,
+            ``"llama.cpp"``, ``"server"``, or a user's own).
+        tokenizer: The backend exposes its tokenizer and runs token ids
+            (:meth:`LocalBackend.render`, :meth:`~LocalBackend.encode`,
+            :meth:`~LocalBackend.vocabulary`, :meth:`~LocalBackend.generate_from_ids`,
+            :meth:`~LocalBackend.next_token_logprobs`, :meth:`~LocalBackend.continue_greedy`).
+            A backend without one (a model behind an HTTP API) is reached by messages only and
+            serves follow-ups through :class:`MessageFollowUp`.
         logprobs: Log-probability of each chosen answer token (every single-pass estimator).
         top_logprobs: Number of alternatives reported per token (0: none).
         entropies: Entropy of the full next-token distribution at each step.
@@ -45,6 +59,8 @@ class Capabilities:
             escalation).
     """
 
+    backend: str = "transformers"
+    tokenizer: bool = True
     logprobs: bool = True
     top_logprobs: int = 5
     entropies: bool = True
@@ -63,6 +79,7 @@ class Capabilities:
             "hidden_state": self.hidden_state,
             "follow_up": self.follow_up,
             "samples": self.samples,
+            "entropies": self.entropies,
         }
         return sorted(r for r in requirements if not needs.get(r, True))
 
@@ -165,6 +182,33 @@ class LocalBackend(Protocol):
         self, token_ids: Sequence[int], max_new_tokens: int, prefix: Any = None
     ) -> str:
         """Greedy continuation of ``token_ids`` (special tokens dropped), reusing ``prefix``."""
+        ...
+
+
+@runtime_checkable
+class MessageFollowUp(Protocol):
+    """Follow-up turns by messages, for a backend without a tokenizer (``tokenizer=False``).
+
+    p_true and verbalized 2-step ask the model one more question after its answer. A backend
+    that runs token ids answers it from the kept cache (:meth:`LocalBackend.next_token_logprobs`,
+    :meth:`LocalBackend.continue_greedy`); one behind an HTTP API answers it as a second call.
+    """
+
+    def follow_up_alternatives(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> tuple[TokenAlternative, ...]:
+        """The top-k alternatives (most likely first) of the first token of the reply."""
+        ...
+
+    def follow_up_reply(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        max_new_tokens: int = 8,
+    ) -> str:
+        """The greedy reply to ``messages``, at most ``max_new_tokens`` tokens."""
         ...
 
 

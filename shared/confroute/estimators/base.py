@@ -39,6 +39,8 @@ class Requirement:
     """Several sampled answers to the same prompt."""
     PROMPT = "prompt"
     """A changed answer prompt (verbalized 1-step asks for a confidence with the answer)."""
+    ENTROPIES = "entropies"
+    """The entropy of the full next-token distribution at each answer step."""
 
 
 PROBE_LAYER = -8

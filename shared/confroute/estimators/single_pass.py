@@ -11,7 +11,7 @@ import math
 import re
 from typing import ClassVar
 
-from confroute.estimators.base import EstimationContext, Estimator
+from confroute.estimators.base import EstimationContext, Estimator, Requirement
 from confroute.generation import Generation
 
 __all__ = ["AvgTokenProb", "MeanTokenEntropy", "MinTokenProb", "Perplexity"]
@@ -83,6 +83,7 @@ class MeanTokenEntropy(Estimator):
     """
 
     name: ClassVar[str] = "mean_token_entropy"
+    requires: ClassVar[frozenset[str]] = frozenset({Requirement.ENTROPIES})
 
     def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
         """``exp(-mean H)`` over the answer tokens."""
