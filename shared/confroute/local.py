@@ -37,10 +37,11 @@ __all__ = ["GenerationConfig", "KeptPrefix", "LocalModel", "StepMonitor", "StepM
 
 logger = logging.getLogger(__name__)
 
-_FALLBACK_TEMPLATE = (
+FALLBACK_CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
+"""The chat template of a model that ships none (every backend renders it the same way)."""
 
 
 class LocalModel:
@@ -166,7 +167,7 @@ class LocalModel:
     ) -> str:
         """The prompt text for a conversation, with the generation prompt appended."""
         clean = [normalize_tool_calls_for_template(m) for m in validate_messages(messages)]
-        template = None if self.tokenizer.chat_template else _FALLBACK_TEMPLATE
+        template = None if self.tokenizer.chat_template else FALLBACK_CHAT_TEMPLATE
         text = self.tokenizer.apply_chat_template(
             clean,
             tools=list(tools) if tools else None,
