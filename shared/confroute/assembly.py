@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from confroute.backend import LocalBackend
+from confroute.backend_choice import choose_backend, load_backend
 from confroute.calibration import CalibrationProfile, default_profile_path, shipped_profiles
 from confroute.errors import ConfigurationError
 from confroute.escalation import Escalation, Redactor
 from confroute.estimators import PROBE_LAYER, Estimator, Requirement, available, get
 from confroute.generation import GenerationConfig
-from confroute.local import LocalModel
 from confroute.policies import (
     FixedThreshold,
     RoutingPolicy,
@@ -182,7 +182,13 @@ def local_backend(
     """
     if local_model is None or isinstance(local_model, (str, os.PathLike)):
         name = settings.local_model if local_model is None else local_model
-        local: LocalBackend = LocalModel(name, device=settings.device)
+        needs = frozenset().union(*(e.requires for e in estimators))
+        filled = settings.with_env()
+        choice = choose_backend(
+            name, settings.local_backend, api_base=filled.local_api_base, needs=needs
+        )
+        logger.info("local model %s on %s (%s)", choice.model, choice.backend, choice.rule)
+        local: LocalBackend = load_backend(choice, settings)
     elif isinstance(local_model, LocalBackend):
         local = local_model
     else:
