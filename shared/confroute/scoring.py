@@ -210,15 +210,43 @@ class Pipeline:
         """Generate for every conversation that fits the context window, in one batch."""
         started = time.perf_counter()
         with spans(self.tracers, lambda tracer: tracer.local_generation(len(conversations))):
-            prompts: list[list[int] | None] = []
-            for conversation in conversations:
-                ids = self.local.encode(self.local.render(conversation, tools))
-                fits = prompt_fits(len(ids), config.max_new_tokens, self.local.context_window)
-                prompts.append(ids if fits else None)
-            fitting = [p for p in prompts if p is not None]
-            generated = iter(self.local.generate_from_ids(fitting, config) if fitting else [])
-            results = [next(generated) if p is not None else None for p in prompts]
+            if self.local.capabilities.tokenizer:
+                results = self._generate_ids(conversations, config, tools)
+            else:
+                results = self._generate_messages(conversations, config, tools)
         return results, time.perf_counter() - started
+
+    def _generate_ids(
+        self,
+        conversations: list[list[Message]],
+        config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> list[Generation | None]:
+        """A backend with a tokenizer: the fit check on the exact prompt ids, one batch."""
+        prompts: list[list[int] | None] = []
+        for conversation in conversations:
+            ids = self.local.encode(self.local.render(conversation, tools))
+            fits = prompt_fits(len(ids), config.max_new_tokens, self.local.context_window)
+            prompts.append(ids if fits else None)
+        fitting = [p for p in prompts if p is not None]
+        generated = iter(self.local.generate_from_ids(fitting, config) if fitting else [])
+        return [next(generated) if p is not None else None for p in prompts]
+
+    def _generate_messages(
+        self,
+        conversations: list[list[Message]],
+        config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> list[Generation | None]:
+        """A backend reached by messages (no tokenizer): the backend's own token count."""
+        window = self.local.context_window
+        fits = [
+            prompt_fits(self.local.count_tokens(c), config.max_new_tokens, window)
+            for c in conversations
+        ]
+        fitting = [c for c, ok in zip(conversations, fits, strict=True) if ok]
+        generated = iter(self.local.generate(fitting, config, tools=tools) if fitting else [])
+        return [next(generated) if ok else None for ok in fits]
 
     def score(
         self,
