@@ -47,10 +47,14 @@ from confroute.server_calls import (
 from confroute.server_response import NO_TOKEN_ID, read_generations
 from confroute.settings import RouterSettings
 
-__all__ = ["NO_TOKEN_ID", "UNKNOWN_CONTEXT_WINDOW", "ServerModel"]
+__all__ = ["NO_KEY", "NO_TOKEN_ID", "UNKNOWN_CONTEXT_WINDOW", "ServerModel"]
 
 _DEFAULT_TIMEOUT: float = RouterSettings.model_fields["timeout"].default
 _DEFAULT_MAX_RETRIES: int = RouterSettings.model_fields["max_retries"].default
+
+NO_KEY = "no-key"
+"""The key sent to an ``openai/`` server given no ``api_key`` (servers that want none ignore
+it), so that LiteLLM never forwards the environment's ``OPENAI_API_KEY`` to another host."""
 
 _NO_TOKENIZER = (
     "{name} is a model behind an HTTP API (ServerModel): it has no tokenizer and runs no token "
@@ -102,7 +106,9 @@ class ServerModel:
                 ``api_base``), or a hosted provider's model.
             api_base: The server's base URL (usually ending in ``/v1``); a key in its userinfo
                 is a secret (:class:`~confroute.redaction.SecretURL`).
-            api_key: The server's key, if it wants one; never logged or reported.
+            api_key: The server's key, if it wants one; never logged or reported. With an
+                ``openai/`` model, an ``api_base`` and no key, :data:`NO_KEY` is sent (never
+                the environment's ``OPENAI_API_KEY``).
             top_logprobs: Alternatives asked for per token (vLLM caps it at
                 ``--max-logprobs``, 20 by default; OpenAI at 20).
             timeout: Seconds per call (default: :class:`~confroute.settings.RouterSettings`'s).
@@ -132,6 +138,11 @@ class ServerModel:
             raise ConfigurationError(
                 f"context_window must be an integer >= 2, got {context_window!r}."
             )
+        provider = check_provider(model)
+        if api_key is None and api_base and provider == "openai":
+            # LiteLLM's openai/ provider would send OPENAI_API_KEY from the environment to
+            # this server; a server that wants no key gets a placeholder instead.
+            api_key = NO_KEY
         window = context_window or known_context_window(model)
         self._endpoint = ServerEndpoint(
             model,
@@ -146,7 +157,6 @@ class ServerModel:
             completion=completion,
             acompletion=acompletion,
         )
-        check_provider(model)
         self.model = model
         self.name = name or model
         self.fingerprint = (

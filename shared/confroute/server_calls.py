@@ -78,8 +78,8 @@ def count_tokens(model: str, messages: Sequence[Mapping[str, Any]]) -> int:
         return len(json.dumps(list(messages), default=str)) // 4 + 1
 
 
-def check_provider(model: str) -> None:
-    """Refuse a model string LiteLLM cannot route, or whose provider drops log-probabilities.
+def check_provider(model: str) -> str:
+    """LiteLLM's provider for ``model``; refuses one it cannot route or that drops log-probs.
 
     Raises:
         ConfigurationError: ``model`` is not a string LiteLLM knows a provider for.
@@ -96,7 +96,7 @@ def check_provider(model: str) -> None:
         ) from None
     supported = litellm.get_supported_openai_params(model=model, custom_llm_provider=provider)
     if supported is None or "logprobs" in supported:
-        return
+        return str(provider)
     hint = ""
     if provider in ("ollama", "ollama_chat"):
         hint = (

@@ -26,7 +26,7 @@ from confroute.errors import (
 from confroute.estimators import EstimationContext, JaccardDegree, PTrue, Verbalized2S
 from confroute.estimators.prompts import P_TRUE_QUESTION, VERBALIZED_2S_QUESTION
 from confroute.generation import GenerationConfig
-from confroute.server_backend import NO_TOKEN_ID, UNKNOWN_CONTEXT_WINDOW, ServerModel
+from confroute.server_backend import NO_KEY, NO_TOKEN_ID, UNKNOWN_CONTEXT_WINDOW, ServerModel
 from confroute.tools import parse_tool_calls
 
 KEY = "sk-SECRET-KEY-123"
@@ -422,3 +422,16 @@ def test_a_hosted_model_takes_its_context_window_from_litellms_map() -> None:
         == litellm.get_model_info("openai/gpt-4o-mini")["max_input_tokens"]
     )
     assert ServerModel("openai/x", context_window=4096).context_window == 4096
+
+
+def test_the_environments_openai_key_is_never_sent_to_another_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    fake = FakeLiteLLM(response(choice(FOUR)))
+    model = ServerModel("openai/x", api_base="http://127.0.0.1:8080/v1", completion=fake)
+    model.generate([QUESTION])
+    assert fake.calls[-1]["api_key"] == NO_KEY
+    hosted = ServerModel("openai/gpt-4o-mini", completion=fake)  # OpenAI itself: its own key
+    hosted.generate([QUESTION])
+    assert "api_key" not in fake.calls[-1] and "api_base" not in fake.calls[-1]
