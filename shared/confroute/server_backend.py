@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ from confroute.server_calls import (
     UNKNOWN_CONTEXT_WINDOW,
     AsyncCompletion,
     Completion,
+    SamplesRefusedError,
     ServerEndpoint,
     check_provider,
     count_tokens,
@@ -268,11 +270,17 @@ class ServerModel:
     ) -> list[Generation]:
         """The ``num_samples`` answers to one conversation."""
         wanted, read, endpoint = config.num_samples, self._reader(messages), self._endpoint
-        found = endpoint.call(
-            endpoint.params(messages, config, tools, n=wanted, seed=config.seed), read
-        )
-        # A server that ignores `n` (llama.cpp's server does) returns fewer choices than asked:
-        # the rest are drawn in calls of their own, each with its own seed.
+        n = wanted if endpoint.accepts_n else 1
+        try:
+            found = endpoint.call(
+                endpoint.params(messages, config, tools, n=n, seed=config.seed), read
+            )
+        except SamplesRefusedError:  # a server that refuses `n` > 1 (llama.cpp's llama-server)
+            found = []
+        # A server that ignores `n` (llama-cpp-python's server does) returns fewer choices than
+        # asked: the rest are drawn in calls of their own, each with its own seed.
+        if len(found) < wanted:
+            endpoint.accepts_n = False
         while len(found) < wanted:
             seed = self._seed(config, len(found))
             found += endpoint.call(endpoint.params(messages, config, tools, seed=seed), read)
@@ -281,7 +289,7 @@ class ServerModel:
     async def _aanswer(
         self, messages: Messages, config: GenerationConfig, tools: Tools, limit: asyncio.Semaphore
     ) -> list[Generation]:
-        """Async form of :meth:`_answer`; the missing samples are drawn concurrently."""
+        """Async form of :meth:`_answer`; the samples of their own calls are drawn concurrently."""
         wanted, read, endpoint = config.num_samples, self._reader(messages), self._endpoint
 
         async def ask(n: int, seed: int | None) -> list[Generation]:
@@ -290,8 +298,12 @@ class ServerModel:
                     endpoint.params(messages, config, tools, n=n, seed=seed), read
                 )
 
-        found = await ask(wanted, config.seed)
-        if len(found) < wanted:  # the server ignored `n`: see _answer
+        found: list[Generation] = []
+        if endpoint.accepts_n or wanted == 1:
+            with contextlib.suppress(SamplesRefusedError):  # see _answer
+                found = await ask(wanted, config.seed)
+        if len(found) < wanted:  # the server refused or ignored `n`: see _answer
+            endpoint.accepts_n = False
             more = await asyncio.gather(
                 *(ask(1, self._seed(config, i)) for i in range(len(found), wanted))
             )

@@ -35,6 +35,7 @@ __all__ = [
     "UNKNOWN_CONTEXT_WINDOW",
     "AsyncCompletion",
     "Completion",
+    "SamplesRefusedError",
     "ServerEndpoint",
     "check_provider",
     "count_tokens",
@@ -129,6 +130,10 @@ def _check_settings(values: Mapping[str, Any]) -> None:
             raise ConfigurationError(f"{label} must be a finite number {bound}, got {value!r}.")
 
 
+class SamplesRefusedError(Exception):
+    """The server refused a request for ``n`` > 1 answers (llama.cpp's ``llama-server`` does)."""
+
+
 class ServerEndpoint:
     """One model on one server: the call parameters and the retried sync and async calls.
 
@@ -179,6 +184,8 @@ class ServerEndpoint:
         self.model = model
         self.max_concurrency = max_concurrency
         self.context_window = context_window
+        self.accepts_n = True
+        """False once the server refused or ignored ``n`` > 1: samples are asked one by one."""
         self.plan = AttemptPlan(
             models=(model,),
             api_base=SecretURL(api_base) if api_base else None,
@@ -237,6 +244,7 @@ class ServerEndpoint:
 
         Raises:
             ContextOverflowError: The server refused the prompt as too long.
+            SamplesRefusedError: The server refused a call asking for ``n`` > 1 answers.
         """
         if isinstance(error, litellm.ContextWindowExceededError):
             raise ContextOverflowError(
@@ -246,6 +254,9 @@ class ServerEndpoint:
                 prompt_tokens=count_tokens(self.model, params["messages"]),
                 context_window=self.context_window,
             ) from None
+        if params.get("n", 1) > 1 and isinstance(error, litellm.BadRequestError):
+            self.accepts_n = False
+            raise SamplesRefusedError(self.plan.describe(self.model, error)) from None
         errors.append(self.plan.describe(self.model, error))
         if isinstance(error, NOT_RETRYABLE) or number >= self.plan.max_retries:
             return None
@@ -270,6 +281,7 @@ class ServerEndpoint:
         Raises:
             LocalBackendError: Every try failed (the message names each cause, masked).
             ContextOverflowError: The server refused the prompt as too long.
+            SamplesRefusedError: The server refused ``n`` > 1 (ask one answer per call).
         """
         errors: list[str] = []
         for number in range(self.plan.max_retries + 1):

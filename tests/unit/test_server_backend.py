@@ -395,8 +395,9 @@ def test_the_router_refuses_estimators_the_api_cannot_serve() -> None:
     for name, needs in (("mean_token_entropy", "entropies"), ("trained_probe", "hidden_state")):
         with pytest.raises(ConfigurationError, match=needs):
             ConfRouter(local_model=model, strong_model=None, estimator=name)
-    for name in ("perplexity", "p_true", "verbalized_2s", "jaccard_degree"):
-        ConfRouter(local_model=model, strong_model=None, estimator=name)
+    served = ("perplexity", "avg_token_prob", "min_token_prob", "verbalized_1s", "p_true")
+    for name in (*served, "verbalized_2s", "jaccard_degree"):
+        assert ConfRouter(local_model=model, strong_model=None, estimator=name).local is model
 
 
 def test_hidden_states_and_step_monitors_are_refused_per_call() -> None:
@@ -435,3 +436,28 @@ def test_the_environments_openai_key_is_never_sent_to_another_server(
     hosted = ServerModel("openai/gpt-4o-mini", completion=fake)  # OpenAI itself: its own key
     hosted.generate([QUESTION])
     assert "api_key" not in fake.calls[-1] and "api_base" not in fake.calls[-1]
+
+
+def test_a_server_that_refuses_n_is_asked_one_sample_per_call_from_then_on() -> None:
+    refused = litellm.BadRequestError(
+        message="Only one completion choice is allowed", model="qwen-test", llm_provider="openai"
+    )
+
+    def one_choice_unless_n(kwargs: dict[str, Any]) -> litellm.ModelResponse:
+        if kwargs.get("n", 1) > 1:
+            raise refused
+        return response(choice(FOUR))
+
+    fake = FakeLiteLLM(one_choice_unless_n)
+    model = server(fake)
+    config = GenerationConfig(num_samples=3, temperature=1.0, seed=5)
+    assert len(model.generate([QUESTION], config)) == 3
+    assert [(c.get("n"), c["seed"]) for c in fake.calls] == [
+        (3, 5),
+        (None, 5),
+        (None, 6),
+        (None, 7),
+    ]
+    fake.calls.clear()
+    assert len(asyncio.run(model.agenerate([QUESTION], config))) == 3
+    assert sorted((c.get("n"), c["seed"]) for c in fake.calls) == [(None, 5), (None, 6), (None, 7)]
