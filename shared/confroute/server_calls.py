@@ -254,7 +254,8 @@ class ServerEndpoint:
                 prompt_tokens=count_tokens(self.model, params["messages"]),
                 context_window=self.context_window,
             ) from None
-        if params.get("n", 1) > 1 and isinstance(error, litellm.BadRequestError):
+        refusals = (litellm.BadRequestError, litellm.InternalServerError)  # llama-server: 500
+        if params.get("n", 1) > 1 and isinstance(error, refusals):
             self.accepts_n = False
             raise SamplesRefusedError(self.plan.describe(self.model, error)) from None
         errors.append(self.plan.describe(self.model, error))
