@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,9 +31,11 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "LOCAL_PROVIDER",
     "MAX_ANSWER_TOKENS",
+    "BackendName",
     "Environment",
     "RouterSettings",
     "environment",
+    "from_environment",
     "settings_from",
 ]
 
@@ -234,3 +236,19 @@ def environment(environ: Mapping[str, str] | None = None) -> Environment:
             f"Invalid environment variable(s) {variables}: CONFROUTE_SLM_BACKEND must be "
             "'auto', 'transformers', 'llama.cpp' or 'server'; the URLs must be http(s) URLs."
         ) from None
+
+
+def from_environment(
+    name: Literal["api_base", "api_key", "slm_api_base", "slm_api_key"],
+) -> Callable[[], Any]:
+    """A field default factory reading one ``CONFROUTE_*`` value when the object is built.
+
+    ``api_base`` / ``api_key`` are the strong model's (``CONFROUTE_API_BASE`` /
+    ``CONFROUTE_API_KEY``), ``slm_api_base`` / ``slm_api_key`` the SLM server's. Both
+    adapters' models use it for their fields of the same meaning.
+    """
+
+    def read() -> Any:
+        return getattr(environment(), name)
+
+    return read
