@@ -169,6 +169,35 @@ def test_the_perplexity_confidence_is_the_servers_own_log_probabilities(
     assert decision.local_completion_tokens == len(content)
 
 
+def test_both_adapters_route_through_the_server_backend(slm: ServerModel) -> None:
+    """LangChain and LlamaIndex take the loaded ServerModel as their local model."""
+    from langchain_confroute import ChatConfRoute
+    from llamaindex_confroute import ConfRouteLLM, routing_decision
+
+    chat = ChatConfRoute(local_model=slm, strong_model=None, max_tokens=MAX_NEW_TOKENS)
+    message = chat.invoke(QUESTION)
+    decision = message.response_metadata["confroute"]
+    assert message.content and decision["answered_by"] == MODEL
+    assert 0.0 < decision["confidence"] < 1.0
+    llm = ConfRouteLLM(local_model=slm, strong_model=None, max_tokens=MAX_NEW_TOKENS)
+    completion = llm.complete(QUESTION)
+    routed = routing_decision(completion)
+    assert completion.text == message.content  # the same greedy answer
+    assert routed.confidence == pytest.approx(decision["confidence"])
+
+
+def test_agenerate_calls_litellm_acompletion_concurrently(slm: ServerModel) -> None:
+    from confroute.generation import GenerationConfig
+
+    conversations = [[{"role": "user", "content": q}] for q in (QUESTION, "Name a fruit.")]
+    config = GenerationConfig(max_new_tokens=4)
+    generations = asyncio.run(slm.agenerate(conversations, config))
+    assert [g.text for g in generations] == [g.text for g in slm.generate(conversations, config)]
+    for generation in generations:
+        assert generation.logprobs and all(lp <= 0.0 for lp in generation.logprobs)
+        assert all(len(alternatives) == 5 for alternatives in generation.top_logprobs)
+
+
 def test_perplexity_agrees_with_the_transformers_backend_on_the_same_weights(
     slm: ServerModel,
 ) -> None:
