@@ -229,9 +229,9 @@ class ServerModel:
     def count_tokens(self, messages: Messages) -> int:
         """Approximate prompt tokens of a conversation (``litellm.token_counter``).
 
-        LiteLLM counts with tiktoken unless it knows the model's tokenizer, so this can differ
-        from the server's count by some percent; each generation's ``prompt_tokens`` is the
-        server's own ``usage.prompt_tokens``.
+        Counted with tiktoken (never a tokenizer download), so this can differ from the
+        server's count by some percent; each generation's ``prompt_tokens`` is the server's
+        own ``usage.prompt_tokens``.
         """
         return count_tokens(self.model, messages)
 

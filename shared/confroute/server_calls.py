@@ -67,13 +67,16 @@ def known_context_window(model: str) -> int:
 
 
 def count_tokens(model: str, messages: Sequence[Mapping[str, Any]]) -> int:
-    """Approximate prompt tokens of a conversation (``litellm.token_counter``).
+    """Approximate prompt tokens of a conversation (``litellm.token_counter``, tiktoken).
 
-    LiteLLM counts with tiktoken unless it knows the model's tokenizer, so the count can differ
-    from the server's by some percent. Where LiteLLM cannot count, about 4 characters a token.
+    Always tiktoken's ``cl100k_base``, which LiteLLM ships: for some model names (Llama 2/3,
+    Cohere) LiteLLM would otherwise download a tokenizer from the Hugging Face hub on first
+    use, a network fetch a router must not make in the middle of a request. The count can
+    differ from the server's by some percent (the server's own count is in each generation's
+    ``prompt_tokens``); where LiteLLM cannot count, about 4 characters a token.
     """
     try:
-        return int(litellm.token_counter(model=model, messages=[dict(m) for m in messages]))
+        return int(litellm.token_counter(model="", messages=[dict(m) for m in messages]))
     except Exception:
         logger.debug("litellm.token_counter failed for %s; estimating.", model)
         return len(json.dumps(list(messages), default=str)) // 4 + 1

@@ -462,3 +462,19 @@ def test_a_server_that_refuses_n_is_asked_one_sample_per_call_from_then_on() -> 
     fake.calls.clear()
     assert len(asyncio.run(model.agenerate([QUESTION], config))) == 3
     assert sorted((c.get("n"), c["seed"]) for c in fake.calls) == [(None, 5), (None, 6), (None, 7)]
+
+
+def test_prompt_tokens_are_counted_with_tiktoken_never_a_downloaded_tokenizer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+
+    def counter(model: str = "", messages: Any = None, **_: Any) -> int:
+        seen.append(model)
+        return 17
+
+    monkeypatch.setattr(litellm, "token_counter", counter)
+    fake = FakeLiteLLM(response(choice(FOUR)))
+    model = ServerModel("hosted_vllm/meta-llama/Llama-3.2-1B-Instruct", completion=fake)
+    assert model.count_tokens(QUESTION) == 17
+    assert seen == [""]  # "" selects tiktoken; a Llama 3 name would fetch its tokenizer
