@@ -65,7 +65,9 @@ _NO_TOKENIZER = (
 )
 
 Messages = Sequence[Mapping[str, Any]]
+"""A conversation in the OpenAI shape."""
 Tools = Sequence[Mapping[str, Any]] | None
+"""OpenAI-shaped tool definitions, or None."""
 
 
 class ServerModel:

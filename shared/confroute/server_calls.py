@@ -54,6 +54,7 @@ AsyncCompletion = Callable[..., Awaitable[Any]]
 """``litellm.acompletion``'s signature."""
 
 T = TypeVar("T")
+"""What a call's ``read`` callback makes of the response."""
 
 
 def known_context_window(model: str) -> int:
