@@ -20,7 +20,7 @@ from typing import Any
 from confroute.answer_format import detect_format
 from confroute.backend import LocalBackend, prompt_fits
 from confroute.decision import DecisionReason
-from confroute.errors import ConfigurationError
+from confroute.errors import ConfigurationError, LocalBackendError
 from confroute.estimators import EstimationContext, Estimator, Requirement, shared_confidence
 from confroute.forced import AnswerScoring
 from confroute.generation import Generation, GenerationConfig
@@ -195,12 +195,25 @@ class Pipeline:
         answered = conversations
         if changer is not None:
             answered = [changer.transform_messages(c) for c in conversations]
-        generations, latency = self.generate(answered, config, tools)
+        try:
+            generations, latency = self.generate(answered, config, tools)
+        except LocalBackendError as error:
+            # the SLM's server is down or failing: every item is still decided and reported
+            # (escalated when a strong model is configured), never silently lost
+            logger.warning("The local backend failed: %s", error)
+            return [self.failed(c, str(error)) for c in conversations]
         per_item = latency / max(len(conversations), 1)
         return [
             self.score(c, g, per_item, tools, answered=a, config=config)
             for c, a, g in zip(conversations, answered, generations, strict=True)
         ]
+
+    def failed(self, messages: list[Message], error: str) -> ScoredAnswer:
+        """The verdict on a conversation the local backend could not answer: escalate."""
+        verdict = Verdict(True, self.policy.decide(None).threshold, "local_failed")
+        return self._observed(
+            ScoredAnswer(messages, None, None, verdict, "local_failed", 0.0, local_error=error)
+        )
 
     def generate(
         self,
@@ -273,7 +286,7 @@ class Pipeline:
         )
         try:
             confidences = {
-                e.name: shared_confidence(e, generation, context) for e in self.estimators
+                e.name: self._confidence(e, generation, context) for e in self.estimators
             }
         finally:
             generation.extras.pop("prefix", None)  # free the key/value cache
@@ -330,6 +343,17 @@ class Pipeline:
             prompt = self.local.encode(self.local.render(messages, tools))
             generation = self.local.score_answer(prompt, answer, config.hidden_layer)
         return self.score(messages, generation, time.perf_counter() - started, tools, config=config)
+
+    @staticmethod
+    def _confidence(
+        estimator: Estimator, generation: Generation, context: EstimationContext
+    ) -> float | None:
+        """The estimator's confidence; None (the lowest) when its follow-up call failed."""
+        try:
+            return shared_confidence(estimator, generation, context)
+        except LocalBackendError as error:
+            logger.warning("%s could not be computed: %s", estimator.name, error)
+            return None
 
     def _observed(self, answer: ScoredAnswer) -> ScoredAnswer:
         """``answer`` after every observer has seen it, with ``local_only`` where it applies.
