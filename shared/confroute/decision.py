@@ -18,6 +18,7 @@ DecisionReason = Literal[
     "malformed_tool_call",
     "repeated_tool_call",
     "local_only",
+    "budget_exhausted",
 ]
 """Why a request was kept local or escalated."""
 
