@@ -240,7 +240,7 @@ class StreamingQuantile:
                 "requests": self.requests,
                 "escalated": self.escalated,
                 "debt": self._debt,
-                "windows": {k: [round(v, 6) for v in w] for k, w in self._recent.items()},
+                "windows": {k: list(w) for k, w in self._recent.items()},
                 "seen": dict(self._seen),
                 "cap": self.cap.state() if self.cap is not None else None,
                 "band": self.band.state() if self.band is not None else None,
