@@ -243,7 +243,7 @@ def window_errors(escalated: np.ndarray, rate: float, window: int = WINDOW) -> n
     """|share escalated - rate| over every ``window`` consecutive requests."""
     cumulative = np.concatenate([[0.0], np.cumsum(escalated)])
     shares = (cumulative[window:] - cumulative[:-window]) / window
-    return np.abs(shares - rate)
+    return np.asarray(np.abs(shares - rate), dtype=float)
 
 
 def recovery(escalated: np.ndarray, rate: float, switches: Sequence[int]) -> int | None:

@@ -193,9 +193,9 @@ def threshold_policy(
     """
     rate = settings.escalation_rate
     if rate is None and settings.threshold is None and profile is None:
-        shipped = default_profile_path(local.name, estimator.name)
-        if shipped is not None:
-            found = CalibrationProfile.load(shipped)
+        default_path = default_profile_path(local.name, estimator.name)
+        if default_path is not None:
+            found = CalibrationProfile.load(default_path)
             if found.fingerprint.model_fingerprint == local.fingerprint:
                 rate, profile = DEFAULT_ESCALATION_RATE, found
     if rate is None:

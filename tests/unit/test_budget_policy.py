@@ -47,7 +47,7 @@ def shifting_stream(every: int, length: int, seed: int = 0) -> np.ndarray:
 
 def window_shares(escalated: np.ndarray, window: int = 100) -> np.ndarray:
     cumulative = np.concatenate([[0], np.cumsum(escalated)])
-    return (cumulative[window:] - cumulative[:-window]) / window
+    return np.asarray((cumulative[window:] - cumulative[:-window]) / window, dtype=float)
 
 
 @pytest.mark.parametrize("every", [50, 100, 200, 400])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from confroute import ConfRouter, RoutingDecision
@@ -87,9 +92,7 @@ def test_impossible_budget_settings_are_refused(
 
 
 def test_the_default_policy_holds_a_rate_for_a_bundled_model() -> None:
-    bundled = ScriptedLocalModel(
-        name=DEFAULT_SLM, fingerprint=BUNDLED_MODELS[DEFAULT_SLM].sha256
-    )
+    bundled = ScriptedLocalModel(name=DEFAULT_SLM, fingerprint=BUNDLED_MODELS[DEFAULT_SLM].sha256)
     router = ConfRouter(bundled, None)
     assert isinstance(router.policy, StreamingQuantile)
     assert router.policy.escalation_rate == DEFAULT_ESCALATION_RATE
@@ -103,3 +106,39 @@ def test_the_default_policy_holds_a_rate_for_a_bundled_model() -> None:
 def test_an_unknown_model_keeps_the_fixed_default(scripted_slm: ScriptedLocalModel) -> None:
     policy = ConfRouter(scripted_slm, None).policy
     assert isinstance(policy, FixedThreshold) and policy.threshold == DEFAULT_THRESHOLD
+
+
+def test_serve_keeps_the_policy_state_across_restarts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import confroute.local
+    import confroute.serving.server
+    from confroute.serving.cli import add_serve_parser, run_serve
+
+    bundled = {"name": DEFAULT_SLM, "fingerprint": BUNDLED_MODELS[DEFAULT_SLM].sha256}
+    served: list[ConfRouter] = []
+
+    def fake_serve(router: ConfRouter, **kwargs: Any) -> None:
+        served.append(router)
+        for _ in range(30):  # traffic while serving
+            router.policy.decide(0.05, answer_format="letter")
+
+    monkeypatch.setattr(
+        confroute.local, "LocalModel", lambda name, **_: ScriptedLocalModel(**bundled)
+    )
+    monkeypatch.setattr(confroute.serving.server, "serve", fake_serve)
+    parser = argparse.ArgumentParser(prog="confroute")
+    add_serve_parser(parser.add_subparsers(dest="command", required=True))
+    path = tmp_path / "policy.json"
+    argv = ["serve", "--local-only", "--no-batching", "--escalation-rate", "0.2"]
+    assert run_serve(parser.parse_args([*argv, "--policy-state", str(path)])) == 0
+    assert json.loads(path.read_text())["requests"] == 30
+    assert run_serve(parser.parse_args([*argv, "--policy-state", str(path)])) == 0
+    restarted = served[-1].policy
+    assert isinstance(restarted, StreamingQuantile) and restarted.requests == 60
+    with pytest.raises(ConfigurationError, match="--policy-state keeps the live state"):
+        run_serve(
+            parser.parse_args(
+                ["serve", "--local-only", "--threshold", "0.5", "--policy-state", str(path)]
+            )
+        )
