@@ -115,7 +115,7 @@ def test_serve_keeps_the_policy_state_across_restarts(
     import confroute.serving.server
     from confroute.serving.cli import add_serve_parser, run_serve
 
-    bundled = {"name": DEFAULT_SLM, "fingerprint": BUNDLED_MODELS[DEFAULT_SLM].sha256}
+    sha = BUNDLED_MODELS[DEFAULT_SLM].sha256
     served: list[ConfRouter] = []
 
     def fake_serve(router: ConfRouter, **kwargs: Any) -> None:
@@ -124,7 +124,9 @@ def test_serve_keeps_the_policy_state_across_restarts(
             router.policy.decide(0.05, answer_format="letter")
 
     monkeypatch.setattr(
-        confroute.local, "LocalModel", lambda name, **_: ScriptedLocalModel(**bundled)
+        confroute.local,
+        "LocalModel",
+        lambda name, **_: ScriptedLocalModel(name=DEFAULT_SLM, fingerprint=sha),
     )
     monkeypatch.setattr(confroute.serving.server, "serve", fake_serve)
     parser = argparse.ArgumentParser(prog="confroute")
