@@ -97,7 +97,7 @@ POLICIES: dict[str, tuple[PolicyFactory, str]] = {
     "held": (lambda r, p: held_rate(r, p), "coarse"),
     "held_h20": (_held(window=100, horizon=20, tolerance=0.05), "coarse"),
     "held_w500": (_held(window=500, horizon=10, tolerance=0.05), "coarse"),
-    "held_fine": (lambda r, p: held_rate(r, p), "fine"),
+    "held_fine": (lambda r, p: held_rate(r, p), "fine"),  # letter:k (run directories only)
     "held_task": (lambda r, p: held_rate(r, p), "task"),
 }
 
@@ -155,19 +155,25 @@ def profile_for(
     return build_calibration_set(items, fingerprint, fraction=1.0)
 
 
-def tasks_from_profiles(methods: Sequence[str]) -> tuple[list[Task], dict[str, list[PoolItem]]]:
-    """Stand-in data: the shipped 0.5B profiles' items, the 1.5B's correctness as strong."""
+def tasks_from_profiles(
+    slm: str, methods: Sequence[str]
+) -> tuple[list[Task], dict[str, list[PoolItem]]]:
+    """Stand-in data: a shipped SLM profile's items; for the 0.5B the 1.5B's correctness on
+    the same items is the strong model's (the 1.5B has no stronger model: no APGR)."""
     pools: dict[str, list[PoolItem]] = {}
-    strong_path = default_profile_path(STRONG, "perplexity")
-    assert strong_path is not None
-    strong_profile = CalibrationProfile.load(strong_path)
-    strong_ok = {
-        (e.dataset, e.item_id): ok
-        for e, ok in zip(strong_profile.manifest, strong_profile.correct or (), strict=True)
-    }
+    strong_path = default_profile_path(STRONG, "perplexity") if slm != STRONG else None
+    strong_profile = CalibrationProfile.load(strong_path) if strong_path else None
+    strong_ok = (
+        {
+            (e.dataset, e.item_id): ok
+            for e, ok in zip(strong_profile.manifest, strong_profile.correct or (), strict=True)
+        }
+        if strong_profile is not None
+        else None
+    )
     by_task: dict[str, dict[str, dict[str, tuple[float, bool, str]]]] = {}
     for method in methods:
-        path = default_profile_path(SLM, method)
+        path = default_profile_path(slm, method)
         if path is None:
             continue
         profile = CalibrationProfile.load(path)
@@ -202,7 +208,9 @@ def tasks_from_profiles(methods: Sequence[str]) -> tuple[list[Task], dict[str, l
                 key,  # the profiles do not record option counts
                 {m: np.array([rows[i][m][0] for i in ids]) for m in pools},
                 np.array([rows[i][next(iter(pools))][1] for i in ids]),
-                np.array([strong_ok.get((name, i), False) for i in ids]),
+                None
+                if strong_ok is None
+                else np.array([strong_ok.get((name, i), False) for i in ids]),
             )
         )
     return tasks, pools
@@ -475,8 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     run_dir = None if args.from_profiles else args.run_dir
     if run_dir is None:
-        tasks, source = tasks_from_profiles(methods)
-        data_source = "shipped profiles (0.5B confidences, 1.5B correctness as strong)"
+        tasks, source = tasks_from_profiles(args.slm, methods)
+        data_source = f"shipped profiles of {args.slm}" + (
+            " (the 1.5B's correctness on the same items as the strong model's)"
+            if args.slm != STRONG
+            else " (no stronger model: no APGR)"
+        )
         expected: list[str] = []
     else:
         tasks, source = tasks_from_run(run_dir, args.slm, methods)
@@ -536,8 +548,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
     if args.json:
-        result = summary(rows, DEFAULT_POLICY)
+        result = {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in summary(rows, DEFAULT_POLICY).items()
+        }
         result.update(
+            slm=args.slm,
             data=data_source,
             methods=methods,
             missing_datasets=missing,
