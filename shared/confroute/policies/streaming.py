@@ -328,8 +328,8 @@ def held_rate(
     - the share escalated in every ``budget_window`` (default 100) consecutive requests is
       within 0.05 of ``r`` (a hard bound, the band; with ``max_escalation_rate`` below
       ``r + 0.05`` the cap is the ceiling);
-    - the long-run share converges to ``r`` (the feedback: ``|escalated - r * n|`` stays
-      bounded);
+    - the long-run share converges to ``r`` (the feedback pays back what a shift or the band
+      leaves over or under);
     - within those bounds the least confident requests of each answer format escalate
       (the running quantile, warm-started from the profile).
 
