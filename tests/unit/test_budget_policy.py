@@ -223,3 +223,15 @@ def test_a_bad_state_file_says_what_to_do(tmp_path: Path, content: str) -> None:
     path.write_text(content)
     with pytest.raises(CalibrationError, match="Delete the file"):
         held_rate(0.3, PROFILE).load_state(path)
+
+
+def test_keys_are_bounded_and_the_least_recently_used_window_goes() -> None:
+    from confroute.policies.streaming import MAX_KEYS
+
+    policy = held_rate(0.3, PROFILE)
+    policy.decide(0.5, "letter:keep")
+    for k in range(MAX_KEYS + 10):
+        policy.decide(0.5, f"letter:{k}")
+        policy.decide(0.5, "letter:keep")  # used again: stays
+    windows = policy.state()["windows"]
+    assert len(windows) == MAX_KEYS and "letter:keep" in windows and "letter:0" not in windows

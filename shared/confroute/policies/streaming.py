@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,16 @@ from confroute.errors import CalibrationError
 from confroute.policies.base import Verdict, compare
 from confroute.policies.cap import SlidingCap
 
-__all__ = ["HELD_RATE", "STATE_FORMAT", "StreamingQuantile", "held_rate"]
+__all__ = ["HELD_RATE", "MAX_KEYS", "STATE_FORMAT", "StreamingQuantile", "held_rate"]
 
 logger = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
 """Version of the JSON written by :meth:`StreamingQuantile.save_state`."""
+
+MAX_KEYS = 64
+"""Most format keys with a live window; the least recently used one is dropped beyond it
+(keys such as ``letter:4`` or a per-template key must not grow memory without bound)."""
 
 HELD_RATE: dict[str, Any] = {"window": 100, "horizon": 10.0, "tolerance": 0.05}
 """The settings :func:`held_rate` (``ConfRouter(escalation_rate=r)``) uses, chosen on the
@@ -137,8 +141,7 @@ class StreamingQuantile:
         self.requests = 0
         self.escalated = 0
         self._debt = 0.0
-        self._recent: dict[str, deque[float]] = {}
-        self._seen: dict[str, int] = {}
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()  # least recent first
         self._priors: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self.threshold = self._quantile("any", self.escalation_rate)
@@ -147,11 +150,11 @@ class StreamingQuantile:
 
     def _prior(self, key: str) -> np.ndarray:
         """The profile's confidences for a key (``letter:4`` uses ``letter``), cached."""
-        if key not in self._priors:
-            base = key.split(":", 1)[0] if self.per_format else None
+        base = key.split(":", 1)[0] if self.per_format else "any"
+        if base not in self._priors:
             values = self.profile.confidences_for(base) if self.profile is not None else ()
-            self._priors[key] = np.asarray(values, dtype=float)
-        return self._priors[key]
+            self._priors[base] = np.asarray(values, dtype=float)
+        return self._priors[base]
 
     def _quantile(self, key: str, level: float) -> float:
         if level <= 0.0:
@@ -214,9 +217,11 @@ class StreamingQuantile:
                 verdict = Verdict(False, threshold, "budget_exhausted")
             for limit in limits:
                 limit.record(verdict.escalate)
+            if key not in self._recent and len(self._recent) >= MAX_KEYS:
+                self._recent.popitem(last=False)  # the least recently used key's window
             window = self._recent.setdefault(key, deque(maxlen=self.window))
+            self._recent.move_to_end(key)
             window.append(value)
-            self._seen[key] = self._seen.get(key, 0) + 1
             self.requests += 1
             self.escalated += verdict.escalate
             if self.horizon is not None:
@@ -241,7 +246,6 @@ class StreamingQuantile:
                 "escalated": self.escalated,
                 "debt": self._debt,
                 "windows": {k: list(w) for k, w in self._recent.items()},
-                "seen": dict(self._seen),
                 "cap": self.cap.state() if self.cap is not None else None,
                 "band": self.band.state() if self.band is not None else None,
             }
@@ -275,7 +279,6 @@ class StreamingQuantile:
             }
             same_rate = float(data["escalation_rate"]) == self.escalation_rate
             counts = (int(data["requests"]), int(data["escalated"]), float(data["debt"]))
-            seen = {str(k): int(v) for k, v in dict(data.get("seen", {})).items()}
             cap = list(data.get("cap") or [])
             band = list(data.get("band") or [])
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
@@ -284,8 +287,8 @@ class StreamingQuantile:
                 "start from the calibration profile again."
             ) from error
         with self._lock:
-            self._recent = {k: deque(v, maxlen=self.window) for k, v in windows.items()}
-            self._seen = seen or {k: len(v) for k, v in windows.items()}
+            kept = list(windows.items())[-MAX_KEYS:]
+            self._recent = OrderedDict((k, deque(v, maxlen=self.window)) for k, v in kept)
             if same_rate:
                 self.requests, self.escalated, self._debt = counts
                 if self.cap is not None:
