@@ -235,3 +235,11 @@ def test_keys_are_bounded_and_the_least_recently_used_window_goes() -> None:
         policy.decide(0.5, "letter:keep")  # used again: stays
     windows = policy.state()["windows"]
     assert len(windows) == MAX_KEYS and "letter:keep" in windows and "letter:0" not in windows
+
+
+def test_the_fixed_policy_reads_a_finer_key_as_its_format() -> None:
+    from confroute.policies import TargetEscalationRate
+
+    fixed = TargetEscalationRate(PROFILE, 0.3, per_format=True)
+    assert fixed.decide(0.5, "yes_no:2").threshold == fixed.decide(0.5, "yes_no").threshold
+    assert fixed.decide(0.5, "yes_no").threshold != fixed.threshold
