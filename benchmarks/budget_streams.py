@@ -95,8 +95,9 @@ POLICIES: dict[str, tuple[PolicyFactory, str]] = {
     "feedback_h4": (_held(window=100, horizon=4), "coarse"),
     "feedback_h10": (_held(window=100, horizon=10), "coarse"),
     "held": (lambda r, p: held_rate(r, p), "coarse"),
+    "held_h10": (_held(window=100, horizon=10, tolerance=0.05), "coarse"),
     "held_h20": (_held(window=100, horizon=20, tolerance=0.05), "coarse"),
-    "held_w500": (_held(window=500, horizon=10, tolerance=0.05), "coarse"),
+    "held_w500": (_held(window=500, horizon=6, tolerance=0.05), "coarse"),
     "held_fine": (lambda r, p: held_rate(r, p), "fine"),  # letter:k (run directories only)
     "held_task": (lambda r, p: held_rate(r, p), "task"),
 }

@@ -100,9 +100,10 @@ def test_formats_keep_their_own_windows_under_one_budget() -> None:
     for kind in ("letter", "yes_no"):
         assert escalated[500:][kinds[500:] == kind].mean() == pytest.approx(0.3, abs=0.06)
     # a finer key (letter:2) starts from the profile's letter items and keeps its own window
-    assert policy.threshold_for("letter:2") == pytest.approx(
-        StreamingQuantile(0.3, PROFILE, per_format=True).threshold_for("letter")
-    )
+    fresh = held_rate(0.3, PROFILE)
+    assert fresh.threshold_for("letter:2") == pytest.approx(fresh.threshold_for("letter"))
+    assert fresh.threshold_for("letter") != pytest.approx(fresh.threshold_for("yes_no"))
+    assert "letter:2" not in policy.state()["windows"]
 
 
 def test_no_confidence_counts_as_the_lowest_and_is_budgeted() -> None:

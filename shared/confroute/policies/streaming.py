@@ -35,7 +35,7 @@ MAX_KEYS = 64
 """Most format keys with a live window; the least recently used one is dropped beyond it
 (keys such as ``letter:4`` or a per-template key must not grow memory without bound)."""
 
-HELD_RATE: dict[str, Any] = {"window": 100, "horizon": 10.0, "tolerance": 0.05}
+HELD_RATE: dict[str, Any] = {"window": 100, "horizon": 6.0, "tolerance": 0.05}
 """The settings :func:`held_rate` (``ConfRouter(escalation_rate=r)``) uses, chosen on the
 shifting-traffic benchmark (``benchmarks/budget_streams.py``, docs/calibration.md)."""
 
@@ -325,7 +325,7 @@ def held_rate(
     """The policy behind ``ConfRouter(escalation_rate=r)``: the rate held on any traffic.
 
     A :class:`StreamingQuantile` with a 100-request window per answer format, budget feedback
-    over ``H = 10`` requests and a band of 0.05, so that, with no labels and whatever the
+    over ``H = 6`` requests and a band of 0.05, so that, with no labels and whatever the
     traffic does:
 
     - the share escalated in every ``budget_window`` (default 100) consecutive requests is
