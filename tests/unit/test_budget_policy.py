@@ -244,3 +244,23 @@ def test_the_fixed_policy_reads_a_finer_key_as_its_format() -> None:
     fixed = TargetEscalationRate(PROFILE, 0.3, per_format=True)
     assert fixed.decide(0.5, "yes_no:2").threshold == fixed.decide(0.5, "yes_no").threshold
     assert fixed.decide(0.5, "yes_no").threshold != fixed.threshold
+
+
+def test_forced_escalations_are_paid_from_the_budget() -> None:
+    policy = held_rate(0.3, PROFILE, max_escalation_rate=0.3, budget_window=10)
+    forced = [policy.forced("letter") for _ in range(3)]
+    assert all(v.escalate and v.reason == "low_confidence" for v in forced)
+    assert (policy.requests, policy.escalated) == (3, 3)
+    assert "letter" not in policy.state()["windows"]
+    # the debt counts them: the next requests stay local, though their confidence is 0
+    assert not any(policy.decide(0.0, "letter").escalate for _ in range(2))
+    plain = StreamingQuantile(0.3, PROFILE, max_escalation_rate=0.3, budget_window=10)
+    for _ in range(3):
+        plain.forced()
+    # three escalations already in the last 10: the cap refuses the next one
+    refused = plain.decide(0.0)
+    assert (refused.escalate, refused.reason) == (False, "budget_exhausted")
+    capped = EscalationCap(FixedThreshold(0.5), 0.2, window=10)
+    capped.forced()
+    capped.forced()
+    assert capped.decide(0.1) == Verdict(False, 0.5, "budget_exhausted")

@@ -154,6 +154,12 @@ class EscalationCap:
         with self._lock:
             return self.cap.apply(self.policy.decide(confidence, answer_format=answer_format))
 
+    def forced(self, answer_format: str | None = None) -> Verdict:
+        """Count a request escalated whatever the policy says (see ``StreamingQuantile``)."""
+        with self._lock:
+            self.cap.record(True)
+        return Verdict(True, self.threshold, "low_confidence")
+
     def __repr__(self) -> str:
         """The cap and the wrapped policy."""
         return (

@@ -222,16 +222,35 @@ class StreamingQuantile:
             window = self._recent.setdefault(key, deque(maxlen=self.window))
             self._recent.move_to_end(key)
             window.append(value)
-            self.requests += 1
-            self.escalated += verdict.escalate
-            if self.horizon is not None:
-                # |debt| < horizon + 1 always; the clip only matters while a cap refuses
-                bound = self.horizon + 1.0
-                self._debt = min(bound, max(-bound, self._debt + self.escalation_rate))
-                self._debt -= verdict.escalate
+            self._count(verdict.escalate)
             if key == "any":
                 self.threshold = self._quantile(key, self.level)
         return verdict
+
+    def forced(self, answer_format: str | None = None) -> Verdict:
+        """Count a request escalated whatever the policy says (the budget still pays for it).
+
+        For a caller that escalates without asking (a prompt longer than the local context,
+        a malformed tool call): the debt, the band and the cap count the escalation, the
+        windows are left alone. The verdict carries the threshold the request would have met.
+        """
+        with self._lock:
+            threshold = self._quantile(self._key(answer_format), self.level)
+            for limit in (self.band, self.cap):
+                if limit is not None:
+                    limit.record(True)
+            self._count(True)
+        return Verdict(True, threshold, "low_confidence")
+
+    def _count(self, escalated: bool) -> None:
+        """Add one request to the counts and the debt (the lock is held)."""
+        self.requests += 1
+        self.escalated += escalated
+        if self.horizon is not None:
+            # |debt| < horizon + 1 always; the clip only matters while a cap or band refuses
+            bound = self.horizon + 1.0
+            self._debt = min(bound, max(-bound, self._debt + self.escalation_rate))
+            self._debt -= escalated
 
     # -- live state ------------------------------------------------------------------------
 
