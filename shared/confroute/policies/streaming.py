@@ -76,7 +76,8 @@ class StreamingQuantile:
     escalates (threshold 1.0). With the feedback this is what :func:`held_rate` builds.
 
     Thread-safe: concurrent requests share the windows, the debt and the cap. The live state
-    can be kept across restarts with :meth:`save_state` / :meth:`load_state`.
+    can be kept across restarts with :meth:`save_state` / :meth:`load_state`; an escalation
+    a caller makes without asking is counted with :meth:`forced`.
     """
 
     def __init__(
@@ -348,8 +349,9 @@ def held_rate(
     traffic does:
 
     - the share escalated in every ``budget_window`` (default 100) consecutive requests is
-      within 0.05 of ``r`` (a hard bound, the band; with ``max_escalation_rate`` below
-      ``r + 0.05`` the cap is the ceiling);
+      within 0.05 of ``r`` (a hard bound on its own decisions, the band; with
+      ``max_escalation_rate`` below ``r + 0.05`` the cap is the ceiling; escalations counted
+      with :meth:`StreamingQuantile.forced` are paid for but cannot be refused);
     - the long-run share converges to ``r`` (the feedback pays back what a shift or the band
       leaves over or under);
     - within those bounds the least confident requests of each answer format escalate
