@@ -18,6 +18,7 @@ DecisionReason = Literal[
     "malformed_tool_call",
     "repeated_tool_call",
     "local_only",
+    "local_failed",
     "budget_exhausted",
 ]
 """Why a request was kept local or escalated."""
@@ -57,6 +58,8 @@ class RoutingDecision(BaseModel):
     """Why it was (or was not) escalated."""
     local_model: str
     """Name of the local model."""
+    local_backend: str = "transformers"
+    """The engine that ran the local model (``"transformers"``, ``"llama.cpp"``, ``"server"``)."""
     remote_model: str | None = None
     """The LiteLLM model string that answered (or was tried last), when escalated."""
     answered_by: str
@@ -78,6 +81,6 @@ class RoutingDecision(BaseModel):
     attempts: int = 0
     """Calls made to strong models, retries and fallbacks included."""
     error: str | None = None
-    """What went wrong with the escalation, when it failed."""
+    """What went wrong: the escalation's failure, or the local backend's (``local_failed``)."""
     confidences: dict[str, float | None] = Field(default_factory=dict)
     """Every computed estimator's confidence (the primary one and any extra ones)."""

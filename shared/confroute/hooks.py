@@ -62,6 +62,7 @@ class ScoredAnswer:
         local_latency_s: Time spent generating and scoring the local answer.
         parsed: The local answer's tool calls, when tools were offered.
         confidences: Every chosen estimator's confidence, by name.
+        local_error: Why the local backend gave no answer (its server failed), else None.
     """
 
     messages: list[Message]
@@ -72,6 +73,22 @@ class ScoredAnswer:
     local_latency_s: float
     parsed: ParsedToolCalls | None = None
     confidences: dict[str, float | None] = field(default_factory=dict)
+    local_error: str | None = None
+
+    @property
+    def escalate(self) -> bool:
+        """Whether the verdict is to escalate."""
+        return self.verdict.escalate
+
+    @property
+    def threshold(self) -> float:
+        """The threshold the verdict compared the confidence with."""
+        return self.verdict.threshold
+
+    @property
+    def estimator(self) -> str:
+        """Name of the primary estimator ("" when nothing was scored: the prompt did not fit)."""
+        return next(iter(self.confidences), "")
 
 
 ScoreObserver = Callable[[ScoredAnswer], "Verdict | None"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confroute.decision import RoutingDecision
-from confroute.errors import ContextOverflowError, EscalationError
+from confroute.errors import ContextOverflowError, EscalationError, LocalBackendError
 from confroute.hooks import DecisionHook, ScoredAnswer, Tracer, spans
 from confroute.response import RoutedChunk, RoutedResponse
 from confroute.target import EscalationResult, EscalationTarget, StreamDelta
@@ -53,6 +53,7 @@ class Outcome:
         hooks: Decision hooks, called once per decision.
         raise_on_error: ``on_escalation_error="raise"``.
         can_escalate: Whether a strong model is configured.
+        local_backend: The engine of the local model (its ``capabilities.backend``).
     """
 
     estimator: str
@@ -61,6 +62,7 @@ class Outcome:
     hooks: Sequence[DecisionHook]
     raise_on_error: bool
     can_escalate: bool
+    local_backend: str = "transformers"
 
     def decision(
         self,
@@ -78,6 +80,7 @@ class Outcome:
             escalated=answer.verdict.escalate and self.can_escalate,
             reason=answer.reason,
             local_model=self.local_model,
+            local_backend=self.local_backend,
             remote_model=(remote.model if remote else error.provider if error else None),
             answered_by=remote.model if remote is not None else self.local_model,
             local_latency_s=answer.local_latency_s,
@@ -88,7 +91,7 @@ class Outcome:
             remote_completion_tokens=remote.completion_tokens if remote else None,
             cost_usd=remote.cost_usd if remote else None,
             attempts=remote.attempts if remote else error.attempts if error else 0,
-            error=str(error) if error else None,
+            error=str(error) if error else answer.local_error,
             confidences=dict(answer.confidences),
         )
 
@@ -132,6 +135,14 @@ class Outcome:
         if error is not None and (self.raise_on_error or answer.generation is None):
             error.decision = decision
             raise error
+        if answer.generation is None and remote is None and answer.local_error is not None:
+            raise LocalBackendError(
+                f"The local model {self.local_model} failed ({answer.local_error}) and no "
+                "strong model is configured to answer instead.",
+                model=self.local_model,
+                attempts=0,
+                errors=[answer.local_error],
+            )
         if answer.generation is None and remote is None:
             raise ContextOverflowError(
                 f"The prompt does not fit {self.local_model}'s context window of "

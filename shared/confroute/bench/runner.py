@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from confroute import estimators as registry
+from confroute.backend import LocalBackend
 from confroute.bench.cache import (
     RecordFile,
     generation_from_record,
@@ -89,7 +90,7 @@ class SweepRunner:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self._load_local = load_local or (lambda name: LocalModel(name, device=config.device))
-        self._models: dict[str, LocalModel] = {}
+        self._models: dict[str, LocalBackend] = {}
         self.stats: dict[str, int] = {"slm_generated": 0, "methods_computed": 0, "strong": 0}
         self._judge: LLMJudge | None = LLMJudge(config.judge) if config.judge else None
         self._strong = StrongAnswers(
@@ -156,7 +157,7 @@ class SweepRunner:
                 vectors=np.stack([cached[i] for i in ids]).astype(np.float16),
             )
 
-    def local_model(self, name: str) -> LocalModel:
+    def local_model(self, name: str) -> LocalBackend:
         """The loaded local model for ``name`` (loaded once per runner)."""
         if name not in self._models:
             logger.info("loading %s", name)
@@ -234,7 +235,7 @@ class SweepRunner:
 
     def _generate(
         self,
-        model: LocalModel,
+        model: LocalBackend,
         group: SweepCell,
         items: list[BenchItem],
         want_hidden: bool,
@@ -274,7 +275,7 @@ class SweepRunner:
 
     def _score(
         self,
-        model: LocalModel,
+        model: LocalBackend,
         group: SweepCell,
         item: BenchItem,
         record: dict[str, Any],
@@ -297,7 +298,7 @@ class SweepRunner:
 
     def _prompt_variants(
         self,
-        model: LocalModel,
+        model: LocalBackend,
         group: SweepCell,
         items: list[BenchItem],
         records: list[dict[str, Any]],
