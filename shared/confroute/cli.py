@@ -149,6 +149,7 @@ def _ask(args: argparse.Namespace) -> int:
     print(f"answered by : {decision.answered_by} ({route})")
     print(f"confidence  : {confidence} ({decision.estimator}); threshold {decision.threshold:.3f}")
     print(f"reason      : {decision.reason}")
+    print(f"policy      : {router.policy!r}")
     latency = f"local {decision.local_latency_s:.2f}s"
     if decision.remote_latency_s is not None:
         latency += f", remote {decision.remote_latency_s:.2f}s"

@@ -19,6 +19,7 @@ DecisionReason = Literal[
     "repeated_tool_call",
     "local_only",
     "local_failed",
+    "budget_exhausted",
 ]
 """Why a request was kept local or escalated."""
 

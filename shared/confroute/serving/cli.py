@@ -73,6 +73,26 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     serve.add_argument("--threshold", type=float, default=None, help="escalate below this")
     serve.add_argument(
+        "--escalation-rate",
+        type=float,
+        default=None,
+        help="escalate this share of requests, held on the live traffic (a bundled model's "
+        "shipped profile; default: 0.3 for a bundled model, else --threshold 0.8)",
+    )
+    serve.add_argument(
+        "--max-escalation-rate",
+        type=float,
+        default=None,
+        help="hard cap: never escalate more than this share of any 100 requests",
+    )
+    serve.add_argument(
+        "--policy-state",
+        default=None,
+        metavar="PATH",
+        help="keep the rate policy's live state (windows, spent budget) in this JSON file: "
+        "read at start, written at exit",
+    )
+    serve.add_argument(
         "--estimator",
         default=defaults["estimator"].default,
         choices=estimators.available(),
@@ -170,6 +190,8 @@ def run_serve(args: argparse.Namespace) -> int:
         None,
         estimator=args.estimator,
         threshold=args.threshold,
+        escalation_rate=args.escalation_rate,
+        max_escalation_rate=args.max_escalation_rate,
         api_base=args.api_base,
         api_key=api_key,
         max_new_tokens=args.max_new_tokens,
@@ -182,19 +204,31 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     else:
         router = ConfRouter(local, strong, settings=settings)
+    state = getattr(router.policy, "save_state", None) if args.policy_state else None
+    if args.policy_state and state is None:
+        raise ConfigurationError(
+            f"--policy-state keeps the live state of a rate policy; {router.policy!r} has "
+            "none. Use --escalation-rate (or the default rate of a bundled model)."
+        )
+    if state is not None:
+        getattr(router.policy, "load_state")(args.policy_state)  # noqa: B009 (not a Protocol)
     print(
         f"confroute serve: http://{args.host}:{args.port}/v1 model={args.model_name!r} "
-        f"local={router.local.name} strong={strong} (Ctrl-C stops)",
+        f"local={router.local.name} strong={strong} policy={router.policy!r} (Ctrl-C stops)",
         file=sys.stderr,
     )
-    serve(
-        router,
-        host=args.host,
-        port=args.port,
-        model_name=args.model_name,
-        api_key=server_key,
-        limits=limits,
-    )
+    try:
+        serve(
+            router,
+            host=args.host,
+            port=args.port,
+            model_name=args.model_name,
+            api_key=server_key,
+            limits=limits,
+        )
+    finally:
+        if state is not None:
+            state(args.policy_state)
     return 0
 
 
