@@ -26,7 +26,7 @@ from confroute.forced import AnswerScoring
 from confroute.generation import Generation, GenerationConfig
 from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message
-from confroute.policies import RoutingPolicy, Verdict
+from confroute.policies import RoutingPolicy, Verdict, forced_verdict
 from confroute.settings import MAX_ANSWER_TOKENS
 from confroute.tools import parse_tool_calls, repeated_tool_calls
 
@@ -210,7 +210,7 @@ class Pipeline:
 
     def failed(self, messages: list[Message], error: str) -> ScoredAnswer:
         """The verdict on a conversation the local backend could not answer: escalate."""
-        verdict = Verdict(True, self.policy.decide(None).threshold, "local_failed")
+        verdict = self._forced(messages, "local_failed")
         return self._observed(
             ScoredAnswer(messages, None, None, verdict, "local_failed", 0.0, local_error=error)
         )
@@ -275,7 +275,7 @@ class Pipeline:
         """Score one answer and reach the verdict (policy, tool-call checks, observers)."""
         started = time.perf_counter()
         if generation is None:
-            verdict = Verdict(True, self.policy.decide(None).threshold, "context_overflow")
+            verdict = self._forced(messages, "context_overflow")
             overflow = ScoredAnswer(messages, None, None, verdict, "context_overflow", 0.0)
             return self._observed(replace(overflow, local_latency_s=local_latency_s))
         context = EstimationContext(
@@ -294,16 +294,17 @@ class Pipeline:
         changer = self.prompt_estimator
         if changer is not None:
             generation = replace(generation, text=changer.clean_answer(generation.text))
-        verdict = self.policy.decide(confidence, answer_format=detect_format(messages).key)
         parsed = parse_tool_calls(generation.text, tools) if tools else None
         if parsed is not None and parsed.malformed:
             logger.debug("Local tool call is malformed: %s", parsed.malformed)
-            verdict = Verdict(True, verdict.threshold, "malformed_tool_call")
+            verdict = self._forced(messages, "malformed_tool_call")
         elif parsed is not None and repeated_tool_calls(parsed.calls, messages):
             # a call the conversation already made and a tool answered: the local model
             # echoes it instead of answering from the result (an agent would loop)
             logger.debug("Local answer repeats an answered tool call; escalating.")
-            verdict = Verdict(True, verdict.threshold, "repeated_tool_call")
+            verdict = self._forced(messages, "repeated_tool_call")
+        else:
+            verdict = self.policy.decide(confidence, answer_format=detect_format(messages).key)
         elapsed = local_latency_s + time.perf_counter() - started
         answer = ScoredAnswer(
             messages, generation, confidence, verdict, verdict.reason, elapsed, parsed, confidences
@@ -343,6 +344,11 @@ class Pipeline:
             prompt = self.local.encode(self.local.render(messages, tools))
             generation = self.local.score_answer(prompt, answer, config.hidden_layer)
         return self.score(messages, generation, time.perf_counter() - started, tools, config=config)
+
+    def _forced(self, messages: list[Message], reason: DecisionReason) -> Verdict:
+        """Escalate for ``reason`` whatever the confidence; a budget policy counts it."""
+        threshold = forced_verdict(self.policy, detect_format(messages).key).threshold
+        return Verdict(True, threshold, reason)
 
     @staticmethod
     def _confidence(

@@ -21,7 +21,13 @@ compares through :func:`compare`.
 from __future__ import annotations
 
 from confroute.bounds import check_unit_interval
-from confroute.policies.base import RoutingPolicy, Verdict, compare
+from confroute.policies.base import (
+    CountsForcedEscalations,
+    RoutingPolicy,
+    Verdict,
+    compare,
+    forced_verdict,
+)
 from confroute.policies.budget import OnlineBudget, ks_statistic
 from confroute.policies.cap import EscalationCap, SlidingCap, check_cap
 from confroute.policies.fixed import FixedThreshold
@@ -31,6 +37,7 @@ from confroute.policies.target_rate import TargetEscalationRate
 
 __all__ = [
     "HELD_RATE",
+    "CountsForcedEscalations",
     "EscalationCap",
     "FixedThreshold",
     "OnlineBudget",
@@ -44,6 +51,7 @@ __all__ = [
     "check_unit_interval",
     "clopper_pearson_upper",
     "compare",
+    "forced_verdict",
     "held_rate",
     "ks_statistic",
 ]
