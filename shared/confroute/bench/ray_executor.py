@@ -17,6 +17,7 @@ system) and confroute must be installed on every node. Ray is an optional extra:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -117,6 +118,8 @@ def merge_shard(
     for problem in problems:
         logger.warning("not merged: %s", problem)
     shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()  # the last task folder: no empty shards/ is left behind
     return merged, problems
 
 
