@@ -14,6 +14,7 @@ from confroute.bench.datasets import load_dataset
 from confroute.bench.evaluate import load_run
 from confroute.bench.formats import messages_for
 from confroute.bench.ray_executor import SHARDS, merge_shard
+from confroute.bench.report import write_report
 from confroute.bench.sweep_file import (
     SlmSpec,
     SweepFile,
@@ -22,6 +23,7 @@ from confroute.bench.sweep_file import (
     plan_shards,
     sample_items,
 )
+from confroute.bench.sweep_report import best_method_tables, slm_heatmap
 from confroute.bench.sweep_run import default_loader, run_sweep
 from confroute.errors import ConfigurationError
 from tests.fakes import ScriptedLocalModel, ScriptedProvider
@@ -340,3 +342,63 @@ def test_cli_reports_a_bad_sweep_file(tmp_path: Path, capsys: pytest.CaptureFixt
     path.write_text('slms = ["a"]\ndatasets = ["boolq"]\n')
     assert main(["sweep", str(path), "--ray-address", "auto"]) == 2
     assert "--ray-address needs --executor ray" in capsys.readouterr().err
+
+
+# -- the report across SLMs ------------------------------------------------------------------
+
+
+def _row(slm: str, method: str, dataset: str, auroc: float, **extra: Any) -> dict[str, Any]:
+    return {"slm": slm, "format": "answer_only", "method": method, "dataset": dataset,
+            "strong": None, "auroc": auroc, **extra}  # fmt: skip
+
+
+def test_which_method_is_best_for_which_slm(tmp_path: Path) -> None:
+    rows = [
+        _row("small", "p_true", "boolq", 0.8),
+        _row("small", "p_true", "mmlu", 0.6),
+        _row("small", "perplexity", "boolq", 0.65),
+        _row("small", "perplexity", "mmlu", 0.55),
+        _row("big", "p_true", "boolq", 0.6),
+        _row("big", "perplexity", "boolq", 0.6),
+        _row("big", "perplexity", "mmlu", None),  # type: ignore[arg-type]  # no AUROC: skipped
+        _row("big", "p_true", "boolq", 0.0, strong="s/x", apgr=0.7),
+        _row("big", "perplexity", "boolq", 0.0, strong="s/x", apgr=0.55),
+    ]
+    text = best_method_tables(rows)
+    auroc, apgr = text.split("Mean APGR")
+    assert auroc.strip().splitlines()[2:] == [
+        "| method | `big` | `small` |",
+        "|---|---|---|",
+        "| p_true | 0.600 (1) | 0.700 (1) |",
+        "| perplexity | 0.600 (1) | 0.600 (2) |",
+        "| best | `p_true`, `perplexity` | `p_true` |",
+    ]
+    assert apgr.startswith(" routing to `s/x`") and apgr.strip().endswith("| best | `p_true` |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    [image] = slm_heatmap(plt, rows, tmp_path)
+    assert image.name == "auroc_by_slm.png" and image.stat().st_size > 1000
+    assert slm_heatmap(plt, [r for r in rows if r["slm"] == "big"], tmp_path) == []
+
+
+def test_report_of_a_sweep_has_the_best_method_and_transfer_tables(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel, provider: ScriptedProvider
+) -> None:
+    for item in load_dataset("strategyqa", data_dir):
+        prompt = messages_for(item, "answer_only")[0]["content"]
+        slm.script[prompt] = ("Yes", (0.8,)) if int(item.item_id) % 2 else ("No", (0.6,))
+    provider.default = "C"
+    run_dir = tmp_path / "run"
+    sweep = _local(data_dir, datasets=["commonsenseqa", "strategyqa"])
+    assert (
+        run_sweep(sweep, run_dir=run_dir, load_local=lambda s: slm, progress=False).failures == []
+    )
+    report = write_report(run_dir, n_boot=20, plots=False) / "report.md"
+    text = report.read_text()
+    assert "### Which method is best for which SLM" in text
+    assert "| best | " in text and "Mean APGR routing to `scripted/strong`" in text
+    assert "SLM `scripted-slm`, policy `fixed`, mae:" in text
+    assert "| avg_token_prob | " in text.split("Calibration transfer per SLM")[1]
