@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,11 @@ def test_local_sweep_then_a_rerun_computes_nothing(
     assert (again.run_shards, again.stats) == (0, {})
     assert len(loaded) == 1 and slm.calls == [2, 1] * 2 + [2]  # nothing generated again
 
+    # nothing to do on Ray either: no cluster is started
+    ray = pytest.importorskip("ray")
+    on_ray = run_sweep(_local(data_dir), run_dir=run_dir, executor="ray", progress=False)
+    assert on_ray.run_shards == 0 and not ray.is_initialized()
+
     more = run_sweep(
         _local(data_dir, methods=[*METHODS, "mean_token_entropy"]),
         run_dir=run_dir,
@@ -332,6 +338,14 @@ def test_unknown_backend_and_executor_are_refused_before_any_work(tmp_path: Path
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigurationError, match="backend 'vllm'"):
         default_loader(sweep.slms[0])
+
+
+def test_ray_executor_without_ray_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(ConfigurationError, match=r"pip install 'confroute\[ray\]'"):
+        run_sweep(_sweep(), run_dir=tmp_path / "run", executor="ray")
 
 
 def test_cli_reports_a_bad_sweep_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

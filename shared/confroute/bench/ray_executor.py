@@ -166,23 +166,32 @@ class RayExecutor:
         self._started = False
 
     def __enter__(self) -> RayExecutor:
-        """Join (or start) the cluster, unless this process is already connected."""
+        """Check that Ray is installed.
+
+        The cluster is joined by the first :meth:`run` with work, so a sweep with nothing to
+        compute starts none.
+        """
         try:
-            import ray
+            import ray  # noqa: F401
         except ImportError as error:
             raise ConfigurationError(
                 "--executor ray needs Ray: pip install 'confroute[ray]'."
             ) from error
+        return self
+
+    def _connect(self) -> None:
+        """Join (or start) the cluster, unless this process is already connected."""
+        import ray
+
         if not ray.is_initialized():
             options: dict[str, Any] = {"log_to_driver": False}
             if self.address is None and not os.environ.get("RAY_ADDRESS"):
                 options["include_dashboard"] = False  # a fresh local cluster
             ray.init(address=self.address, **options)
             self._started = True
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        """Leave the cluster if :meth:`__enter__` joined it."""
+        """Leave the cluster if this executor joined it."""
         if self._started:
             import ray
 
@@ -193,6 +202,9 @@ class RayExecutor:
         """Submit every job at once; merge and report each as it ends (failures included)."""
         import ray
 
+        if not jobs:
+            return
+        self._connect()
         task = ray.remote(run_shard).options(
             num_cpus=self.spec.num_cpus,
             num_gpus=self.spec.num_gpus,

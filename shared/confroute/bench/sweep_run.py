@@ -254,22 +254,22 @@ def run_sweep(
         load_local = functools.partial(default_loader, device=sweep.device)
     started = time.perf_counter()
     root = Path(run_dir) if run_dir is not None else sweep.run_dir
-    root.mkdir(parents=True, exist_ok=True)
-    from confroute.bench.ray_executor import merge_leftovers
-
-    merge_leftovers(root)  # shards a killed sweep left behind
-    data = sample_items(sweep)
     specs = {s.name: s for s in sweep.slms}
     loader = load_local
     runner = SweepRunner(
         sweep.runner_config(), root, load_local=lambda name: loader(specs[name]), progress=False
     )
-    (root / "sweep.json").write_text(
-        json.dumps(runner.config.to_dict(), indent=2) + "\n", encoding="utf-8"
-    )
-    (root / "sweep_file.json").write_text(sweep.model_dump_json(indent=2) + "\n", "utf-8")
     result = SweepResult()
     with _executor(executor, sweep, runner, root, ray_address, loader) as chosen:
+        from confroute.bench.ray_executor import merge_leftovers
+
+        data = sample_items(sweep)  # bad data is refused before anything is written
+        root.mkdir(parents=True, exist_ok=True)
+        merge_leftovers(root)  # task folders a killed sweep left behind
+        (root / "sweep.json").write_text(
+            json.dumps(runner.config.to_dict(), indent=2) + "\n", encoding="utf-8"
+        )
+        (root / "sweep_file.json").write_text(sweep.model_dump_json(indent=2) + "\n", "utf-8")
         for role in ("slm", "strong"):
             shards = plan_shards(sweep, data, role)
             jobs = _jobs(runner, shards, root)
@@ -281,15 +281,14 @@ def run_sweep(
                 disable=not progress or not jobs,
                 dynamic_ncols=True,
             )
-
             try:
                 chosen.run(jobs, functools.partial(_finished, result, bar))
             finally:
                 bar.close()
-    if sweep.baseline:
-        before = runner.stats.get("embedded", 0)
-        runner.embed_queries(data)
-        result.add({"embedded": runner.stats.get("embedded", 0) - before})
+        if sweep.baseline:
+            before = runner.stats.get("embedded", 0)
+            runner.embed_queries(data)
+            result.add({"embedded": runner.stats.get("embedded", 0) - before})
     result.wall_s = time.perf_counter() - started
     return result
 
