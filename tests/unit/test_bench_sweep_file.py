@@ -14,8 +14,9 @@ from confroute.bench.cli import main
 from confroute.bench.datasets import load_dataset
 from confroute.bench.evaluate import load_run
 from confroute.bench.formats import messages_for
-from confroute.bench.ray_executor import SHARDS, merge_shard
+from confroute.bench.ray_executor import SHARDS, merge_shard, run_shard
 from confroute.bench.report import write_report
+from confroute.bench.runner import SweepRunner
 from confroute.bench.sweep_file import (
     SlmSpec,
     SweepFile,
@@ -25,7 +26,7 @@ from confroute.bench.sweep_file import (
     sample_items,
 )
 from confroute.bench.sweep_report import best_method_tables, slm_heatmap
-from confroute.bench.sweep_run import default_loader, run_sweep
+from confroute.bench.sweep_run import default_loader, plan_jobs, record_path, run_sweep
 from confroute.errors import ConfigurationError
 from tests.fakes import ScriptedLocalModel, ScriptedProvider
 
@@ -416,3 +417,43 @@ def test_report_of_a_sweep_has_the_best_method_and_transfer_tables(
     assert "| best | " in text and "Mean APGR routing to `scripted/strong`" in text
     assert "SLM `scripted-slm`, policy `fixed`, mae:" in text
     assert "| avg_token_prob | " in text.split("Calibration transfer per SLM")[1]
+
+
+def test_a_task_runs_in_its_folder_and_a_bundled_strong_model_reuses_the_slm_answers(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel
+) -> None:
+    """The Ray task function, run in this process: folder, merge, reuse of the SLM answers."""
+    sweep = _local(data_dir, strong=["confroute/scripted-slm"], shard_size=5)
+    run_dir = tmp_path / "run"
+    runner = SweepRunner(sweep.runner_config(), run_dir, load_local=lambda n: slm, progress=False)
+    data = sample_items(sweep)
+    first, second = plan_jobs(runner, plan_shards(sweep, data, "slm"), run_dir)
+    assert (first.units, second.units, first.cached) == (5, 3, {})
+    for job in (first, second):
+        stats, attempt = run_shard(job, lambda spec: slm, str(run_dir))
+        assert attempt == 1 and stats["slm_generated"] == len(job.shard.items)
+        folder = run_dir / SHARDS / job.shard.key
+        assert merge_shard(run_dir, folder, {i.item_id for i in job.shard.items}) == (
+            len(job.shard.items),
+            [],
+        )
+    assert not (run_dir / SHARDS).exists()
+    assert plan_jobs(runner, plan_shards(sweep, data, "slm"), run_dir) == []
+
+    def no_model(spec: SlmSpec) -> ScriptedLocalModel:
+        raise AssertionError("the strong answers are the SLM's: nothing is loaded")
+
+    strong_jobs = plan_jobs(runner, plan_shards(sweep, data, "strong"), run_dir)
+    cell = record_path("slm", "scripted-slm", "commonsenseqa", "answer_only")
+    assert [len(j.cached[cell]) for j in strong_jobs] == [5, 3]
+    for job in strong_jobs:
+        stats, _ = run_shard(job, no_model, str(run_dir))
+        assert stats == {"slm_generated": 0, "methods_computed": 0, "strong": 0} | {
+            "strong_reused": len(job.shard.items)
+        }
+        merge_shard(run_dir, run_dir / SHARDS / job.shard.key)
+    strong = RecordFile(
+        run_dir / record_path("strong", "confroute/scripted-slm", "commonsenseqa", "answer_only")
+    ).load()
+    assert len(strong) == 8 and all(r["from_slm"] for r in strong.values())
+    assert (run_dir / "strong" / "confroute__scripted-slm" / "model.json").is_file()

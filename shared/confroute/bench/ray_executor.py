@@ -126,7 +126,7 @@ def merge_shard(
 def merge_leftovers(run_dir: Path) -> int:
     """Merge the task folders a killed sweep left in ``run_dir``; returns the records merged."""
     merged = 0
-    for folder in sorted((run_dir / SHARDS).glob("*/")):
+    for folder in sorted(p for p in (run_dir / SHARDS).glob("*") if p.is_dir()):
         count, _ = merge_shard(run_dir, folder)
         logger.info("merged %d records left in %s", count, folder)
         merged += count

@@ -35,6 +35,8 @@ __all__ = [
     "ShardJob",
     "SweepResult",
     "default_loader",
+    "plan_jobs",
+    "record_path",
     "run_sweep",
 ]
 
@@ -174,7 +176,8 @@ def record_path(role: str, model: str, dataset: str, prompt_format: str) -> str:
     return f"{role}/{model_slug(model)}/{dataset}/{prompt_format}.jsonl"
 
 
-def _jobs(runner: SweepRunner, shards: Sequence[Shard], run_dir: Path) -> list[ShardJob]:
+def plan_jobs(runner: SweepRunner, shards: Sequence[Shard], run_dir: Path) -> list[ShardJob]:
+    """The shards with work left, each with the records the run holds for its items."""
     loaded: dict[str, dict[str, dict[str, Any]]] = {}
 
     def cached(relative: str, ids: set[str]) -> list[dict[str, Any]]:
@@ -272,7 +275,7 @@ def run_sweep(
         (root / "sweep_file.json").write_text(sweep.model_dump_json(indent=2) + "\n", "utf-8")
         for role in ("slm", "strong"):
             shards = plan_shards(sweep, data, role)
-            jobs = _jobs(runner, shards, root)
+            jobs = plan_jobs(runner, shards, root)
             result.shards += len(shards)
             result.run_shards += len(jobs)
             bar = tqdm(
