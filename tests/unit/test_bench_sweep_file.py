@@ -265,11 +265,6 @@ def test_local_sweep_then_a_rerun_computes_nothing(
     assert (again.run_shards, again.stats) == (0, {})
     assert len(loaded) == 1 and slm.calls == [2, 1] * 2 + [2]  # nothing generated again
 
-    # nothing to do on Ray either: no cluster is started
-    ray = pytest.importorskip("ray")
-    on_ray = run_sweep(_local(data_dir), run_dir=run_dir, executor="ray", progress=False)
-    assert on_ray.run_shards == 0 and not ray.is_initialized()
-
     more = run_sweep(
         _local(data_dir, methods=[*METHODS, "mean_token_entropy"]),
         run_dir=run_dir,
@@ -339,6 +334,18 @@ def test_unknown_backend_and_executor_are_refused_before_any_work(tmp_path: Path
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigurationError, match="backend 'vllm'"):
         default_loader(sweep.slms[0])
+
+
+def test_nothing_to_do_starts_no_ray_cluster(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel, provider: ScriptedProvider
+) -> None:
+    ray = pytest.importorskip("ray")
+    provider.default = "C"
+    run_dir = tmp_path / "run"
+    run_sweep(_local(data_dir), run_dir=run_dir, load_local=lambda s: slm, progress=False)
+    on_ray = run_sweep(_local(data_dir), run_dir=run_dir, executor="ray", progress=False)
+    assert (on_ray.shards, on_ray.run_shards, on_ray.stats) == (6, 0, {})
+    assert not ray.is_initialized()
 
 
 def test_ray_executor_without_ray_says_what_to_install(
