@@ -27,6 +27,7 @@ cache), and :func:`plan_shards` cuts the grid into one shard per (model, dataset
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -259,6 +260,10 @@ def parse_sweep(data: Mapping[str, Any], source: str = "sweep file") -> SweepFil
             if problem["type"] == "too_short" and any(o[: len(loc)] == loc != o for o in inner):
                 continue  # a list whose bad entries were dropped is not also "too short"
             message = str(problem["msg"]).removeprefix("Value error, ")
+            # in the words of a TOML file: arrays and tables, not tuples and classes
+            message = re.sub(r" for <class '[^']+'>", "", message)
+            message = re.sub(r"a valid dictionary or instance of \w+", "a table", message)
+            message = message.replace("Tuple should", "List should").replace("tuple", "list")
             if problem["type"] not in ("value_error", "missing", "extra_forbidden"):
                 message += f" (got {problem.get('input')!r})"
             lines.append(f"  {_where(tuple(problem['loc']))}: {message}")
