@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -471,3 +473,23 @@ def test_a_task_runs_in_its_folder_and_a_bundled_strong_model_reuses_the_slm_ans
     ).load()
     assert len(strong) == 8 and all(r["from_slm"] for r in strong.values())
     assert (run_dir / "strong" / "confroute__scripted-slm" / "model.json").is_file()
+
+
+def test_the_local_executor_holds_one_slm_at_a_time(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel
+) -> None:
+    refs: dict[str, weakref.ref[ScriptedLocalModel]] = {}
+    alive_when_loading: list[tuple[str, list[str]]] = []
+
+    def load(spec: SlmSpec) -> ScriptedLocalModel:
+        gc.collect()
+        alive_when_loading.append((spec.name, [n for n, r in refs.items() if r() is not None]))
+        model = ScriptedLocalModel(script=slm.script, name=spec.name)
+        model.base = slm.base  # share the tiny real model (only the scripted side differs)
+        refs[spec.name] = weakref.ref(model)
+        return model
+
+    sweep = _local(data_dir, strong=[], slms=["first", "second"], shard_size=4)
+    result = run_sweep(sweep, run_dir=tmp_path / "run", load_local=load, progress=False)
+    assert result.failures == [] and result.stats["slm_generated"] == 16
+    assert alive_when_loading == [("first", []), ("second", [])]  # once each, one at a time

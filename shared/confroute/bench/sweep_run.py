@@ -140,34 +140,48 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """In-process, one shard after the other, straight into the run directory."""
+    """In-process, one shard after the other, straight into the run directory.
 
-    def __init__(self, runner: SweepRunner) -> None:
-        """Run with the driver's runner (its models stay loaded across shards)."""
-        self.runner = runner
+    The shards of one model follow each other (see :func:`~.sweep_file.plan_shards`); they
+    share one runner, so the model is loaded once, and it is let go when the next model's
+    shards begin (a sweep of many SLMs holds one at a time).
+    """
+
+    def __init__(self, make_runner: Callable[[], SweepRunner]) -> None:
+        """Run with runners from ``make_runner`` (one per model)."""
+        self._make_runner = make_runner
+        self._current: tuple[str, SweepRunner] | None = None
 
     def __enter__(self) -> LocalExecutor:
         """Nothing to start."""
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Nothing to release."""
+        """Let the last model go."""
+        self._current = None
+
+    def _runner(self, model: str) -> SweepRunner:
+        if self._current is None or self._current[0] != model:
+            self._current = None  # the previous model is freed before the next one loads
+            self._current = (model, self._make_runner())
+        return self._current[1]
 
     def run(self, jobs: Sequence[ShardJob], on_done: OnDone) -> None:
         """Run every job in order."""
         for job in jobs:
             shard = job.shard
-            before = dict(self.runner.stats)
+            runner = self._runner(shard.model)
+            before = dict(runner.stats)
             error = None
             try:
                 for prompt_format in shard.formats:
-                    self.runner.run_cell(
+                    runner.run_cell(
                         shard.role, shard.model, shard.dataset, prompt_format, list(shard.items)
                     )
             except Exception as failure:  # reported with the shard; the other shards go on
                 logger.exception("shard %s failed", shard.key)
                 error = f"{type(failure).__name__}: {failure}"
-            stats = {k: v - before.get(k, 0) for k, v in self.runner.stats.items()}
+            stats = {k: v - before.get(k, 0) for k, v in runner.stats.items()}
             on_done(job, stats, 1, error)
 
 
@@ -212,13 +226,13 @@ def plan_jobs(runner: SweepRunner, shards: Sequence[Shard], run_dir: Path) -> li
 def _executor(
     name: str,
     sweep: SweepFile,
-    runner: SweepRunner,
+    make_runner: Callable[[], SweepRunner],
     run_dir: Path,
     ray_address: str | None,
     loader: ModelLoader,
 ) -> Executor:
     if name == "local":
-        return LocalExecutor(runner)
+        return LocalExecutor(make_runner)
     from confroute.bench.ray_executor import RayExecutor
 
     return RayExecutor(run_dir, sweep.ray, loader=loader, address=ray_address)
@@ -259,11 +273,15 @@ def run_sweep(
     root = Path(run_dir) if run_dir is not None else sweep.run_dir
     specs = {s.name: s for s in sweep.slms}
     loader = load_local
-    runner = SweepRunner(
-        sweep.runner_config(), root, load_local=lambda name: loader(specs[name]), progress=False
-    )
+
+    def make_runner() -> SweepRunner:
+        return SweepRunner(
+            sweep.runner_config(), root, load_local=lambda name: loader(specs[name]), progress=False
+        )
+
+    runner = make_runner()  # the driver's: plans the shards, embeds the queries
     result = SweepResult()
-    with _executor(executor, sweep, runner, root, ray_address, loader) as chosen:
+    with _executor(executor, sweep, make_runner, root, ray_address, loader) as chosen:
         from confroute.bench.ray_executor import merge_leftovers
 
         data = sample_items(sweep)  # bad data is refused before anything is written
