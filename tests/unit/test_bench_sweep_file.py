@@ -58,10 +58,10 @@ BASE: dict[str, Any] = {"slms": ["a"], "datasets": ["boolq"]}
         ({"slms": [""]}, "slms[0].name: String should have at least 1 character"),
         ({"slms": [{"name": "a", "backnd": "x"}]}, "slms[0]: unknown key(s) backnd; allowed:"),
         (
-            {"slms": [{"name": "a", "backend": 3}]},
-            "slms[0].backend: Input should be a valid string",
+            {"slms": [{"name": "a", "backend": "vllm"}]},
+            "slms[0].backend: Input should be 'auto', 'transformers', 'llama.cpp' or 'server'",
         ),
-        ({"slms": ["a", "a"]}, "SLM(s) listed twice: a"),
+        ({"slms": ["a", {"name": "a", "backend": "transformers"}]}, "SLM(s) listed twice: a"),
         ({"datasets": ["boolq", "nope"]}, "datasets[1].name: unknown dataset 'nope'; allowed:"),
         ({"datasets": [{"name": "boolq", "limit": 0}]}, "datasets[0].limit: Input should be"),
         ({"datasets": [{"name": "boolq", "limt": 5}]}, "datasets[0]: unknown key(s) limt"),
@@ -118,7 +118,7 @@ def test_a_valid_file_and_its_defaults(tmp_path: Path) -> None:
     (tmp_path / "my-slm.gguf").write_bytes(b"")
     path = tmp_path / "sweep.toml"
     path.write_text(
-        'slms = ["qwen2.5-coder-0.5b-instruct", {name = "my-slm.gguf", backend = "llamacpp"}]\n'
+        'slms = ["qwen2.5-coder-0.5b-instruct", {name = "my-slm.gguf", backend = "llama.cpp"}]\n'
         'datasets = ["boolq", {name = "mmlu", limit = 7}]\n'
         "limit = 20\nseeds = [0, 3]\nrun_dir = 'out'\ndata_dir = '/abs/data'\n"
         "[ray]\nnum_gpus = 1\n"
@@ -128,7 +128,8 @@ def test_a_valid_file_and_its_defaults(tmp_path: Path) -> None:
         "qwen2.5-coder-0.5b-instruct",
         str(tmp_path / "my-slm.gguf"),
     ]
-    assert sweep.slms[1].backend == "llamacpp"  # passed through as written
+    assert sweep.slms[1].backend == "llama.cpp"
+    assert sweep.slms[1].key == f"llama.cpp:{tmp_path / 'my-slm.gguf'}"  # its own cache folder
     assert [sweep.limit_of(d) for d in sweep.datasets] == [20, 7]
     assert sweep.run_dir == tmp_path / "out" and sweep.data_dir == Path("/abs/data")
     assert sweep.strong == ("confroute/qwen2.5-coder-1.5b-instruct",)
@@ -188,7 +189,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 def test_grid_expansion_shards_and_seeds(data_dir: Path) -> None:
     sweep = _sweep(
-        slms=["a", {"name": "b", "backend": "x"}],
+        slms=["a", {"name": "a", "backend": "llama.cpp"}],  # one model, two engines
         datasets=["commonsenseqa", {"name": "strategyqa", "limit": 2}],
         strong=["s/one", "s/two"],
         limit=5,
@@ -206,11 +207,11 @@ def test_grid_expansion_shards_and_seeds(data_dir: Path) -> None:
     slm = plan_shards(sweep, data, "slm")
     sizes = {d: -(-len(items) // 3) for d, items in data.items()}
     assert len(slm) == 2 * sum(sizes.values())
-    assert {s.model for s in slm} == {"a", "b"} and {s.spec.backend for s in slm if s.spec} == {
-        None,
-        "x",
+    assert {(s.model, s.spec.backend) for s in slm if s.spec} == {
+        ("a", None),
+        ("llama.cpp:a", "llama.cpp"),
     }
-    for model in ("a", "b"):
+    for model in ("a", "llama.cpp:a"):
         for dataset, items in data.items():
             mine = [s for s in slm if (s.model, s.dataset) == (model, dataset)]
             assert [s.index for s in mine] == list(range(sizes[dataset]))
@@ -334,15 +335,34 @@ def test_a_failing_shard_is_reported_and_the_others_are_kept(
     assert result.stats["slm_generated"] == 8
 
 
-def test_unknown_backend_and_executor_are_refused_before_any_work(tmp_path: Path) -> None:
-    sweep = _sweep(slms=[{"name": "a", "backend": "vllm"}])
-    with pytest.raises(ConfigurationError, match="backend 'vllm' is not available to sweeps"):
-        run_sweep(sweep, run_dir=tmp_path / "run")
+def test_unknown_executor_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="Unknown executor 'dask'"):
         run_sweep(_sweep(), run_dir=tmp_path / "run", executor="dask")
     assert not (tmp_path / "run").exists()
-    with pytest.raises(ConfigurationError, match="backend 'vllm'"):
-        default_loader(sweep.slms[0])
+
+
+@pytest.mark.parametrize(
+    ("backend", "probes", "engine"),
+    [
+        (None, False, "transformers"),  # as `confroute bench run`
+        ("llama.cpp", False, "llama.cpp"),
+        ("auto", True, "transformers"),  # confroute's rule: probes need hidden states
+    ],
+)
+def test_the_default_loader_goes_through_the_backend_rule(
+    monkeypatch: pytest.MonkeyPatch, backend: str | None, probes: bool, engine: str
+) -> None:
+    import confroute.backend_choice as backend_choice
+
+    chosen: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(
+        backend_choice,
+        "load_backend",
+        lambda choice, settings: chosen.append((choice.backend, choice.model, settings.device)),
+    )
+    spec = SlmSpec(name="qwen2.5-coder-0.5b-instruct", backend=backend)  # type: ignore[arg-type]
+    default_loader(spec, device="cpu", probes=probes)
+    assert chosen == [(engine, "qwen2.5-coder-0.5b-instruct", "cpu")]
 
 
 def test_nothing_to_do_starts_no_ray_cluster(

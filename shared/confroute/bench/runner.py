@@ -74,7 +74,7 @@ class SweepRunner:
         config: SweepConfig,
         run_dir: str | os.PathLike[str],
         *,
-        load_local: Callable[[str], LocalModel] | None = None,
+        load_local: Callable[[str], LocalBackend] | None = None,
         progress: bool = True,
     ) -> None:
         """Prepare a run.

@@ -44,7 +44,7 @@ from confroute.bench.loaders import DATASETS
 from confroute.bench.sweep import DEFAULT_METHODS, SweepConfig
 from confroute.errors import ConfigurationError
 from confroute.models import DEFAULT_LLM
-from confroute.settings import LOCAL_PROVIDER
+from confroute.settings import LOCAL_PROVIDER, BackendName
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,9 +88,20 @@ class SlmSpec(_Strict):
     """One SLM: a bundled name, a model directory, a ``.gguf`` file or a hub id."""
 
     name: str = Field(min_length=1)
-    backend: str | None = None
-    """The backend that runs it, passed through as written (None: the default,
-    ``transformers``)."""
+    backend: BackendName | None = None
+    """The engine that runs it, passed to :func:`confroute.backend_choice.choose_backend`
+    (None: ``transformers``, as ``confroute bench run``; ``auto``: confroute's rule)."""
+
+    @property
+    def key(self) -> str:
+        """The SLM's name in the run directory.
+
+        Its name, with ``<backend>:`` in front for any engine but ``transformers`` (one model
+        run by two engines is two SLMs of the sweep).
+        """
+        if self.backend in (None, "transformers"):
+            return self.name
+        return f"{self.backend}:{self.name}"
 
 
 class DatasetSpec(_Strict):
@@ -202,7 +213,7 @@ class SweepFile(_Strict):
 
     @model_validator(mode="after")
     def _no_twice(self) -> SweepFile:
-        _unique([s.name for s in self.slms], "SLM(s)")
+        _unique([s.key for s in self.slms], "SLM(s)")
         _unique([d.name for d in self.datasets], "dataset(s)")
         return self
 
@@ -219,7 +230,7 @@ class SweepFile(_Strict):
         limits = [self.limit_of(d) for d in self.datasets]
         return SweepConfig(
             datasets=tuple(d.name for d in self.datasets),
-            slms=tuple(s.name for s in self.slms),
+            slms=tuple(s.key for s in self.slms),
             strong_models=self.strong,
             methods=self.methods,
             formats=self.formats,
@@ -334,7 +345,7 @@ class Shard:
 
     Attributes:
         role: ``slm`` or ``strong``.
-        model: The SLM's name or the strong model's LiteLLM string.
+        model: The SLM's :attr:`SlmSpec.key` or the strong model's LiteLLM string.
         dataset: Dataset name.
         index: The slice's number within the dataset.
         items: The slice's items.
@@ -363,7 +374,7 @@ def plan_shards(
     if role not in ("slm", "strong"):
         raise ValueError(f"role must be 'slm' or 'strong', got {role!r}")
     models: list[tuple[str, SlmSpec | None]] = (
-        [(s.name, s) for s in sweep.slms] if role == "slm" else [(s, None) for s in sweep.strong]
+        [(s.key, s) for s in sweep.slms] if role == "slm" else [(s, None) for s in sweep.strong]
     )
     shards = []
     for model, spec in models:

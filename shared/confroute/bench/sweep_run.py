@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from confroute.backend import LocalBackend
 from confroute.bench.cache import RecordFile, model_slug
 from confroute.bench.runner import SweepRunner
+from confroute.bench.sweep import PROBE_METHODS
 from confroute.bench.sweep_file import Shard, SlmSpec, SweepFile, plan_shards, sample_items
 from confroute.errors import ConfigurationError
-from confroute.local import LocalModel
+from confroute.estimators import Requirement
 from confroute.settings import LOCAL_PROVIDER
 
 __all__ = [
@@ -44,25 +46,24 @@ logger = logging.getLogger(__name__)
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
-ModelLoader = Callable[[SlmSpec], LocalModel]
+ModelLoader = Callable[[SlmSpec], LocalBackend]
 """Loads an SLM from its sweep-file entry (tests pass fakes; Ray pickles it to the workers)."""
 
-SUPPORTED_BACKENDS: tuple[str | None, ...] = (None, "transformers")
-"""The ``backend`` values :func:`default_loader` runs (the backends issue adds more here)."""
 
+def default_loader(spec: SlmSpec, device: str = "auto", probes: bool = False) -> LocalBackend:
+    """Load an SLM with the engine its entry names (see :attr:`SlmSpec.backend`).
 
-def default_loader(spec: SlmSpec, device: str = "auto") -> LocalModel:
-    """Load an SLM with the backend its entry names (``transformers``: :class:`LocalModel`).
+    ``probes``: the sweep trains probes on hidden states (``auto`` then avoids llama.cpp).
 
     Raises:
-        ConfigurationError: A backend this loader does not run.
+        ConfigurationError: The engine's package is missing, or it cannot load the model.
     """
-    if spec.backend not in SUPPORTED_BACKENDS:
-        raise ConfigurationError(
-            f"SLM {spec.name!r}: backend {spec.backend!r} is not available to sweeps; "
-            "write backend = 'transformers' or leave it out."
-        )
-    return LocalModel(spec.name, device=device)
+    from confroute.backend_choice import choose_backend, load_backend
+    from confroute.settings import RouterSettings
+
+    needs = (Requirement.HIDDEN_STATE,) if probes else ()
+    choice = choose_backend(spec.name, spec.backend or "transformers", needs=needs)
+    return load_backend(choice, RouterSettings(device=device))
 
 
 @dataclass(frozen=True)
@@ -265,13 +266,11 @@ def run_sweep(
     if executor not in EXECUTORS:
         raise ConfigurationError(f"Unknown executor {executor!r}; choose from {EXECUTORS}.")
     if load_local is None:
-        for spec in sweep.slms:
-            if spec.backend not in SUPPORTED_BACKENDS:
-                default_loader(spec)  # raises the ConfigurationError before any work
-        load_local = functools.partial(default_loader, device=sweep.device)
+        probes = any(m in PROBE_METHODS for m in sweep.methods)
+        load_local = functools.partial(default_loader, device=sweep.device, probes=probes)
     started = time.perf_counter()
     root = Path(run_dir) if run_dir is not None else sweep.run_dir
-    specs = {s.name: s for s in sweep.slms}
+    specs = {s.key: s for s in sweep.slms}
     loader = load_local
 
     def make_runner() -> SweepRunner:
