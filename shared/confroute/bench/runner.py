@@ -74,7 +74,7 @@ class SweepRunner:
         config: SweepConfig,
         run_dir: str | os.PathLike[str],
         *,
-        load_local: Callable[[str], LocalModel] | None = None,
+        load_local: Callable[[str], LocalBackend] | None = None,
         progress: bool = True,
     ) -> None:
         """Prepare a run.
@@ -156,6 +156,31 @@ class SweepRunner:
                 ids=np.array(ids),
                 vectors=np.stack([cached[i] for i in ids]).astype(np.float16),
             )
+
+    # -- one cell at a time (the sweep executors of :mod:`.sweep_file`, :mod:`.ray_executor`)
+
+    def pending(
+        self, role: str, model: str, dataset: str, prompt_format: str, items: list[BenchItem]
+    ) -> list[BenchItem]:
+        """The items of one cell (``role`` ``slm`` or ``strong``) that still need work."""
+        group = self._group(role, model, dataset, prompt_format, items)
+        if role == "strong":
+            return [i for i in items if i.item_id not in group.cached]
+        return [i for i in items if self._missing(group.cached.get(i.item_id))]
+
+    def run_cell(
+        self, role: str, model: str, dataset: str, prompt_format: str, items: list[BenchItem]
+    ) -> None:
+        """Run one cell of a sweep (what :meth:`run` does for every cell), from the cache."""
+        group = self._group(role, model, dataset, prompt_format, items)
+        if role == "strong":
+            self._strong.run(group)
+        else:
+            self._run_slm(group)
+
+    def embed_queries(self, data: dict[str, list[BenchItem]]) -> None:
+        """Cache the query embeddings of the baseline for these items (see :meth:`run`)."""
+        self._embed_queries(data)
 
     def local_model(self, name: str) -> LocalBackend:
         """The loaded local model for ``name`` (loaded once per runner)."""
