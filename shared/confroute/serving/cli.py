@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from confroute.backend import LocalBackend
+from confroute.cli_args import add_slm_backend_arguments, slm_backend_settings
 from confroute.errors import ConfigurationError
 from confroute.settings import RouterSettings, environment, settings_from
 
@@ -46,8 +48,10 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--slm",
         default=env.slm,
-        help="local model: bundled name, directory, .gguf file or hub id (env CONFROUTE_SLM)",
+        help="local model: bundled name, directory, .gguf file, hub id, or a LiteLLM model "
+        "string of a server with log-probs (env CONFROUTE_SLM)",
     )
+    add_slm_backend_arguments(serve, env)
     serve.add_argument(
         "--llm",
         default=env.llm,
@@ -163,10 +167,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Build the router from the parsed arguments and serve until interrupted."""
-    from confroute.backend import LocalBackend
-    from confroute.local import LocalModel
     from confroute.router import ConfRouter
-    from confroute.serving.batcher import MicroBatcher
     from confroute.serving.early import EarlyEscalation, EarlyEscalationRouter
     from confroute.serving.server import ServerLimits, serve
 
@@ -183,11 +184,9 @@ def run_serve(args: argparse.Namespace) -> int:
     api_key: SecretStr | str | None = (
         environment().api_key if args.api_key_env is None else _env_value(args.api_key_env)
     )
-    local: LocalBackend = LocalModel(args.slm, max_batch_size=args.max_batch)
-    if not args.no_batching:
-        local = MicroBatcher(local, window_ms=args.batch_window_ms, max_batch=args.max_batch)
     settings = settings_from(
         None,
+        **slm_backend_settings(args),
         estimator=args.estimator,
         threshold=args.threshold,
         escalation_rate=args.escalation_rate,
@@ -196,6 +195,7 @@ def run_serve(args: argparse.Namespace) -> int:
         api_key=api_key,
         max_new_tokens=args.max_new_tokens,
     )
+    local = _local_backend(args, settings)
     strong = None if args.local_only else args.llm
     if args.early_every is not None:
         early = EarlyEscalation(every=args.early_every, margin=args.early_margin)
@@ -214,7 +214,8 @@ def run_serve(args: argparse.Namespace) -> int:
         getattr(router.policy, "load_state")(args.policy_state)  # noqa: B009 (not a Protocol)
     print(
         f"confroute serve: http://{args.host}:{args.port}/v1 model={args.model_name!r} "
-        f"local={router.local.name} strong={strong} policy={router.policy!r} (Ctrl-C stops)",
+        f"local={router.local.name} ({router.local.capabilities.backend}) strong={strong} "
+        f"policy={router.policy!r} (Ctrl-C stops)",
         file=sys.stderr,
     )
     try:
@@ -230,6 +231,32 @@ def run_serve(args: argparse.Namespace) -> int:
         if state is not None:
             state(args.policy_state)
     return 0
+
+
+def _local_backend(args: argparse.Namespace, settings: RouterSettings) -> LocalBackend:
+    """The SLM by the engine rule; the in-process transformers engine gets the micro-batcher.
+
+    llama.cpp in process decodes one sequence at a time and a server batches on its own, so
+    neither is wrapped.
+    """
+    from confroute.backend_choice import choose_backend, load_backend
+    from confroute.estimators import get
+    from confroute.local import LocalModel
+    from confroute.serving.batcher import MicroBatcher
+
+    filled = settings.with_env()
+    choice = choose_backend(
+        args.slm,
+        settings.local_backend,
+        api_base=filled.local_api_base,
+        needs=get(settings.estimator).requires,
+    )
+    if choice.backend != "transformers":
+        return load_backend(choice, settings)
+    local: LocalBackend = LocalModel(choice.model, max_batch_size=args.max_batch)
+    if not args.no_batching:
+        local = MicroBatcher(local, window_ms=args.batch_window_ms, max_batch=args.max_batch)
+    return local
 
 
 def _env_value(name: str | None) -> str | None:
