@@ -29,6 +29,7 @@ from confroute.estimators.single_pass import (
     MinTokenProb,
     Perplexity,
 )
+from confroute.estimators.tool_call import ToolCallConfidence
 from confroute.estimators.verbalized import Verbalized1S, parse_confidence
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "PTrue",
     "Perplexity",
     "Requirement",
+    "ToolCallConfidence",
     "TrainedProbe",
     "Verbalized1S",
     "Verbalized2S",
@@ -112,3 +114,4 @@ for _cls in (
     LogisticCombination,
 ):
     register(_cls)
+register(ToolCallConfidence)
