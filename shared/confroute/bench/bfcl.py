@@ -285,7 +285,9 @@ def _grade_one(
     if not isinstance(arguments, dict):
         return Grade(False, "arguments are not an object")
     accepted: Mapping[str, list[Any]] = expected[name]
-    schema = next((f.get("parameters", {}) for f in functions if f.get("name") == name), {})
+    schema: Mapping[str, Any] = next(
+        (f.get("parameters", {}) for f in functions if f.get("name") == name), {}
+    )
     properties = schema.get("properties", {})
     for required in schema.get("required", []):
         if required not in arguments:

@@ -81,7 +81,7 @@ def _argument_spans(text: str, position: int) -> dict[str, tuple[int, int]]:
     """Value spans of the JSON object opening at ``text[position]`` (``{``), as far as it parses.
 
     Hand-written: ``json`` decodes values but reports no positions for an object's members, so
-    the walk reads each key with ``scanstring`` and each value with ``raw_decode``.
+    the walk reads each key and each value with ``raw_decode`` and keeps their positions.
     """
     spans: dict[str, tuple[int, int]] = {}
     if not text.startswith("{", position):
@@ -92,7 +92,7 @@ def _argument_spans(text: str, position: int) -> dict[str, tuple[int, int]]:
         if not text.startswith('"', position):
             return spans
         try:
-            key, position = json.decoder.scanstring(text, position + 1)
+            key, position = _DECODER.raw_decode(text, position)  # a JSON string: the key
             position = _skip_space(text, position)
             if not text.startswith(":", position):
                 return spans
@@ -100,7 +100,7 @@ def _argument_spans(text: str, position: int) -> dict[str, tuple[int, int]]:
             _, position = _DECODER.raw_decode(text, start)
         except ValueError:
             return spans
-        spans[key] = (start, position)
+        spans[str(key)] = (start, position)
         position = _skip_space(text, position)
         if not text.startswith(",", position):
             return spans
@@ -109,10 +109,10 @@ def _argument_spans(text: str, position: int) -> dict[str, tuple[int, int]]:
 
 def call_spans(text: str) -> list[CallSpans]:
     """The parts of every ``{"name": ..., "arguments": {...}}`` call written in ``text``."""
-    calls = []
+    calls: list[CallSpans] = []
     for match in _NAME_KEY.finditer(text):
         try:
-            _, after = json.decoder.scanstring(text, match.end())
+            _, after = _DECODER.raw_decode(text, match.end() - 1)  # the name, a JSON string
         except ValueError:
             continue
         tag = text.rfind("<tool_call>", 0, match.start())
