@@ -7,10 +7,12 @@ from collections.abc import Sequence
 
 import pytest
 
+from confroute import ConfRouter
 from confroute.errors import ConfigurationError
 from confroute.estimators import EstimationContext, Perplexity, ToolCallConfidence, get
 from confroute.estimators.tool_call import call_spans
 from confroute.generation import Generation, TokenAlternative
+from tests.fakes import ScriptedLocalModel, ScriptedProvider
 
 TOOLS = [
     {
@@ -147,3 +149,21 @@ def test_registered_by_name_with_its_rule_in_the_repr() -> None:
     assert repr(ToolCallConfidence("product")) == "ToolCallConfidence(combine='product')"
     with pytest.raises(ConfigurationError, match="combine"):
         ToolCallConfidence("mean")  # type: ignore[arg-type]
+
+
+ADD = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+
+
+def test_the_router_escalates_a_call_with_one_unsure_value_that_perplexity_keeps(
+    provider: ScriptedProvider,
+) -> None:
+    call = '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
+    probs = [0.05 if i == call.index("2") else 0.99 for i in range(len(call))]  # one per char
+    slm = ScriptedLocalModel(script={"add 1 2": (call, probs), "hi": ("hello", (0.9,) * 5)})
+    by_perplexity = ConfRouter(slm, "scripted/strong", threshold=0.5, max_retries=0)
+    assert not by_perplexity.route("add 1 2", tools=ADD).decision.escalated
+    router = ConfRouter(slm, "scripted/strong", estimator="tool_call", threshold=0.5, max_retries=0)
+    routed = router.route("add 1 2", tools=ADD)
+    assert routed.decision.escalated and routed.decision.confidence == pytest.approx(0.05)
+    plain = router.route("hi", tools=ADD)  # not a call: perplexity
+    assert not plain.decision.escalated and plain.decision.confidence == pytest.approx(0.9)
