@@ -14,7 +14,8 @@ log-probabilities the backend already recorded for the answer:
 The parts are found by walking the answer's JSON (each token's character span is its place
 in the concatenated token texts), and combined into one confidence by ``combine``: ``"min"``
 (the default: a call is as weak as its weakest decision) or ``"product"`` (all decisions
-right at once). The default was chosen on a development split of BFCL (see
+right at once). ``benchmarks/tool_confidence.py`` picks between the two on a development split
+of BFCL; until its full run, ``"min"`` is a prior, not a measured choice (see
 ``docs/estimators.md``). ``context.extras["tool_call_parts"]`` holds every part.
 
 An answer that is not a well-formed call (plain text, or no tools offered) falls back to the
