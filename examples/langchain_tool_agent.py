@@ -31,12 +31,16 @@ NOTES = (
     "recharges in 90 minutes. It carries up to 320 kilograms."
 )
 SYSTEM = (
-    "You answer questions about these notes:\n"
-    f"{NOTES}\n"
-    "Always call the tool `ask_local` first, with the user's question as `question` and the "
-    "notes as `context`. Once the tool has answered, reply to the user in one short sentence "
+    "You are an assistant with one tool, `ask_local`, which answers questions about the "
+    "user's notes. Call it with the user's question as `question` and the notes as `context`. "
+    "When the tool has answered, do not call it again: reply to the user in one short sentence "
     "that states its answer."
 )
+
+
+def user_message(question: str, notes: str = NOTES) -> str:
+    """The user's turn: the notes, then the question (the agent passes the notes on)."""
+    return f"Notes: {notes}\n\nQuestion: {question}"
 
 
 def build_tool(model: ChatConfRoute) -> ConfRouteTool:
@@ -75,7 +79,7 @@ def run_agent(
 
     agent = create_agent(chat, tools=[tool], system_prompt=SYSTEM, middleware=[delegate_first])
     state = agent.invoke(
-        {"messages": [HumanMessage(question)]}, {"recursion_limit": 2 * max_steps + 1}
+        {"messages": [HumanMessage(user_message(question))]}, {"recursion_limit": 2 * max_steps + 1}
     )
     messages: list[BaseMessage] = state["messages"]
     answer = messages[-1]
@@ -87,7 +91,7 @@ def _hand_loop(
     question: str, chat: BaseChatModel, tool: ConfRouteTool, max_steps: int
 ) -> tuple[AIMessage, list[BaseMessage]]:
     """What ``create_agent`` does here, written out: tool call, tool result, answer."""
-    messages: list[BaseMessage] = [SystemMessage(SYSTEM), HumanMessage(question)]
+    messages: list[BaseMessage] = [SystemMessage(SYSTEM), HumanMessage(user_message(question))]
     reply = chat.bind_tools([tool], tool_choice=tool.name).invoke(messages)
     messages.append(reply)
     for call in reply.tool_calls[:max_steps]:

@@ -26,12 +26,16 @@ NOTES = (
     "recharges in 90 minutes. It carries up to 320 kilograms."
 )
 SYSTEM_PROMPT = (
-    "You answer questions about these notes:\n"
-    f"{NOTES}\n"
-    "Always call the tool `ask_local` first, with the user's question as `question` and the "
-    "notes as `context`. When the tool has answered, do not call it again: reply to the user "
-    "in one short sentence that states its answer."
+    "You are an assistant with one tool, `ask_local`, which answers questions about the "
+    "user's notes. Call it with the user's question as `question` and the notes as `context`. "
+    "When the tool has answered, do not call it again: reply to the user in one short sentence "
+    "that states its answer."
 )
+
+
+def user_message(question: str, notes: str = NOTES) -> str:
+    """The user's turn: the notes, then the question (the agent passes the notes on)."""
+    return f"Notes: {notes}\n\nQuestion: {question}"
 
 
 def build_agent(llm: ConfRouteLLM, tool: ConfRouteQueryTool | None = None) -> FunctionAgent:
@@ -42,7 +46,7 @@ def build_agent(llm: ConfRouteLLM, tool: ConfRouteQueryTool | None = None) -> Fu
 
 async def run(agent: FunctionAgent, question: str) -> tuple[str, list[dict[str, Any]]]:
     """Run one question; return the answer and the decision of every tool call."""
-    handler = agent.run(user_msg=question, max_iterations=4)
+    handler = agent.run(user_msg=user_message(question), max_iterations=4)
     decisions: list[dict[str, Any]] = []
     async for event in handler.stream_events():
         if isinstance(event, ToolCallResult):
