@@ -24,6 +24,7 @@ from confroute.estimators import Estimator
 from confroute.policies import RoutingPolicy
 from confroute.redaction import SecretURL
 from confroute.router import ConfRouter
+from confroute.settings import BackendName
 from langchain_confroute.calls import (
     RoutedRequest,
     answers_for_batch,
@@ -91,6 +92,14 @@ class ChatConfRoute(BaseChatModel):
     """The local model: a bundled name, a directory, a ``.gguf`` file, a hub id or a loaded
     :class:`~confroute.backend.LocalBackend` such as a
     :class:`~confroute.local.LocalModel` (shared, not copied)."""
+    local_backend: BackendName = setting("local_backend")
+    """The engine of a local model given by name: ``"auto"`` (see docs/backends.md),
+    ``"transformers"``, ``"llama.cpp"`` or ``"server"``."""
+    local_api_base: SecretURL | None = Field(default_factory=from_environment("slm_api_base"))
+    """Base URL of the SLM's server (``local_backend="server"``; env
+    ``CONFROUTE_SLM_API_BASE``)."""
+    local_api_key: SecretStr | None = Field(default_factory=from_environment("slm_api_key"))
+    """Key of the SLM's server (env ``CONFROUTE_SLM_API_KEY``); never logged or reported."""
     strong_model: str | Escalation | None = setting("strong_model")
     """The escalation target: a LiteLLM model string (``"openai/gpt-4o-mini"``), an
     :class:`~confroute.escalation.Escalation`, or None to stay local (would-be escalations are

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models.base import LangSmithParams
 
@@ -11,7 +10,7 @@ from confroute.backend import LocalBackend
 from confroute.errors import ConfigurationError
 from confroute.router import ConfRouter
 from confroute.scoring import stop_sequences
-from confroute.settings import RouterSettings, environment, settings_from
+from confroute.settings import RouterSettings, from_environment, settings_from
 from langchain_confroute.messages import PROVIDER
 
 if TYPE_CHECKING:
@@ -51,19 +50,6 @@ ROUTER_FIELDS = (
 def setting(name: str) -> Any:
     """The default of the router setting ``name`` (from :class:`RouterSettings`)."""
     return RouterSettings.model_fields[name].default
-
-
-def from_environment(name: Literal["api_base", "api_key"]) -> Callable[[], Any]:
-    """A field default factory reading ``CONFROUTE_API_BASE`` / ``CONFROUTE_API_KEY``.
-
-    The variables are read through :func:`confroute.settings.environment` when the chat model
-    is built.
-    """
-
-    def read() -> Any:
-        return getattr(environment(), name)
-
-    return read
 
 
 def check_engine_settings(model: ChatConfRoute) -> None:

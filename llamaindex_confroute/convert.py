@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.types import (
     CachePoint,
@@ -21,7 +21,7 @@ from confroute.escalation import Escalation
 from confroute.messages import Message
 from confroute.policies import FixedThreshold
 from confroute.router import ConfRouter
-from confroute.settings import RouterSettings, environment
+from confroute.settings import RouterSettings, from_environment
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -214,18 +214,6 @@ def call_options(
 def setting(name: str) -> Any:
     """The default of the router setting ``name`` (from :class:`RouterSettings`)."""
     return RouterSettings.model_fields[name].default
-
-
-def from_environment(name: Literal["api_base", "api_key"]) -> Callable[[], Any]:
-    """A field default factory reading ``CONFROUTE_API_BASE`` / ``CONFROUTE_API_KEY``.
-
-    The variables are read through :func:`confroute.settings.environment` when the LLM is built.
-    """
-
-    def read() -> Any:
-        return getattr(environment(), name)
-
-    return read
 
 
 def router_fields(router: ConfRouter) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from confroute.estimators import Estimator
 from confroute.policies import RoutingPolicy
 from confroute.redaction import SecretURL
 from confroute.router import ConfRouter, PromptInput
-from confroute.settings import RouterSettings, settings_from
+from confroute.settings import BackendName, RouterSettings, settings_from
 from llamaindex_confroute.convert import (
     call_options,
     from_environment,
@@ -97,6 +97,20 @@ class ConfRouteLLM(FunctionCallingLLM):
     local_model: str = Field(
         default=setting("local_model"),
         description="Local model: bundled name, directory, .gguf or hub id.",
+    )
+    local_backend: BackendName = Field(
+        default=setting("local_backend"),
+        description="Engine of local_model: auto (see docs/backends.md), transformers, "
+        "llama.cpp or server.",
+    )
+    local_api_base: SecretURL | None = Field(
+        default_factory=from_environment("slm_api_base"),
+        description="Base URL of the SLM's server (env CONFROUTE_SLM_API_BASE).",
+    )
+    local_api_key: SecretStr | None = Field(
+        default_factory=from_environment("slm_api_key"),
+        exclude=True,
+        description="Key of the SLM's server (env CONFROUTE_SLM_API_KEY); never serialised.",
     )
     strong_model: str | None = Field(
         default=DEFAULT_STRONG_MODEL,
@@ -226,7 +240,7 @@ class ConfRouteLLM(FunctionCallingLLM):
         if isinstance(local_model, LocalBackend):
             self._router = build()  # nothing to load: settings errors surface now
 
-    @field_serializer("api_base")
+    @field_serializer("api_base", "local_api_base")
     def _masked_api_base(self, api_base: SecretURL | None) -> str | None:
         """The base URL as serialised: its userinfo masked (``http://***@host/v1``)."""
         return None if api_base is None else str(api_base)

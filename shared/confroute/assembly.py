@@ -8,14 +8,16 @@ builds and raises :class:`~confroute.errors.ConfigurationError` with what to do 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from confroute.backend import LocalBackend
 from confroute.calibration import CalibrationProfile, default_profile_path, shipped_profiles
 from confroute.errors import ConfigurationError
 from confroute.escalation import Escalation, Redactor
-from confroute.estimators import PROBE_LAYER, Estimator, Requirement
+from confroute.estimators import PROBE_LAYER, Estimator, Requirement, available, get
 from confroute.generation import GenerationConfig
 from confroute.local import LocalModel
 from confroute.policies import (
@@ -24,17 +26,22 @@ from confroute.policies import (
     StreamingQuantile,
     TargetEscalationRate,
 )
-from confroute.settings import DEFAULT_THRESHOLD, RouterSettings
+from confroute.settings import DEFAULT_THRESHOLD, RouterSettings, settings_from
 from confroute.target import EscalationTarget
 
 __all__ = [
+    "check_capabilities",
     "check_choices",
     "check_policy",
     "escalation_target",
     "generation_defaults",
     "local_backend",
+    "router_settings",
+    "servable",
     "threshold_policy",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def check_choices(
@@ -68,6 +75,36 @@ def check_choices(
     for hook in hooks:
         if not callable(hook):
             raise ConfigurationError(f"Every hook must be callable; got {hook!r}.")
+
+
+def router_settings(
+    settings: RouterSettings | None,
+    strong_model: object,
+    changes: dict[str, Any],
+    *,
+    from_settings: bool,
+) -> tuple[RouterSettings, Any]:
+    """The router's settings from ``settings`` and keyword ``changes``, and its strong model.
+
+    A string ``strong_model`` becomes the ``strong_model`` setting; with ``from_settings`` (not
+    given) the setting is used.
+
+    Raises:
+        TypeError: A keyword that is no setting (a typo such as ``treshold=``).
+        ConfigurationError: A setting out of its bounds.
+    """
+    unknown = sorted(set(changes) - set(RouterSettings.model_fields))
+    if unknown:
+        raise TypeError(
+            f"ConfRouter() got an unexpected keyword argument {unknown[0]!r}; the settings "
+            f"are {sorted(RouterSettings.model_fields)}."
+        )
+    if not from_settings and isinstance(strong_model, str):
+        changes = {**changes, "strong_model": strong_model}
+    resolved = settings_from(settings, **changes)
+    if from_settings or isinstance(strong_model, str):
+        return resolved, resolved.strong_model
+    return resolved, strong_model
 
 
 def generation_defaults(
@@ -153,15 +190,32 @@ def local_backend(
             "local_model must be a model name or path, or a LocalBackend (such as a "
             f"LocalModel); got {type(local_model).__name__}."
         )
-    for estimator in estimators:
+    check_capabilities(local, estimators)
+    return local
+
+
+def servable(local: LocalBackend) -> list[str]:
+    """Names of the registered estimators ``local``'s capabilities can serve."""
+    return [name for name in available() if not local.capabilities.missing(get(name).requires)]
+
+
+def check_capabilities(local: LocalBackend, chosen: Sequence[Estimator]) -> None:
+    """Refuse an estimator whose requirement the backend cannot serve.
+
+    Raises:
+        ConfigurationError: Names the backend, the estimator, what it lacks, and the
+            estimators that would work.
+    """
+    for estimator in chosen:
         missing = local.capabilities.missing(estimator.requires)
         if missing:
             raise ConfigurationError(
-                f"The estimator {estimator.name!r} needs {missing}, which the local backend "
-                f"{local.name!r} ({type(local).__name__}) cannot compute; choose another "
-                "estimator or a backend that has it (the transformers LocalModel has all)."
+                f"The estimator {estimator.name!r} needs {missing}, which the "
+                f"{local.capabilities.backend} backend of {local.name!r} "
+                f"({type(local).__name__}) cannot compute. Estimators it serves: "
+                f"{', '.join(servable(local))}; or run the model on a backend that has it "
+                "(the transformers backend has all)."
             )
-    return local
 
 
 def threshold_policy(

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from confroute.bench.cli import add_bench_parser, run_bench
 from confroute.calibrate_cli import add_parsers as add_calibration_parsers
@@ -15,7 +16,7 @@ from confroute.errors import ConfRouteError
 from confroute.mcp_server import add_mcp_parser, run_mcp
 from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
 from confroute.serving.cli import add_serve_parser, run_serve
-from confroute.settings import environment
+from confroute.settings import Environment, environment
 
 __all__ = ["main"]
 
@@ -34,9 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--slm",
         default=env.slm,
-        help="local model: bundled name, directory, .gguf file or hub id "
-        "(env CONFROUTE_SLM; default %(default)s)",
+        help="local model: bundled name, directory, .gguf file, hub id, or a LiteLLM model "
+        "string of a server with log-probs (env CONFROUTE_SLM; default %(default)s)",
     )
+    add_slm_backend_arguments(ask, env)
     ask.add_argument(
         "--llm",
         default=env.llm,
@@ -80,6 +82,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_slm_backend_arguments(parser: argparse.ArgumentParser, env: Environment) -> None:
+    """``--slm-backend``, ``--slm-api-base`` and ``--slm-api-key-env`` (ask and serve)."""
+    parser.add_argument(
+        "--slm-backend",
+        default=env.slm_backend,
+        choices=["auto", "transformers", "llama.cpp", "server"],
+        help="engine of --slm; 'auto' follows the rule in docs/backends.md (env "
+        "CONFROUTE_SLM_BACKEND; default %(default)s)",
+    )
+    parser.add_argument(
+        "--slm-api-base",
+        default=None,
+        help="base URL of the SLM's server (--slm-backend server; env CONFROUTE_SLM_API_BASE)",
+    )
+    parser.add_argument(
+        "--slm-api-key-env",
+        default=None,
+        metavar="VAR",
+        help="name of the environment variable holding the SLM server's key "
+        "(default CONFROUTE_SLM_API_KEY)",
+    )
+
+
+def slm_backend_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The router settings of the SLM backend arguments (the key is read, never printed)."""
+    settings: dict[str, Any] = {"local_backend": args.slm_backend}
+    if args.slm_api_base:
+        settings["local_api_base"] = args.slm_api_base
+    if args.slm_api_key_env:
+        settings["local_api_key"] = os.environ.get(args.slm_api_key_env)
+    return settings
+
+
 def _ask(args: argparse.Namespace) -> int:
     from confroute.router import ConfRouter
 
@@ -87,6 +122,7 @@ def _ask(args: argparse.Namespace) -> int:
     router = ConfRouter(
         args.slm,
         None if args.llm.lower() == "none" else args.llm,
+        **slm_backend_settings(args),
         estimator=args.estimator,
         threshold=args.threshold,
         escalation_rate=args.escalation_rate,
@@ -127,6 +163,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _models() -> int:
+    from confroute.backend_choice import choose_backend
     from confroute.errors import WeightsNotInstalledError
     from confroute.models import _part_paths
 
@@ -136,7 +173,8 @@ def _models() -> int:
             status = "installed"
         except WeightsNotInstalledError:
             status = f"not installed ({model.pip_install})"
-        print(f"{name:32s} {model.title:45s} {status}")
+        engine = choose_backend(name).backend
+        print(f"{name:32s} {model.title:45s} {status}; runs on {engine}")
     return 0
 
 

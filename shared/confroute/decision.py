@@ -56,6 +56,8 @@ class RoutingDecision(BaseModel):
     """Why it was (or was not) escalated."""
     local_model: str
     """Name of the local model."""
+    local_backend: str = "transformers"
+    """The engine that ran the local model (``"transformers"``, ``"llama.cpp"``, ``"server"``)."""
     remote_model: str | None = None
     """The LiteLLM model string that answered (or was tried last), when escalated."""
     answered_by: str

@@ -35,65 +35,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from confroute.generation import Generation, GenerationConfig, StepMonitor, TokenAlternative
+from confroute.stops import StopScanner, TokenTexts, cut_at_stop
 
 if TYPE_CHECKING:
     import torch
     from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["BatchDecoder", "DecodedBatch"]
-
-_EDGE = 8
-"""Characters of slack at each end of a stop-string window (partial UTF-8 characters at its
-left edge, clean-up of a space before the new token, a SentencePiece leading space)."""
-
-
-class _TokenTexts:
-    """Each token decoded on its own, decoded once per id."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self._tokenizer = tokenizer
-        self._pieces: dict[int, str] = {}
-
-    def piece(self, token: int) -> str:
-        """``tokenizer.decode([token])``."""
-        text = self._pieces.get(token)
-        if text is None:
-            text = self._pieces[token] = str(self._tokenizer.decode([token]))
-        return text
-
-    def decode(self, tokens: Sequence[int]) -> str:
-        """``tokens`` decoded together, special tokens dropped."""
-        return str(self._tokenizer.decode(list(tokens), skip_special_tokens=True))
-
-
-class _StopScanner:
-    """Finds a stop string in a growing answer by decoding only its tail at each step.
-
-    The answer had no stop string before its newest token, so a new one must overlap the text
-    that token changed. The window decodes enough tokens that, before the newest token's text,
-    it holds the longest stop string plus :data:`_EDGE` characters; a row shorter than that is
-    decoded whole. The verdict is the one decoding the whole answer would give.
-    """
-
-    def __init__(self, stop: Sequence[str], texts: _TokenTexts) -> None:
-        self._stop = tuple(stop)
-        self._texts = texts
-        self._longest = max(len(s) for s in self._stop)
-        self._spans: dict[int, int] = {}
-
-    def hit(self, row: int, tokens: Sequence[int]) -> bool:
-        """Whether the decoded ``tokens`` of ``row`` hold a stop string (they grew by one)."""
-        need = self._longest + len(self._texts.piece(tokens[-1])) + _EDGE
-        # window in tokens: most hold a character or more; a row whose tokens hold less
-        # (pieces of UTF-8 characters, special tokens) keeps the wider window it needed
-        span = self._spans.get(row, self._longest + _EDGE + 2)
-        while True:
-            start = max(0, len(tokens) - span)
-            text = self._texts.decode(tokens[start:])
-            if start == 0 or len(text) >= need:
-                self._spans[row] = span
-                return any(s in text for s in self._stop)
-            span *= 2
 
 
 @dataclass
@@ -196,7 +144,7 @@ class BatchDecoder:
                 >= 5.2x, ``past_key_values`` before).
         """
         self._model = model
-        self._texts = _TokenTexts(tokenizer)
+        self._texts = TokenTexts(tokenizer)
         self._name = name
         self._top_k = top_k
         self._eos_ids = eos_ids
@@ -222,7 +170,7 @@ class BatchDecoder:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         rows = [_Row(list(p)) for p in prompts for _ in range(repeats)]
         warpers, sampler = self._sampling(config)
-        stops = _StopScanner(config.stop, self._texts) if config.stop else None
+        stops = StopScanner(config.stop, self._texts) if config.stop else None
         monitor = config.step_monitor(len(rows)) if config.step_monitor is not None else None
         layer = config.hidden_layer
         cache = DynamicCache(config=self._model.config)
@@ -317,7 +265,7 @@ class BatchDecoder:
         step: _Step,
         index: int,
         hidden: torch.Tensor | None,
-        stops: _StopScanner | None,
+        stops: StopScanner | None,
     ) -> None:
         """Take each running row's chosen token; end rows at end of turn or a stop string."""
         for position, (row, token) in enumerate(zip(rows, step.chosen, strict=True)):
@@ -339,14 +287,8 @@ class BatchDecoder:
         ids = [row.tokens[i] for i in keep]
         text = self._texts.decode(ids)
         if config.stop:
-            cut = min((text.find(s) for s in config.stop if s in text), default=-1)
-            if cut >= 0:
-                text = text[:cut]
-                # keep the tokens whose decoded text lies before the stop sequence
-                count = len(ids)
-                while count > 0 and len(self._texts.decode(ids[:count])) > cut:
-                    count -= 1
-                keep, ids = keep[:count], ids[:count]
+            text, count = cut_at_stop(text, ids, config.stop, self._texts)
+            keep, ids = keep[:count], ids[:count]
         piece = self._texts.piece
         return Generation(
             text=text,

@@ -73,6 +73,21 @@ class ScoredAnswer:
     parsed: ParsedToolCalls | None = None
     confidences: dict[str, float | None] = field(default_factory=dict)
 
+    @property
+    def escalate(self) -> bool:
+        """Whether the verdict is to escalate."""
+        return self.verdict.escalate
+
+    @property
+    def threshold(self) -> float:
+        """The threshold the verdict compared the confidence with."""
+        return self.verdict.threshold
+
+    @property
+    def estimator(self) -> str:
+        """Name of the primary estimator ("" when nothing was scored: the prompt did not fit)."""
+        return next(iter(self.confidences), "")
+
 
 ScoreObserver = Callable[[ScoredAnswer], "Verdict | None"]
 """Sees each scored answer; returns a :class:`~confroute.policies.Verdict` to replace the

@@ -21,7 +21,9 @@ import numpy as np
 
 from confroute.backend import Capabilities, check_prompts_fit
 from confroute.decoding import BatchDecoder
+from confroute.devices import pick_device, pick_dtype
 from confroute.errors import ConfigurationError
+from confroute.forced import teacher_forced
 from confroute.generation import Generation, GenerationConfig, StepMonitor, StepMonitorFactory
 from confroute.messages import validate_messages
 from confroute.models import DEFAULT_SLM, load_pretrained
@@ -35,40 +37,11 @@ __all__ = ["GenerationConfig", "KeptPrefix", "LocalModel", "StepMonitor", "StepM
 
 logger = logging.getLogger(__name__)
 
-_FALLBACK_TEMPLATE = (
+FALLBACK_CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-
-
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigurationError(f"device={device!r} was asked for but CUDA is not available.")
-    return device
-
-
-def _pick_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
-    import torch
-
-    if not isinstance(dtype, str):
-        return dtype
-    if dtype == "auto":
-        if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    try:
-        value = getattr(torch, dtype)
-    except AttributeError as error:
-        raise ConfigurationError(
-            f"Unknown dtype {dtype!r}; use 'auto', 'bfloat16', 'float16' or 'float32'."
-        ) from error
-    if not isinstance(value, torch.dtype):
-        raise ConfigurationError(f"{dtype!r} is not a torch dtype.")
-    return value
+"""The chat template of a model that ships none (every backend renders it the same way)."""
 
 
 class LocalModel:
@@ -100,8 +73,8 @@ class LocalModel:
             top_k: Number of alternatives kept per token.
             max_batch_size: Largest batch run in one forward pass.
         """
-        resolved_device = _pick_device(device)
-        weights = load_pretrained(model, _pick_dtype(dtype, resolved_device), resolved_device)
+        resolved_device = pick_device(device)
+        weights = load_pretrained(model, pick_dtype(dtype, resolved_device), resolved_device)
         self._setup(
             weights.model,
             weights.tokenizer,
@@ -194,7 +167,7 @@ class LocalModel:
     ) -> str:
         """The prompt text for a conversation, with the generation prompt appended."""
         clean = [normalize_tool_calls_for_template(m) for m in validate_messages(messages)]
-        template = None if self.tokenizer.chat_template else _FALLBACK_TEMPLATE
+        template = None if self.tokenizer.chat_template else FALLBACK_CHAT_TEMPLATE
         text = self.tokenizer.apply_chat_template(
             clean,
             tools=list(tools) if tools else None,
@@ -282,6 +255,13 @@ class LocalModel:
                     batch.cache, row, batch.starts[row], batch.kept_tokens[row]
                 )
         return batch.generations
+
+    def score_answer(
+        self, prompt_ids: Sequence[int], answer: str, hidden_layer: int | None = None
+    ) -> Generation:
+        """Teacher-forced statistics of ``answer`` (see :mod:`confroute.forced`)."""
+        with self._lock:
+            return teacher_forced(self, prompt_ids, answer, hidden_layer)
 
     # -- follow-up turns that reuse the kept cache ------------------------------------------
 

@@ -53,6 +53,7 @@ class Outcome:
         hooks: Decision hooks, called once per decision.
         raise_on_error: ``on_escalation_error="raise"``.
         can_escalate: Whether a strong model is configured.
+        local_backend: The engine of the local model (its ``capabilities.backend``).
     """
 
     estimator: str
@@ -61,6 +62,7 @@ class Outcome:
     hooks: Sequence[DecisionHook]
     raise_on_error: bool
     can_escalate: bool
+    local_backend: str = "transformers"
 
     def decision(
         self,
@@ -78,6 +80,7 @@ class Outcome:
             escalated=answer.verdict.escalate and self.can_escalate,
             reason=answer.reason,
             local_model=self.local_model,
+            local_backend=self.local_backend,
             remote_model=(remote.model if remote else error.provider if error else None),
             answered_by=remote.model if remote is not None else self.local_model,
             local_latency_s=answer.local_latency_s,

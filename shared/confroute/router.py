@@ -13,7 +13,9 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypedDict, overload
+
+from typing_extensions import Unpack
 
 from confroute import estimators as estimator_registry
 from confroute.assembly import (
@@ -22,6 +24,7 @@ from confroute.assembly import (
     escalation_target,
     generation_defaults,
     local_backend,
+    router_settings,
     threshold_policy,
 )
 from confroute.backend import LocalBackend
@@ -30,17 +33,18 @@ from confroute.errors import ConfigurationError
 from confroute.escalation import Redactor
 from confroute.estimators import Estimator
 from confroute.generation import GenerationConfig
-from confroute.hooks import DecisionHook, ScoreObserver, Tracer
+from confroute.hooks import DecisionHook, ScoredAnswer, ScoreObserver, Tracer
 from confroute.messages import Message, as_messages
 from confroute.outcome import BatchFinish, ItemResult, Outcome, StreamPlan, settle
 from confroute.policies import RoutingPolicy
 from confroute.response import RoutedChunk, RoutedResponse
 from confroute.scoring import Pipeline, call_config, escalation_options
-from confroute.settings import DEFAULT_THRESHOLD, RouterSettings, settings_from
+from confroute.settings import DEFAULT_THRESHOLD, RouterSettings
 from confroute.target import EscalationTarget
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "CallOptions",
     "ConfRouter",
     "DecisionHook",
     "PromptInput",
@@ -50,6 +54,25 @@ __all__ = [
 
 PromptInput = str | Sequence[Mapping[str, Any]]
 """A plain question, or a conversation of OpenAI-shaped messages."""
+Tools = Sequence[Mapping[str, Any]] | None
+"""OpenAI-shaped tool definitions offered with a request, or None."""
+
+
+class CallOptions(TypedDict, total=False):
+    """The keyword options of every routing call (``route``, ``aroute``, ``stream``, ...).
+
+    Attributes:
+        max_new_tokens: Answer length cap of this call (both models).
+        temperature: Temperature of this call (both models).
+        stop: Strings that end the answer.
+        tools: OpenAI-shaped tool definitions offered to both models.
+    """
+
+    max_new_tokens: int | None
+    temperature: float | None
+    stop: str | Sequence[str] | None
+    tools: Tools
+
 
 _FROM_SETTINGS: Any = object()
 """Marks ``strong_model`` as not given: it comes from the settings."""
@@ -83,9 +106,12 @@ class ConfRouter:
         """Build a router.
 
         Args:
-            local_model: A :class:`~confroute.backend.LocalBackend` (for example a
-                :class:`LocalModel`), or what to load (bundled name, directory, ``.gguf`` file
-                or hub id); default ``settings.local_model``.
+            local_model: A :class:`~confroute.backend.LocalBackend` (a :class:`LocalModel`,
+                a :class:`~confroute.llamacpp.LlamaCppModel`, a
+                :class:`~confroute.server_backend.ServerModel`), or what to load: a bundled
+                name, directory, ``.gguf`` file, hub id or LiteLLM string of a server; the
+                engine follows :mod:`confroute.backend_choice` (``local_backend=`` says it).
+                Default ``settings.local_model``.
             strong_model: A LiteLLM model string, an
                 :class:`~confroute.target.EscalationTarget` (an :class:`Escalation`), or None
                 for local-only routing (would-be escalations are reported with reason
@@ -115,19 +141,11 @@ class ConfRouter:
             ConfigurationError: A setting is out of its bounds, settings contradict each other,
                 or the local backend cannot serve an estimator's requirements.
         """
-        unknown = sorted(set(changes) - set(RouterSettings.model_fields))
-        if unknown:
-            raise TypeError(
-                f"ConfRouter() got an unexpected keyword argument {unknown[0]!r}; the settings "
-                f"are {sorted(RouterSettings.model_fields)}."
-            )
-        if strong_model is not _FROM_SETTINGS and isinstance(strong_model, str):
-            changes["strong_model"] = strong_model
-        self.settings = settings_from(settings, **changes)
+        self.settings, strong_model = router_settings(
+            settings, strong_model, changes, from_settings=strong_model is _FROM_SETTINGS
+        )
         check_choices(self.settings, policy, profile, (*hooks, *observers))
-        if strong_model is _FROM_SETTINGS or isinstance(strong_model, str):
-            strong_model = self.settings.strong_model
-        elif strong_model is not None and redact is not None:
+        if strong_model is not None and not isinstance(strong_model, str) and redact is not None:
             raise ConfigurationError("Pass redact= to the Escalation you built, not to ConfRouter.")
         self.estimator = estimator_registry.get(estimator or self.settings.estimator)
         self.extra_estimators = [estimator_registry.get(e) for e in extra_estimators]
@@ -207,32 +225,22 @@ class ConfRouter:
             tuple(self.hooks),
             raise_on_error=self.settings.on_escalation_error == "raise",
             can_escalate=self.escalation is not None,
+            local_backend=self.local.capabilities.backend,
         )
 
     def _request(
-        self,
-        prompts: Sequence[PromptInput],
-        max_new_tokens: int | None,
-        temperature: float | None,
-        stop: Sequence[str] | None,
-        tools: Sequence[Mapping[str, Any]] | None,
-    ) -> tuple[list[list[Message]], GenerationConfig, dict[str, Any]]:
-        """Conversations, local settings and escalation options of one call."""
-        config = self.generation_config(max_new_tokens, temperature, stop)
-        options = escalation_options(config, tools)
-        return [as_messages(p) for p in prompts], config, options
+        self, prompts: Sequence[PromptInput], options: CallOptions
+    ) -> tuple[list[list[Message]], GenerationConfig, dict[str, Any], Tools]:
+        """Conversations, local settings, escalation options and tools of one call."""
+        config = self.generation_config(
+            options.get("max_new_tokens"), options.get("temperature"), options.get("stop")
+        )
+        tools = options.get("tools")
+        return [as_messages(p) for p in prompts], config, escalation_options(config, tools), tools
 
-    # -- public API ------------------------------------------------------------------------
+    # -- public API: every method takes the keyword options of CallOptions ------------------
 
-    def route(
-        self,
-        prompt: PromptInput,
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        stop: Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> RoutedResponse:
+    def route(self, prompt: PromptInput, **options: Unpack[CallOptions]) -> RoutedResponse:
         """Answer one prompt or conversation, escalating when the local answer is unsure.
 
         Raises:
@@ -240,9 +248,7 @@ class ConfRouter:
             EscalationError: Escalation failed and ``on_escalation_error="raise"`` (or there
                 is no local answer to fall back on).
         """
-        [response] = self.route_batch(
-            [prompt], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop, tools=tools
-        )
+        [response] = self.route_batch([prompt], **options)
         return response
 
     @overload
@@ -250,12 +256,9 @@ class ConfRouter:
         self,
         prompts: Sequence[PromptInput],
         *,
-        max_new_tokens: int | None = ...,
-        temperature: float | None = ...,
-        stop: Sequence[str] | None = ...,
-        tools: Sequence[Mapping[str, Any]] | None = ...,
         max_concurrency: int = ...,
         return_exceptions: Literal[False] = ...,
+        **options: Unpack[CallOptions],
     ) -> list[RoutedResponse]: ...
 
     @overload
@@ -263,24 +266,18 @@ class ConfRouter:
         self,
         prompts: Sequence[PromptInput],
         *,
-        max_new_tokens: int | None = ...,
-        temperature: float | None = ...,
-        stop: Sequence[str] | None = ...,
-        tools: Sequence[Mapping[str, Any]] | None = ...,
         max_concurrency: int = ...,
         return_exceptions: Literal[True],
+        **options: Unpack[CallOptions],
     ) -> list[ItemResult]: ...
 
     def route_batch(
         self,
         prompts: Sequence[PromptInput],
         *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        stop: Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
         max_concurrency: int = 8,
         return_exceptions: bool = False,
+        **options: Unpack[CallOptions],
     ) -> list[RoutedResponse] | list[ItemResult]:
         """Answer many prompts: one batched local generation, escalations in parallel.
 
@@ -292,26 +289,14 @@ class ConfRouter:
             InvalidRequestError: A prompt cannot be answered as given (nothing was generated).
             EscalationError: An item failed and ``return_exceptions`` is False.
         """
-        conversations, config, options = self._request(
-            prompts, max_new_tokens, temperature, stop, tools
-        )
+        conversations, config, escalation, tools = self._request(prompts, options)
         answers = self._pipeline().run(conversations, config, tools)
-        finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), options)
+        finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), escalation)
         return settle(finish.run_all(answers, max_concurrency), return_exceptions)
 
-    async def aroute(
-        self,
-        prompt: PromptInput,
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        stop: Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> RoutedResponse:
+    async def aroute(self, prompt: PromptInput, **options: Unpack[CallOptions]) -> RoutedResponse:
         """Async form of :meth:`route`: local work in a worker thread, escalation awaited."""
-        [response] = await self.aroute_batch(
-            [prompt], max_new_tokens=max_new_tokens, temperature=temperature, stop=stop, tools=tools
-        )
+        [response] = await self.aroute_batch([prompt], **options)
         return response
 
     @overload
@@ -319,11 +304,8 @@ class ConfRouter:
         self,
         prompts: Sequence[PromptInput],
         *,
-        max_new_tokens: int | None = ...,
-        temperature: float | None = ...,
-        stop: Sequence[str] | None = ...,
-        tools: Sequence[Mapping[str, Any]] | None = ...,
         return_exceptions: Literal[False] = ...,
+        **options: Unpack[CallOptions],
     ) -> list[RoutedResponse]: ...
 
     @overload
@@ -331,40 +313,24 @@ class ConfRouter:
         self,
         prompts: Sequence[PromptInput],
         *,
-        max_new_tokens: int | None = ...,
-        temperature: float | None = ...,
-        stop: Sequence[str] | None = ...,
-        tools: Sequence[Mapping[str, Any]] | None = ...,
         return_exceptions: Literal[True],
+        **options: Unpack[CallOptions],
     ) -> list[ItemResult]: ...
 
     async def aroute_batch(
         self,
         prompts: Sequence[PromptInput],
         *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        stop: Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
         return_exceptions: bool = False,
+        **options: Unpack[CallOptions],
     ) -> list[RoutedResponse] | list[ItemResult]:
         """Async form of :meth:`route_batch`; escalations run concurrently."""
-        conversations, config, options = self._request(
-            prompts, max_new_tokens, temperature, stop, tools
-        )
+        conversations, config, escalation, tools = self._request(prompts, options)
         answers = await asyncio.to_thread(self._pipeline().run, conversations, config, tools)
-        finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), options)
+        finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), escalation)
         return settle(await finish.arun_all(answers), return_exceptions)
 
-    def stream(
-        self,
-        prompt: PromptInput,
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        stop: Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-    ) -> Iterator[RoutedChunk]:
+    def stream(self, prompt: PromptInput, **options: Unpack[CallOptions]) -> Iterator[RoutedChunk]:
         """Stream an answer.
 
         The local answer is held back until its confidence is known, then released in one
@@ -372,28 +338,39 @@ class ConfRouter:
         chunk carries the :class:`RoutedResponse` (with the decision). A stream closed before
         its end still reports its decision (with an error saying so).
         """
-        conversations, config, options = self._request(
-            [prompt], max_new_tokens, temperature, stop, tools
-        )
+        conversations, config, escalation, tools = self._request([prompt], options)
         [answer] = self._pipeline().run(conversations, config, tools)
         plan = StreamPlan(self._outcome(), answer, self.escalation)
-        yield from plan.run(options, self.tracers)
+        yield from plan.run(escalation, self.tracers)
 
     async def astream(
-        self,
-        prompt: PromptInput,
-        *,
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        stop: Sequence[str] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
+        self, prompt: PromptInput, **options: Unpack[CallOptions]
     ) -> AsyncIterator[RoutedChunk]:
         """Async form of :meth:`stream`."""
-        conversations, config, options = self._request(
-            [prompt], max_new_tokens, temperature, stop, tools
-        )
+        conversations, config, escalation, tools = self._request([prompt], options)
         [answer] = await asyncio.to_thread(self._pipeline().run, conversations, config, tools)
         plan = StreamPlan(self._outcome(), answer, self.escalation)
-        async with aclosing(plan.arun(options, self.tracers)) as chunks:
+        async with aclosing(plan.arun(escalation, self.tracers)) as chunks:
             async for chunk in chunks:
                 yield chunk
+
+    def score(
+        self, prompt: PromptInput, answer: str, *, tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> ScoredAnswer:
+        """The confidence the local model assigns to a given ``answer``; nothing is generated.
+
+        Teacher-forced (:mod:`confroute.forced`): every estimator reads the answer as if the
+        local model had written it, and the policy gives its verdict (an adaptive policy
+        counts the answer as one request). No hook is called and nothing escalates.
+
+        Raises:
+            ConfigurationError: The backend cannot score a given answer, the estimator writes
+                its own answer prompt (``verbalized_1s``), or the answer is empty.
+        """
+        return self._pipeline().score_given(as_messages(prompt), answer, self.defaults, tools)
+
+    async def ascore(
+        self, prompt: PromptInput, answer: str, *, tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> ScoredAnswer:
+        """Async form of :meth:`score` (in a worker thread)."""
+        return await asyncio.to_thread(self.score, prompt, answer, tools=tools)

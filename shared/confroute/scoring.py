@@ -22,6 +22,7 @@ from confroute.backend import LocalBackend, prompt_fits
 from confroute.decision import DecisionReason
 from confroute.errors import ConfigurationError
 from confroute.estimators import EstimationContext, Estimator, Requirement, shared_confidence
+from confroute.forced import AnswerScoring
 from confroute.generation import Generation, GenerationConfig
 from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message
@@ -210,15 +211,43 @@ class Pipeline:
         """Generate for every conversation that fits the context window, in one batch."""
         started = time.perf_counter()
         with spans(self.tracers, lambda tracer: tracer.local_generation(len(conversations))):
-            prompts: list[list[int] | None] = []
-            for conversation in conversations:
-                ids = self.local.encode(self.local.render(conversation, tools))
-                fits = prompt_fits(len(ids), config.max_new_tokens, self.local.context_window)
-                prompts.append(ids if fits else None)
-            fitting = [p for p in prompts if p is not None]
-            generated = iter(self.local.generate_from_ids(fitting, config) if fitting else [])
-            results = [next(generated) if p is not None else None for p in prompts]
+            if self.local.capabilities.tokenizer:
+                results = self._generate_ids(conversations, config, tools)
+            else:
+                results = self._generate_messages(conversations, config, tools)
         return results, time.perf_counter() - started
+
+    def _generate_ids(
+        self,
+        conversations: list[list[Message]],
+        config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> list[Generation | None]:
+        """A backend with a tokenizer: the fit check on the exact prompt ids, one batch."""
+        prompts: list[list[int] | None] = []
+        for conversation in conversations:
+            ids = self.local.encode(self.local.render(conversation, tools))
+            fits = prompt_fits(len(ids), config.max_new_tokens, self.local.context_window)
+            prompts.append(ids if fits else None)
+        fitting = [p for p in prompts if p is not None]
+        generated = iter(self.local.generate_from_ids(fitting, config) if fitting else [])
+        return [next(generated) if p is not None else None for p in prompts]
+
+    def _generate_messages(
+        self,
+        conversations: list[list[Message]],
+        config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> list[Generation | None]:
+        """A backend reached by messages (no tokenizer): the backend's own token count."""
+        window = self.local.context_window
+        fits = [
+            prompt_fits(self.local.count_tokens(c), config.max_new_tokens, window)
+            for c in conversations
+        ]
+        fitting = [c for c, ok in zip(conversations, fits, strict=True) if ok]
+        generated = iter(self.local.generate(fitting, config, tools=tools) if fitting else [])
+        return [next(generated) if ok else None for ok in fits]
 
     def score(
         self,
@@ -267,6 +296,40 @@ class Pipeline:
             messages, generation, confidence, verdict, verdict.reason, elapsed, parsed, confidences
         )
         return self._observed(answer)
+
+    def score_given(
+        self,
+        messages: list[Message],
+        answer: str,
+        config: GenerationConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+    ) -> ScoredAnswer:
+        """Score an answer the local model did not write (teacher-forced; nothing generated).
+
+        Raises:
+            ConfigurationError: The backend has no :class:`~confroute.forced.AnswerScoring`,
+                an estimator writes its own answer prompt, or the answer is empty.
+        """
+        check_tools(tools)
+        if not isinstance(answer, str) or not answer.strip():
+            raise ConfigurationError("score() needs the answer's text; got an empty answer.")
+        if self.prompt_estimator is not None:
+            raise ConfigurationError(
+                f"The estimator {self.prompt_estimator.name!r} reads a confidence the model "
+                "writes with its own answer, so it cannot score a given answer; choose another "
+                "(for example perplexity or p_true)."
+            )
+        if not isinstance(self.local, AnswerScoring) or not self.local.capabilities.tokenizer:
+            raise ConfigurationError(
+                f"The {self.local.capabilities.backend} backend of {self.local.name!r} cannot "
+                "score a given answer (it needs the log-probabilities of the answer's tokens "
+                "after the prompt); use the transformers or llama.cpp backend."
+            )
+        started = time.perf_counter()
+        with spans(self.tracers, lambda tracer: tracer.local_generation(1)):
+            prompt = self.local.encode(self.local.render(messages, tools))
+            generation = self.local.score_answer(prompt, answer, config.hidden_layer)
+        return self.score(messages, generation, time.perf_counter() - started, tools, config=config)
 
     def _observed(self, answer: ScoredAnswer) -> ScoredAnswer:
         """``answer`` after every observer has seen it, with ``local_only`` where it applies.

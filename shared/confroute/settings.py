@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,9 +31,11 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "LOCAL_PROVIDER",
     "MAX_ANSWER_TOKENS",
+    "BackendName",
     "Environment",
     "RouterSettings",
     "environment",
+    "from_environment",
     "settings_from",
 ]
 
@@ -45,6 +47,8 @@ LOCAL_PROVIDER = "confroute"
 """LiteLLM provider prefix of the in-process bundled models (see :mod:`confroute.provider`)."""
 DEFAULT_THRESHOLD = 0.8
 """Default fixed threshold on the default estimator (perplexity confidence)."""
+BackendName = Literal["auto", "transformers", "llama.cpp", "server"]
+"""The local engines by name (``"auto"`` chooses by the rule in :mod:`confroute.backend_choice`)."""
 MAX_ANSWER_TOKENS = 1 << 20
 """The largest answer length cap accepted (1,048,576 tokens: above any model's output limit
 and context window in use), for the setting and for each call."""
@@ -60,7 +64,16 @@ class RouterSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     local_model: str = DEFAULT_SLM
-    """The local model to load: a bundled name, a directory, a ``.gguf`` file or a hub id."""
+    """The local model to load: a bundled name, a directory, a ``.gguf`` file, a hub id, or a
+    LiteLLM model string of a server with log-probs (see :mod:`confroute.backend_choice`)."""
+    local_backend: BackendName = "auto"
+    """Which engine runs ``local_model``: ``"auto"`` (the rule in
+    :func:`confroute.backend_choice.choose_backend`), ``"transformers"``, ``"llama.cpp"`` or
+    ``"server"``."""
+    local_api_base: SecretURL | None = None
+    """Base URL of the SLM's server (``local_backend="server"``); its userinfo is a secret."""
+    local_api_key: SecretStr | None = None
+    """Key of the SLM's server; never logged or reported."""
     strong_model: str | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
     """The LiteLLM model string escalations go to; None keeps everything local."""
     estimator: str = "perplexity"
@@ -103,6 +116,10 @@ class RouterSettings(BaseModel):
             updates["api_key"] = env.api_key
         if self.api_base is None and env.api_base is not None:
             updates["api_base"] = env.api_base
+        if self.local_api_key is None and env.slm_api_key is not None:
+            updates["local_api_key"] = env.slm_api_key
+        if self.local_api_base is None and env.slm_api_base is not None:
+            updates["local_api_base"] = env.slm_api_base
         return self.model_copy(update=updates) if updates else self
 
 
@@ -136,6 +153,7 @@ _REQUIREMENTS = {
     "on_escalation_error": "'return_local' or 'raise'",
     "max_new_tokens": f"an integer in [1, {MAX_ANSWER_TOKENS}]",
     "temperature": "a finite number >= 0",
+    "local_backend": "'auto', 'transformers', 'llama.cpp' or 'server'",
 }
 """How each bounded setting is described in an error message."""
 
@@ -143,7 +161,7 @@ _REQUIREMENTS = {
 def _problem(error: Mapping[str, Any]) -> str:
     """One setting's problem as "NAME must be ..., got VALUE" (never a key's value)."""
     name = str(error["loc"][0]) if error["loc"] else "settings"
-    if name in ("api_key", "api_base"):
+    if name in ("api_key", "api_base", "local_api_key", "local_api_base"):
         return f"{name} must be a string or a SecretStr"
     requirement = _REQUIREMENTS.get(name)
     if requirement is None:
@@ -158,6 +176,12 @@ class Environment(BaseModel):
 
     slm: str = DEFAULT_SLM
     """``CONFROUTE_SLM``: the local model of the CLI and the server."""
+    slm_backend: BackendName = "auto"
+    """``CONFROUTE_SLM_BACKEND``: the engine of ``slm`` (CLI and server)."""
+    slm_api_base: SecretURL | None = None
+    """``CONFROUTE_SLM_API_BASE``: the SLM server's base URL (``slm_backend="server"``)."""
+    slm_api_key: SecretStr | None = None
+    """``CONFROUTE_SLM_API_KEY``: the SLM server's key."""
     llm: str = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
     """``CONFROUTE_LLM``: the strong model of the CLI and the server."""
     api_base: SecretURL | None = None
@@ -189,6 +213,9 @@ def environment(environ: Mapping[str, str] | None = None) -> Environment:
 
     values: dict[str, Any] = {
         "slm": text("CONFROUTE_SLM"),
+        "slm_backend": text("CONFROUTE_SLM_BACKEND"),
+        "slm_api_base": text("CONFROUTE_SLM_API_BASE"),
+        "slm_api_key": text("CONFROUTE_SLM_API_KEY"),
         "llm": text("CONFROUTE_LLM"),
         "api_base": text("CONFROUTE_API_BASE"),
         "api_key": text("CONFROUTE_API_KEY"),
@@ -200,4 +227,28 @@ def environment(environ: Mapping[str, str] | None = None) -> Environment:
     values = {k: v for k, v in values.items() if v is not None}
     values["quiet"] = env.get("CONFROUTE_QUIET") == "1"
     values["verify_full"] = env.get("CONFROUTE_VERIFY") == "full"
-    return Environment(**values)
+    try:
+        return Environment(**values)
+    except ValidationError as error:
+        names = sorted({str(e["loc"][0]) for e in error.errors() if e["loc"]})
+        variables = ", ".join(f"CONFROUTE_{n.upper()}" for n in names)
+        raise ConfigurationError(
+            f"Invalid environment variable(s) {variables}: CONFROUTE_SLM_BACKEND must be "
+            "'auto', 'transformers', 'llama.cpp' or 'server'; the URLs must be http(s) URLs."
+        ) from None
+
+
+def from_environment(
+    name: Literal["api_base", "api_key", "slm_api_base", "slm_api_key"],
+) -> Callable[[], Any]:
+    """A field default factory reading one ``CONFROUTE_*`` value when the object is built.
+
+    ``api_base`` / ``api_key`` are the strong model's (``CONFROUTE_API_BASE`` /
+    ``CONFROUTE_API_KEY``), ``slm_api_base`` / ``slm_api_key`` the SLM server's. Both
+    adapters' models use it for their fields of the same meaning.
+    """
+
+    def read() -> Any:
+        return getattr(environment(), name)
+
+    return read
