@@ -15,10 +15,10 @@ streamable-http --port 8765`` (``http://127.0.0.1:8765/mcp``). The ``mcp`` packa
 # (defined inside build_server, after the lazy import of mcp) as objects.
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,6 +70,8 @@ class ScoreResult(BaseModel):
 
     confidence: float | None
     """Confidence in [0, 1] that the answer is right; None when it could not be computed."""
+    threshold: float
+    """The threshold the router's policy compares the confidence with."""
     estimator: str
     """The uncertainty estimator that scored it."""
     escalate: bool
@@ -106,7 +108,7 @@ def build_server(
     """An MCP server whose tools ``ask`` and ``score`` answer and score with ``router``.
 
     Args:
-        router: The router (its ``score`` method backs the ``score`` tool).
+        router: The router (its :meth:`~confroute.router.ConfRouter.ascore` backs ``score``).
         name: The server's name, as clients list it.
         max_new_tokens: Answer length cap of ``ask`` (default: the router's).
         log_level: The SDK's logging level (logs go to stderr).
@@ -172,11 +174,12 @@ def build_server(
             if not isinstance(answer, str) or not answer.strip():
                 raise ConfigurationError("answer must be a non-empty string (the answer to score).")
             messages = tool_messages(question, context)
-            scored = await asyncio.to_thread(router.score, messages, answer)
+            scored = await router.ascore(messages, answer)
         except ConfRouteError as error:
             raise ToolError(masked(str(error), router)) from None
         return ScoreResult(
             confidence=scored.confidence,
+            threshold=scored.threshold,
             estimator=scored.estimator,
             escalate=scored.escalate,
             reason=masked(str(scored.reason), router),
@@ -250,8 +253,14 @@ def add_mcp_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def run_mcp(args: argparse.Namespace) -> int:
-    """Build the router from the parsed arguments and serve MCP until the client leaves."""
+def run_mcp(args: argparse.Namespace, backend: Mapping[str, Any] | None = None) -> int:
+    """Build the router from the parsed arguments and serve MCP until the client leaves.
+
+    Args:
+        args: The parsed ``confroute mcp`` arguments.
+        backend: Router settings of the local model's engine (``local_backend``, ...), from
+            the command line's ``--slm-backend`` arguments.
+    """
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.api_key_env is None:
         api_key: Any = environment().api_key
@@ -270,6 +279,7 @@ def run_mcp(args: argparse.Namespace) -> int:
         api_base=args.api_base,
         api_key=api_key,
         max_new_tokens=args.max_new_tokens,
+        **dict(backend or {}),
     )
     server = build_server(router, log_level=args.log_level)
     print(

@@ -26,7 +26,6 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
-from confroute import ConfRouter
 from confroute.models import DEFAULT_SLM
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -35,9 +34,6 @@ SECRET = "sk-mcp-integration-SECRET-93b1"
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_TIMEOUT_S = 600.0
 """How long a server may take to load the model (the machine may be shared)."""
-needs_score = pytest.mark.skipif(
-    not hasattr(ConfRouter, "score"), reason="ConfRouter.score is not in the core yet"
-)
 
 
 def server_env() -> dict[str, str]:
@@ -161,7 +157,6 @@ async def test_stdio_ask_kept_local_and_a_blank_question(stdio: ClientSession) -
     assert blank.is_error and "question must be a non-empty string" in text_of(blank)
 
 
-@needs_score
 async def test_stdio_score_ranks_a_right_answer_above_a_wrong_one(stdio: ClientSession) -> None:
     question = {"question": "What is the capital of France? Answer in one word."}
     right = await stdio.call_tool("score", {**question, "answer": "Paris"})
@@ -260,7 +255,6 @@ async def test_http_ask_returns_the_local_answer_when_escalation_fails(
     assert "gpt-4o-mini" in log.read_text()  # the failed escalation was logged, without the key
 
 
-@needs_score
 async def test_http_score(http_server: tuple[str, Path]) -> None:
     url, _ = http_server
     async with http_session(url) as session:

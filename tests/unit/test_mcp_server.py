@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
-from confroute import ConfRouter
+from confroute import ConfRouter, LocalModel
 from confroute.cli import _parser
 from confroute.errors import ConfigurationError, InvalidRequestError
+from confroute.hooks import ScoredAnswer
 from confroute.mcp_server import AskResult, ScoreResult, build_server, mode_for
 from tests.fakes import ScriptedLocalModel, ScriptedProvider
 
@@ -22,37 +22,17 @@ UNSURE = (0.2, 0.3, 0.4)
 SECRET = "sk-mcp-SECRET-41d2e8"
 
 
-@dataclass
-class Scored:
-    """What ``ConfRouter.score`` returns, as far as the ``score`` tool reads it."""
+class LeakyScoringRouter(ConfRouter):
+    """A scripted router whose ``score`` fails with the key in its message (to test masking)."""
 
-    confidence: float | None
-    estimator: str
-    escalate: bool
-    reason: str
-
-
-class ScoringRouter(ConfRouter):
-    """A scripted router with a scripted ``score`` (until ``ConfRouter.score`` is in the core)."""
-
-    scored: list[tuple[list[dict[str, Any]], str]]
-
-    def score(self, messages: Any, answer: str, *, tools: Any = None) -> Scored:  # type: ignore[override]
-        self.scored.append((list(messages), answer))
-        if answer == "raise":
-            raise InvalidRequestError(f"cannot score with key {SECRET}")
-        sure = answer == "391"
-        return Scored(
-            0.97 if sure else 0.3, "perplexity", not sure, "confident" if sure else "low_confidence"
-        )
+    def score(self, prompt: Any, answer: str, *, tools: Any = None) -> ScoredAnswer:
+        raise InvalidRequestError(f"cannot score with key {SECRET}")
 
 
 @pytest.fixture
-def router(provider: ScriptedProvider) -> ScoringRouter:
+def router(provider: ScriptedProvider) -> ConfRouter:
     slm = ScriptedLocalModel(script={"sure?": ("391", SURE), "unsure?": ("maybe 12", UNSURE)})
-    scripted = ScoringRouter(slm, "scripted/strong", api_key=SECRET, max_retries=0)
-    scripted.scored = []
-    return scripted
+    return LeakyScoringRouter(slm, "scripted/strong", api_key=SECRET, max_retries=0)
 
 
 async def call(router: ConfRouter, tool: str, arguments: dict[str, Any]) -> CallToolResult:
@@ -125,18 +105,32 @@ async def test_ask_errors_come_back_as_tool_errors(
     assert expected in text_of(result)
 
 
-async def test_score_gives_the_local_models_confidence(router: ScoringRouter) -> None:
-    result = await call(router, "score", {"question": "17*23?", "answer": "391", "context": "x"})
-    assert not result.is_error
+async def test_score_gives_the_local_models_confidence(tiny_lm: LocalModel) -> None:
+    """The real ConfRouter.score (teacher-forced) on the tiny real model."""
+    router = ConfRouter(tiny_lm, None, max_new_tokens=8)
+    result = await call(
+        router, "score", {"question": "What is 2+2?", "answer": "4", "context": "x"}
+    )
+    assert not result.is_error, result.content
     scored = ScoreResult.model_validate(result.structured_content)
-    assert (scored.confidence, scored.escalate, scored.reason) == (0.97, False, "confident")
-    assert scored.local_model == "scripted-slm" and scored.estimator == "perplexity"
-    assert json.loads(text_of(result))["confidence"] == 0.97
-    [(messages, answer)] = router.scored
-    assert answer == "391"
-    assert [m["role"] for m in messages] == ["system", "user"]
-    low = await call(router, "score", {"question": "17*23?", "answer": "12"})
-    assert low.structured_content is not None and low.structured_content["escalate"] is True
+    assert scored.confidence is not None and 0.0 <= scored.confidence <= 1.0
+    assert scored.estimator == "perplexity" and scored.local_model == tiny_lm.name
+    assert scored.escalate is (scored.confidence < scored.threshold)
+    assert json.loads(text_of(result)) == result.structured_content
+    prompt = [
+        {"role": "system", "content": "Answer the question using only this context:\nx"},
+        {"role": "user", "content": "What is 2+2?"},
+    ]
+    expected = router.score(prompt, "4")
+    assert scored.confidence == pytest.approx(expected.confidence)
+
+
+async def test_score_on_a_backend_that_cannot_score_is_a_tool_error(
+    provider: ScriptedProvider,
+) -> None:
+    router = ConfRouter(ScriptedLocalModel(), "scripted/strong")
+    result = await call(router, "score", {"question": "q?", "answer": "a"})
+    assert result.is_error and "cannot score a given answer" in text_of(result)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +153,7 @@ async def test_no_result_or_log_holds_the_key(
     provider.answers = [RuntimeError(f"401 Unauthorized: invalid api key {SECRET}")]
     caplog.set_level(logging.DEBUG)
     failed = await call(router, "ask", {"question": "unsure?"})
-    raised = await call(router, "score", {"question": "q?", "answer": "raise"})
+    raised = await call(router, "score", {"question": "q?", "answer": "anything"})
     assert failed.structured_content is not None and failed.structured_content["error"]
     assert raised.is_error and "cannot score" in text_of(raised)
     for result in (failed, raised):
@@ -188,5 +182,7 @@ def test_cli_parses_the_mcp_command() -> None:
         "none",
         "127.0.0.1",
     )
-    http = _parser().parse_args(["mcp", "--transport", "streamable-http", "--port", "9123"])
-    assert (http.transport, http.port) == ("streamable-http", 9123)
+    http = _parser().parse_args(
+        ["mcp", "--transport", "streamable-http", "--port", "9123", "--slm-backend", "llama.cpp"]
+    )
+    assert (http.transport, http.port, http.slm_backend) == ("streamable-http", 9123, "llama.cpp")
