@@ -23,6 +23,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 
 from langchain_confroute import ChatConfRoute, ConfRouteTool
 
@@ -53,13 +54,16 @@ def run_agent(
     model: BaseChatModel | None = None,
     tool: ConfRouteTool | None = None,
     max_steps: int = 3,
+    config: RunnableConfig | None = None,
 ) -> tuple[AIMessage, list[BaseMessage]]:
     """Run the agent on ``question``; return its answer and the transcript.
 
-    Uses ``langchain.agents.create_agent`` when LangChain 1.x is installed, else the same
-    model-tool loop by hand. Small models answer straight from the notes instead of
-    delegating, and call the tool again after it answered, so the first model call is asked
-    for the tool and the next one for the answer (``tool_choice``).
+    Uses ``langchain.agents.create_agent`` when LangChain 1.x is installed (its steps are
+    streamed and printed), else the same model-tool loop by hand. Small models answer straight
+    from the notes instead of delegating, and call the tool again after it answered, so the
+    first model call is asked for the tool and the next one for the answer (``tool_choice``).
+    ``config`` (callbacks, tags) reaches every model and tool call: the agent model's routing
+    decisions arrive as ``confroute_decision`` custom events.
     """
     chat = model or ChatConfRoute(max_tokens=96)
     if tool is None:
@@ -70,7 +74,7 @@ def run_agent(
         from langchain.agents import create_agent
         from langchain.agents.middleware import ModelRequest, ModelResponse, wrap_model_call
     except ImportError:
-        return _hand_loop(question, chat, tool, max_steps)
+        return _hand_loop(question, chat, tool, max_steps, config)
 
     @wrap_model_call  # type: ignore[arg-type]
     def delegate_first(request: ModelRequest, handler: Any) -> ModelResponse:
@@ -78,25 +82,31 @@ def run_agent(
         return handler(request.override(tool_choice="none" if answered else tool.name))
 
     agent = create_agent(chat, tools=[tool], system_prompt=SYSTEM, middleware=[delegate_first])
-    state = agent.invoke(
-        {"messages": [HumanMessage(user_message(question))]}, {"recursion_limit": 2 * max_steps + 1}
-    )
-    messages: list[BaseMessage] = state["messages"]
+    inputs = {"messages": [HumanMessage(user_message(question))]}
+    run_config: RunnableConfig = {**(config or {}), "recursion_limit": 2 * max_steps + 1}
+    messages: list[BaseMessage] = []
+    for state in agent.stream(inputs, run_config, stream_mode="values"):  # one state per step
+        messages = state["messages"]
+        print(f"  step: {messages[-1].type}")
     answer = messages[-1]
     assert isinstance(answer, AIMessage)
     return answer, messages
 
 
 def _hand_loop(
-    question: str, chat: BaseChatModel, tool: ConfRouteTool, max_steps: int
+    question: str,
+    chat: BaseChatModel,
+    tool: ConfRouteTool,
+    max_steps: int,
+    config: RunnableConfig | None = None,
 ) -> tuple[AIMessage, list[BaseMessage]]:
     """What ``create_agent`` does here, written out: tool call, tool result, answer."""
     messages: list[BaseMessage] = [SystemMessage(SYSTEM), HumanMessage(user_message(question))]
-    reply = chat.bind_tools([tool], tool_choice=tool.name).invoke(messages)
+    reply = chat.bind_tools([tool], tool_choice=tool.name).invoke(messages, config)
     messages.append(reply)
     for call in reply.tool_calls[:max_steps]:
-        messages.append(tool.invoke({**call, "type": "tool_call"}))
-    answer = chat.invoke(messages) if reply.tool_calls else reply  # no tools offered now
+        messages.append(tool.invoke({**call, "type": "tool_call"}, config))
+    answer = chat.invoke(messages, config) if reply.tool_calls else reply  # no tools now
     if answer is not reply:
         messages.append(answer)
     assert isinstance(answer, AIMessage)

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 
 from confroute import ConfRouter
 from confroute.models import DEFAULT_SLM
-from langchain_confroute import ChatConfRoute
+from langchain_confroute import DECISION_EVENT, ChatConfRoute
 from llamaindex_confroute import ConfRouteLLM
 from tests.integration.lc_fixtures import bundled_slm, lc_params
 
@@ -25,6 +27,21 @@ pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 QUESTION = "How long does the K7 battery last?"
 HAS_CREATE_AGENT = importlib.util.find_spec("langchain") is not None
+
+
+class EventRecorder(BaseCallbackHandler):
+    """Keeps the chat model's decision events and counts tool runs of one agent run."""
+
+    def __init__(self) -> None:
+        self.decisions: list[dict[str, Any]] = []
+        self.tool_runs = 0
+
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        if name == DECISION_EVENT:
+            self.decisions.append(data)
+
+    def on_tool_start(self, serialized: Any, input_str: str, **kwargs: Any) -> None:
+        self.tool_runs += 1
 
 
 def example(name: str) -> dict[str, Any]:
@@ -47,10 +64,12 @@ def test_langchain_agent_delegates_to_the_tool(loop: str) -> None:
     agent = example("langchain_tool_agent.py")
     llm = ChatConfRoute(**lc_params(max_tokens=96, threshold=0.0, strong_model=None))
     tool = agent["build_tool"](llm)
+    events = EventRecorder()
+    config: RunnableConfig = {"callbacks": [events]}
     if loop == "auto":
-        answer, transcript = agent["run_agent"](QUESTION, llm, tool)
+        answer, transcript = agent["run_agent"](QUESTION, llm, tool, config=config)
     else:
-        answer, transcript = agent["_hand_loop"](QUESTION, llm, tool, 3)
+        answer, transcript = agent["_hand_loop"](QUESTION, llm, tool, 3, config)
     calls = [c for m in transcript if isinstance(m, AIMessage) for c in m.tool_calls]
     assert calls and calls[0]["name"] == "ask_local"
     assert "battery" in calls[0]["args"]["question"].lower()
@@ -60,6 +79,10 @@ def test_langchain_agent_delegates_to_the_tool(loop: str) -> None:
     check_decision(decision)
     assert isinstance(answer, AIMessage) and not answer.tool_calls
     assert "14" in str(answer.content)
+    # the agent model's own decisions (tool call, then answer) reached the run's callbacks
+    assert len(events.decisions) == 2
+    assert all(d["local_model"] == DEFAULT_SLM for d in events.decisions)
+    assert events.tool_runs == 1
 
 
 async def test_llamaindex_function_agent_delegates_to_the_tool() -> None:
