@@ -55,8 +55,9 @@ def run_agent(
     tool: ConfRouteTool | None = None,
     max_steps: int = 3,
     config: RunnableConfig | None = None,
+    notes: str = NOTES,
 ) -> tuple[AIMessage, list[BaseMessage]]:
-    """Run the agent on ``question``; return its answer and the transcript.
+    """Run the agent on ``question`` about ``notes``; return its answer and the transcript.
 
     Uses ``langchain.agents.create_agent`` when LangChain 1.x is installed (its steps are
     streamed and printed), else the same model-tool loop by hand. Small models answer straight
@@ -74,7 +75,7 @@ def run_agent(
         from langchain.agents import create_agent
         from langchain.agents.middleware import ModelRequest, ModelResponse, wrap_model_call
     except ImportError:
-        return _hand_loop(question, chat, tool, max_steps, config)
+        return _hand_loop(question, chat, tool, max_steps, config, notes)
 
     @wrap_model_call  # type: ignore[arg-type]
     def delegate_first(request: ModelRequest, handler: Any) -> ModelResponse:
@@ -82,7 +83,7 @@ def run_agent(
         return handler(request.override(tool_choice="none" if answered else tool.name))
 
     agent = create_agent(chat, tools=[tool], system_prompt=SYSTEM, middleware=[delegate_first])
-    inputs = {"messages": [HumanMessage(user_message(question))]}
+    inputs = {"messages": [HumanMessage(user_message(question, notes))]}
     run_config: RunnableConfig = {**(config or {}), "recursion_limit": 2 * max_steps + 1}
     messages: list[BaseMessage] = []
     for state in agent.stream(inputs, run_config, stream_mode="values"):  # one state per step
@@ -99,9 +100,11 @@ def _hand_loop(
     tool: ConfRouteTool,
     max_steps: int,
     config: RunnableConfig | None = None,
+    notes: str = NOTES,
 ) -> tuple[AIMessage, list[BaseMessage]]:
     """What ``create_agent`` does here, written out: tool call, tool result, answer."""
-    messages: list[BaseMessage] = [SystemMessage(SYSTEM), HumanMessage(user_message(question))]
+    turn = HumanMessage(user_message(question, notes))
+    messages: list[BaseMessage] = [SystemMessage(SYSTEM), turn]
     reply = chat.bind_tools([tool], tool_choice=tool.name).invoke(messages, config)
     messages.append(reply)
     for call in reply.tool_calls[:max_steps]:

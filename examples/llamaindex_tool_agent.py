@@ -44,9 +44,11 @@ def build_agent(llm: ConfRouteLLM, tool: ConfRouteQueryTool | None = None) -> Fu
     return FunctionAgent(tools=[ask_local], llm=llm, system_prompt=SYSTEM_PROMPT)
 
 
-async def run(agent: FunctionAgent, question: str) -> tuple[str, list[dict[str, Any]]]:
-    """Run one question; return the answer and the decision of every tool call."""
-    handler = agent.run(user_msg=user_message(question), max_iterations=4)
+async def run(
+    agent: FunctionAgent, question: str, notes: str = NOTES
+) -> tuple[str, list[dict[str, Any]]]:
+    """Run one question about ``notes``; return the answer and every tool call's decision."""
+    handler = agent.run(user_msg=user_message(question, notes), max_iterations=4)
     decisions: list[dict[str, Any]] = []
     async for event in handler.stream_events():
         if isinstance(event, ToolCallResult):

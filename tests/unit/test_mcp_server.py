@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from typing import Any
 
 import pytest
@@ -186,3 +187,11 @@ def test_cli_parses_the_mcp_command() -> None:
         ["mcp", "--transport", "streamable-http", "--port", "9123", "--slm-backend", "llama.cpp"]
     )
     assert (http.transport, http.port, http.slm_backend) == ("streamable-http", 9123, "llama.cpp")
+
+
+def test_without_the_sdk_the_error_says_what_to_install(
+    router: ConfRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mcp.server.mcpserver", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'confroute\[mcp\]'"):
+        build_server(router)
