@@ -20,15 +20,20 @@ from confroute.errors import (
     ContextOverflowError,
     EscalationError,
     InvalidRequestError,
+    LocalBackendError,
+    LogprobsUnavailableError,
     ModelNotFoundError,
     WeightsNotInstalledError,
 )
 from confroute.escalation import Escalation, warn_if_cost_map_fetched
 from confroute.generation import Generation, TokenAlternative
+from confroute.hooks import ScoredAnswer
+from confroute.llamacpp import LlamaCppModel
 from confroute.local import GenerationConfig, LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 from confroute.policies import FixedThreshold, RoutingPolicy, Verdict
-from confroute.router import ConfRouter, RoutedChunk, RoutedResponse
+from confroute.router import CallOptions, ConfRouter, RoutedChunk, RoutedResponse
+from confroute.server_backend import ServerModel
 from confroute.target import EscalationResult
 
 __version__ = "0.1.0"
@@ -39,6 +44,7 @@ __all__ = [
     "DEFAULT_LLM",
     "DEFAULT_SLM",
     "CacheCorruptError",
+    "CallOptions",
     "ConfRouteError",
     "ConfRouter",
     "ConfigurationError",
@@ -50,12 +56,17 @@ __all__ = [
     "Generation",
     "GenerationConfig",
     "InvalidRequestError",
+    "LlamaCppModel",
+    "LocalBackendError",
     "LocalModel",
+    "LogprobsUnavailableError",
     "ModelNotFoundError",
     "RoutedChunk",
     "RoutedResponse",
     "RoutingDecision",
     "RoutingPolicy",
+    "ScoredAnswer",
+    "ServerModel",
     "TokenAlternative",
     "Verdict",
     "WeightsNotInstalledError",

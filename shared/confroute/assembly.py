@@ -14,19 +14,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from confroute.backend import LocalBackend
+from confroute.backend_choice import choose_backend, load_backend
 from confroute.calibration import CalibrationProfile, default_profile_path, shipped_profiles
 from confroute.errors import ConfigurationError
 from confroute.escalation import Escalation, Redactor
 from confroute.estimators import PROBE_LAYER, Estimator, Requirement, available, get
 from confroute.generation import GenerationConfig
-from confroute.local import LocalModel
 from confroute.policies import (
+    EscalationCap,
     FixedThreshold,
     RoutingPolicy,
-    StreamingQuantile,
     TargetEscalationRate,
+    check_cap,
+    held_rate,
 )
-from confroute.settings import DEFAULT_THRESHOLD, RouterSettings, settings_from
+from confroute.settings import (
+    DEFAULT_ESCALATION_RATE,
+    DEFAULT_THRESHOLD,
+    RouterSettings,
+    settings_from,
+)
 from confroute.target import EscalationTarget
 
 __all__ = [
@@ -72,6 +79,13 @@ def check_choices(
             "profile is only used with escalation_rate; pass escalation_rate=... too, or "
             "use the profile in a policy (for example RiskControlledThreshold(profile, ...))."
         )
+    if settings.max_escalation_rate is not None:
+        if policy is not None:
+            raise ConfigurationError(
+                "max_escalation_rate caps the policy the router builds; for your own policy "
+                "pass policy=EscalationCap(policy, max_escalation_rate, window) instead."
+            )
+        check_cap(settings.max_escalation_rate, settings.budget_window, settings.escalation_rate)
     for hook in hooks:
         if not callable(hook):
             raise ConfigurationError(f"Every hook must be callable; got {hook!r}.")
@@ -182,7 +196,13 @@ def local_backend(
     """
     if local_model is None or isinstance(local_model, (str, os.PathLike)):
         name = settings.local_model if local_model is None else local_model
-        local: LocalBackend = LocalModel(name, device=settings.device)
+        needs = frozenset().union(*(e.requires for e in estimators))
+        filled = settings.with_env()
+        choice = choose_backend(
+            name, settings.local_backend, api_base=filled.local_api_base, needs=needs
+        )
+        logger.info("local model %s on %s (%s)", choice.model, choice.backend, choice.rule)
+        local: LocalBackend = load_backend(choice, settings)
     elif isinstance(local_model, LocalBackend):
         local = local_model
     else:
@@ -224,7 +244,12 @@ def threshold_policy(
     estimator: Estimator,
     profile: CalibrationProfile | str | os.PathLike[str] | None,
 ) -> RoutingPolicy:
-    """A fixed threshold, or the target-rate policy from ``profile`` (or the shipped one).
+    """The target-rate policy from ``profile`` (or the shipped one), or a fixed threshold.
+
+    With neither a rate nor a threshold, :data:`~confroute.settings.DEFAULT_ESCALATION_RATE`
+    is held when a shipped profile matches the local model's weights and the estimator, else
+    the threshold is :data:`~confroute.settings.DEFAULT_THRESHOLD`. ``max_escalation_rate``
+    caps whichever policy is built.
 
     Raises:
         ConfigurationError: ``escalation_rate`` is set and no profile is given or shipped.
@@ -232,9 +257,16 @@ def threshold_policy(
             ``strict_profile``).
     """
     rate = settings.escalation_rate
+    if rate is None and settings.threshold is None and profile is None:
+        default_path = default_profile_path(local.name, estimator.name)
+        if default_path is not None:
+            found = CalibrationProfile.load(default_path)
+            if found.fingerprint.model_fingerprint == local.fingerprint:
+                rate, profile = DEFAULT_ESCALATION_RATE, found
     if rate is None:
         threshold = settings.threshold
-        return FixedThreshold(DEFAULT_THRESHOLD if threshold is None else threshold)
+        fixed = FixedThreshold(DEFAULT_THRESHOLD if threshold is None else threshold)
+        return _capped(fixed, settings)
     if profile is None:
         profile = default_profile_path(local.name, estimator.name)
         if profile is None:
@@ -252,8 +284,21 @@ def threshold_policy(
     )
     per_format = settings.per_format_thresholds
     if settings.adapt_to_traffic:
-        return StreamingQuantile(rate, loaded, per_format=per_format)
-    return TargetEscalationRate(loaded, rate, per_format=per_format)
+        return held_rate(
+            rate,
+            loaded,
+            per_format=per_format,
+            max_escalation_rate=settings.max_escalation_rate,
+            budget_window=settings.budget_window,
+        )
+    return _capped(TargetEscalationRate(loaded, rate, per_format=per_format), settings)
+
+
+def _capped(policy: RoutingPolicy, settings: RouterSettings) -> RoutingPolicy:
+    """``policy`` under ``settings.max_escalation_rate``, when one is set."""
+    if settings.max_escalation_rate is None:
+        return policy
+    return EscalationCap(policy, settings.max_escalation_rate, settings.budget_window)
 
 
 def check_policy(policy: RoutingPolicy) -> RoutingPolicy:

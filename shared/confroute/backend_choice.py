@@ -35,13 +35,17 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from confroute.errors import ConfigurationError
 from confroute.models import BUNDLED_MODELS
 from confroute.settings import BackendName
 
-__all__ = ["PREFIXES", "BackendChoice", "choose_backend", "llama_cpp_installed"]
+if TYPE_CHECKING:
+    from confroute.backend import LocalBackend
+    from confroute.settings import RouterSettings
+
+__all__ = ["PREFIXES", "BackendChoice", "choose_backend", "llama_cpp_installed", "load_backend"]
 
 PREFIXES: dict[str, str] = {
     "transformers:": "transformers",
@@ -143,3 +147,33 @@ def choose_backend(
             f"Face hub id; {_CHOICES}. A server URL (local_api_base=) also means 'server'."
         )
     return BackendChoice("transformers", text, "a hub id or model name")
+
+
+def load_backend(choice: BackendChoice, settings: RouterSettings) -> LocalBackend:
+    """Load the engine ``choice`` names, with the settings it reads.
+
+    The SLM server's URL and key come from ``settings`` (``local_api_base`` /
+    ``local_api_key``), else from ``CONFROUTE_SLM_API_BASE`` / ``CONFROUTE_SLM_API_KEY``.
+
+    Raises:
+        ConfigurationError: The engine's package is missing (the message says what to
+            install), or the engine cannot load the model.
+    """
+    if choice.backend == "llama.cpp":
+        from confroute.llamacpp import LlamaCppModel
+
+        return LlamaCppModel(choice.model)
+    if choice.backend == "server":
+        from confroute.server_backend import ServerModel
+
+        filled = settings.with_env()
+        return ServerModel(
+            choice.model,
+            api_base=filled.local_api_base,
+            api_key=filled.local_api_key,
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+        )
+    from confroute.local import LocalModel
+
+    return LocalModel(choice.model, device=settings.device)

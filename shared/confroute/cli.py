@@ -7,16 +7,16 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from confroute.bench.cli import add_bench_parser, run_bench
 from confroute.calibrate_cli import add_parsers as add_calibration_parsers
 from confroute.calibrate_cli import run_calibrate, run_profile
+from confroute.cli_args import add_slm_backend_arguments, slm_backend_settings
 from confroute.errors import ConfRouteError
 from confroute.mcp_server import add_mcp_parser, run_mcp
 from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
 from confroute.serving.cli import add_serve_parser, run_serve
-from confroute.settings import Environment, environment
+from confroute.settings import environment
 
 __all__ = ["main"]
 
@@ -82,39 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_slm_backend_arguments(parser: argparse.ArgumentParser, env: Environment) -> None:
-    """``--slm-backend``, ``--slm-api-base`` and ``--slm-api-key-env`` (ask and serve)."""
-    parser.add_argument(
-        "--slm-backend",
-        default=env.slm_backend,
-        choices=["auto", "transformers", "llama.cpp", "server"],
-        help="engine of --slm; 'auto' follows the rule in docs/backends.md (env "
-        "CONFROUTE_SLM_BACKEND; default %(default)s)",
-    )
-    parser.add_argument(
-        "--slm-api-base",
-        default=None,
-        help="base URL of the SLM's server (--slm-backend server; env CONFROUTE_SLM_API_BASE)",
-    )
-    parser.add_argument(
-        "--slm-api-key-env",
-        default=None,
-        metavar="VAR",
-        help="name of the environment variable holding the SLM server's key "
-        "(default CONFROUTE_SLM_API_KEY)",
-    )
-
-
-def slm_backend_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The router settings of the SLM backend arguments (the key is read, never printed)."""
-    settings: dict[str, Any] = {"local_backend": args.slm_backend}
-    if args.slm_api_base:
-        settings["local_api_base"] = args.slm_api_base
-    if args.slm_api_key_env:
-        settings["local_api_key"] = os.environ.get(args.slm_api_key_env)
-    return settings
-
-
 def _ask(args: argparse.Namespace) -> int:
     from confroute.router import ConfRouter
 
@@ -151,6 +118,7 @@ def _ask(args: argparse.Namespace) -> int:
     print(f"answered by : {decision.answered_by} ({route})")
     print(f"confidence  : {confidence} ({decision.estimator}); threshold {decision.threshold:.3f}")
     print(f"reason      : {decision.reason}")
+    print(f"policy      : {router.policy!r}")
     latency = f"local {decision.local_latency_s:.2f}s"
     if decision.remote_latency_s is not None:
         latency += f", remote {decision.remote_latency_s:.2f}s"

@@ -18,6 +18,8 @@ DecisionReason = Literal[
     "malformed_tool_call",
     "repeated_tool_call",
     "local_only",
+    "local_failed",
+    "budget_exhausted",
 ]
 """Why a request was kept local or escalated."""
 
@@ -79,6 +81,6 @@ class RoutingDecision(BaseModel):
     attempts: int = 0
     """Calls made to strong models, retries and fallbacks included."""
     error: str | None = None
-    """What went wrong with the escalation, when it failed."""
+    """What went wrong: the escalation's failure, or the local backend's (``local_failed``)."""
     confidences: dict[str, float | None] = Field(default_factory=dict)
     """Every computed estimator's confidence (the primary one and any extra ones)."""

@@ -16,6 +16,8 @@ __all__ = [
     "ContextOverflowError",
     "EscalationError",
     "InvalidRequestError",
+    "LocalBackendError",
+    "LogprobsUnavailableError",
     "ModelNotFoundError",
     "ProfileMismatchError",
     "WeightsNotInstalledError",
@@ -62,6 +64,31 @@ class EscalationError(ConfRouteError):
         self.errors = errors
         self.decision: Any = None
         """The :class:`~confroute.decision.RoutingDecision` reported for the failed request."""
+
+
+class LocalBackendError(ConfRouteError):
+    """The local model could not answer: its server is down or failed after retries.
+
+    Raised by a backend reached over HTTP (:class:`~confroute.server_backend.ServerModel`).
+
+    Attributes:
+        model: The model string of the local backend.
+        attempts: How many calls were made.
+        errors: One short description per failed call, in order; never contains a secret.
+    """
+
+    def __init__(self, message: str, *, model: str, attempts: int, errors: list[str]) -> None:
+        super().__init__(message)
+        self.model = model
+        self.attempts = attempts
+        self.errors = errors
+
+
+class LogprobsUnavailableError(ConfigurationError):
+    """The local model's server returns no token log-probabilities, so no confidence exists.
+
+    The message names the server and how to make it return them.
+    """
 
 
 class ContextOverflowError(InvalidRequestError):

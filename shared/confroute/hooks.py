@@ -62,6 +62,7 @@ class ScoredAnswer:
         local_latency_s: Time spent generating and scoring the local answer.
         parsed: The local answer's tool calls, when tools were offered.
         confidences: Every chosen estimator's confidence, by name.
+        local_error: Why the local backend gave no answer (its server failed), else None.
     """
 
     messages: list[Message]
@@ -72,6 +73,7 @@ class ScoredAnswer:
     local_latency_s: float
     parsed: ParsedToolCalls | None = None
     confidences: dict[str, float | None] = field(default_factory=dict)
+    local_error: str | None = None
 
     @property
     def escalate(self) -> bool:

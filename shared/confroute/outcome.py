@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confroute.decision import RoutingDecision
-from confroute.errors import ContextOverflowError, EscalationError
+from confroute.errors import ContextOverflowError, EscalationError, LocalBackendError
 from confroute.hooks import DecisionHook, ScoredAnswer, Tracer, spans
 from confroute.response import RoutedChunk, RoutedResponse
 from confroute.target import EscalationResult, EscalationTarget, StreamDelta
@@ -91,7 +91,7 @@ class Outcome:
             remote_completion_tokens=remote.completion_tokens if remote else None,
             cost_usd=remote.cost_usd if remote else None,
             attempts=remote.attempts if remote else error.attempts if error else 0,
-            error=str(error) if error else None,
+            error=str(error) if error else answer.local_error,
             confidences=dict(answer.confidences),
         )
 
@@ -135,6 +135,14 @@ class Outcome:
         if error is not None and (self.raise_on_error or answer.generation is None):
             error.decision = decision
             raise error
+        if answer.generation is None and remote is None and answer.local_error is not None:
+            raise LocalBackendError(
+                f"The local model {self.local_model} failed ({answer.local_error}) and no "
+                "strong model is configured to answer instead.",
+                model=self.local_model,
+                attempts=0,
+                errors=[answer.local_error],
+            )
         if answer.generation is None and remote is None:
             raise ContextOverflowError(
                 f"The prompt does not fit {self.local_model}'s context window of "

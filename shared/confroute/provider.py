@@ -20,7 +20,9 @@ from typing import Any
 
 import litellm
 
-from confroute.local import GenerationConfig, LocalModel
+from confroute.backend import LocalBackend
+from confroute.backend_choice import choose_backend, load_backend
+from confroute.generation import GenerationConfig
 from confroute.settings import LOCAL_PROVIDER, RouterSettings
 from confroute.tools import parse_tool_calls
 
@@ -29,20 +31,25 @@ __all__ = ["LocalProvider", "get_local_model", "register_provider"]
 _DEFAULT_MAX_NEW_TOKENS: int = RouterSettings.model_fields["max_new_tokens"].default
 """Tokens generated when the request names no ``max_tokens`` (the router's default)."""
 
-_models: dict[str, LocalModel] = {}
+_models: dict[str, LocalBackend] = {}
 _models_lock = threading.Lock()
+_SETTINGS = RouterSettings()
 _registered = threading.Lock()
 
 
-def get_local_model(name: str) -> LocalModel:
-    """The process-wide :class:`LocalModel` for ``name``, loaded on first use."""
+def get_local_model(name: str) -> LocalBackend:
+    """The process-wide backend for ``name``, loaded on first use.
+
+    The engine follows :func:`confroute.backend_choice.choose_backend` (a bundled model runs
+    on llama.cpp when ``llama-cpp-python`` is installed, else on transformers).
+    """
     with _models_lock:
         if name not in _models:
-            _models[name] = LocalModel(name)
+            _models[name] = load_backend(choose_backend(name), _SETTINGS)
         return _models[name]
 
 
-def set_local_model(name: str, model: LocalModel) -> None:
+def set_local_model(name: str, model: LocalBackend) -> None:
     """Serve an already loaded model under ``confroute/<name>`` (shares it with the router)."""
     with _models_lock:
         _models[name] = model

@@ -20,13 +20,13 @@ from typing import Any
 from confroute.answer_format import detect_format
 from confroute.backend import LocalBackend, prompt_fits
 from confroute.decision import DecisionReason
-from confroute.errors import ConfigurationError
+from confroute.errors import ConfigurationError, LocalBackendError
 from confroute.estimators import EstimationContext, Estimator, Requirement, shared_confidence
 from confroute.forced import AnswerScoring
 from confroute.generation import Generation, GenerationConfig
 from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message
-from confroute.policies import RoutingPolicy, Verdict
+from confroute.policies import RoutingPolicy, Verdict, forced_verdict
 from confroute.settings import MAX_ANSWER_TOKENS
 from confroute.tools import parse_tool_calls, repeated_tool_calls
 
@@ -195,12 +195,25 @@ class Pipeline:
         answered = conversations
         if changer is not None:
             answered = [changer.transform_messages(c) for c in conversations]
-        generations, latency = self.generate(answered, config, tools)
+        try:
+            generations, latency = self.generate(answered, config, tools)
+        except LocalBackendError as error:
+            # the SLM's server is down or failing: every item is still decided and reported
+            # (escalated when a strong model is configured), never silently lost
+            logger.warning("The local backend failed: %s", error)
+            return [self.failed(c, str(error)) for c in conversations]
         per_item = latency / max(len(conversations), 1)
         return [
             self.score(c, g, per_item, tools, answered=a, config=config)
             for c, a, g in zip(conversations, answered, generations, strict=True)
         ]
+
+    def failed(self, messages: list[Message], error: str) -> ScoredAnswer:
+        """The verdict on a conversation the local backend could not answer: escalate."""
+        verdict = self._forced(messages, "local_failed")
+        return self._observed(
+            ScoredAnswer(messages, None, None, verdict, "local_failed", 0.0, local_error=error)
+        )
 
     def generate(
         self,
@@ -262,7 +275,7 @@ class Pipeline:
         """Score one answer and reach the verdict (policy, tool-call checks, observers)."""
         started = time.perf_counter()
         if generation is None:
-            verdict = Verdict(True, self.policy.decide(None).threshold, "context_overflow")
+            verdict = self._forced(messages, "context_overflow")
             overflow = ScoredAnswer(messages, None, None, verdict, "context_overflow", 0.0)
             return self._observed(replace(overflow, local_latency_s=local_latency_s))
         context = EstimationContext(
@@ -273,7 +286,7 @@ class Pipeline:
         )
         try:
             confidences = {
-                e.name: shared_confidence(e, generation, context) for e in self.estimators
+                e.name: self._confidence(e, generation, context) for e in self.estimators
             }
         finally:
             generation.extras.pop("prefix", None)  # free the key/value cache
@@ -281,16 +294,17 @@ class Pipeline:
         changer = self.prompt_estimator
         if changer is not None:
             generation = replace(generation, text=changer.clean_answer(generation.text))
-        verdict = self.policy.decide(confidence, answer_format=detect_format(messages).key)
         parsed = parse_tool_calls(generation.text, tools) if tools else None
         if parsed is not None and parsed.malformed:
             logger.debug("Local tool call is malformed: %s", parsed.malformed)
-            verdict = Verdict(True, verdict.threshold, "malformed_tool_call")
+            verdict = self._forced(messages, "malformed_tool_call")
         elif parsed is not None and repeated_tool_calls(parsed.calls, messages):
             # a call the conversation already made and a tool answered: the local model
             # echoes it instead of answering from the result (an agent would loop)
             logger.debug("Local answer repeats an answered tool call; escalating.")
-            verdict = Verdict(True, verdict.threshold, "repeated_tool_call")
+            verdict = self._forced(messages, "repeated_tool_call")
+        else:
+            verdict = self.policy.decide(confidence, answer_format=detect_format(messages).key)
         elapsed = local_latency_s + time.perf_counter() - started
         answer = ScoredAnswer(
             messages, generation, confidence, verdict, verdict.reason, elapsed, parsed, confidences
@@ -330,6 +344,22 @@ class Pipeline:
             prompt = self.local.encode(self.local.render(messages, tools))
             generation = self.local.score_answer(prompt, answer, config.hidden_layer)
         return self.score(messages, generation, time.perf_counter() - started, tools, config=config)
+
+    def _forced(self, messages: list[Message], reason: DecisionReason) -> Verdict:
+        """Escalate for ``reason`` whatever the confidence; a budget policy counts it."""
+        threshold = forced_verdict(self.policy, detect_format(messages).key).threshold
+        return Verdict(True, threshold, reason)
+
+    @staticmethod
+    def _confidence(
+        estimator: Estimator, generation: Generation, context: EstimationContext
+    ) -> float | None:
+        """The estimator's confidence; None (the lowest) when its follow-up call failed."""
+        try:
+            return shared_confidence(estimator, generation, context)
+        except LocalBackendError as error:
+            logger.warning("%s could not be computed: %s", estimator.name, error)
+            return None
 
     def _observed(self, answer: ScoredAnswer) -> ScoredAnswer:
         """``answer`` after every observer has seen it, with ``local_only`` where it applies.

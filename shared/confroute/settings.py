@@ -26,6 +26,7 @@ from confroute.errors import ConfigurationError
 from confroute.redaction import SecretURL
 
 __all__ = [
+    "DEFAULT_ESCALATION_RATE",
     "DEFAULT_LLM",
     "DEFAULT_SLM",
     "DEFAULT_THRESHOLD",
@@ -46,7 +47,10 @@ DEFAULT_LLM = "qwen2.5-coder-1.5b-instruct"
 LOCAL_PROVIDER = "confroute"
 """LiteLLM provider prefix of the in-process bundled models (see :mod:`confroute.provider`)."""
 DEFAULT_THRESHOLD = 0.8
-"""Default fixed threshold on the default estimator (perplexity confidence)."""
+"""Fixed threshold when no rate, threshold or policy is chosen and no shipped profile fits."""
+DEFAULT_ESCALATION_RATE = 0.3
+"""Escalation rate when no rate, threshold or policy is chosen and a shipped calibration
+profile matches the local model and estimator (the bundled models)."""
 BackendName = Literal["auto", "transformers", "llama.cpp", "server"]
 """The local engines by name (``"auto"`` chooses by the rule in :mod:`confroute.backend_choice`)."""
 MAX_ANSWER_TOKENS = 1 << 20
@@ -79,8 +83,9 @@ class RouterSettings(BaseModel):
     estimator: str = "perplexity"
     """Name of the uncertainty estimator whose confidence drives the decision."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    """Escalate when confidence is below it (None: :data:`DEFAULT_THRESHOLD`, unless a rate or
-    a policy is chosen)."""
+    """Escalate when confidence is below it. None, with no rate or policy either: the default
+    policy, :data:`DEFAULT_ESCALATION_RATE` held on the traffic when a shipped profile matches
+    the local model and estimator, else :data:`DEFAULT_THRESHOLD`."""
     escalation_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     """Escalate this share of requests (the threshold comes from a calibration profile)."""
     strict_profile: bool = True
@@ -88,7 +93,12 @@ class RouterSettings(BaseModel):
     per_format_thresholds: bool = True
     """With a rate: each answer format gets its own calibration threshold."""
     adapt_to_traffic: bool = True
-    """With a rate: follow the live confidence quantile (False keeps the profile's threshold)."""
+    """With a rate: hold it on the live traffic (False keeps the profile's fixed threshold)."""
+    max_escalation_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Hard cap: never escalate more than this share of any ``budget_window`` consecutive
+    requests (a refused escalation is kept local, ``reason="budget_exhausted"``)."""
+    budget_window: int = Field(default=100, ge=1)
+    """Requests per window of ``max_escalation_rate`` and of the rate's window guarantee."""
     api_base: SecretURL | None = None
     """Base URL of the strong model's OpenAI-compatible server (its userinfo is a secret)."""
     api_key: SecretStr | None = None
@@ -147,6 +157,8 @@ def settings_from(base: RouterSettings | None = None, **changes: Any) -> RouterS
 _REQUIREMENTS = {
     "threshold": "in [0, 1]",
     "escalation_rate": "in [0, 1]",
+    "max_escalation_rate": "in [0, 1] (a share of budget_window requests)",
+    "budget_window": "an integer >= 1 (requests)",
     "timeout": "a finite number of seconds > 0",
     "max_retries": "an integer >= 0",
     "fallbacks": "a list of LiteLLM model strings",

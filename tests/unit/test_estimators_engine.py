@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from confroute import ConfRouter
+from confroute.backend import Capabilities
 from confroute.errors import ConfigurationError
 from confroute.estimators import (
     EstimationContext,
@@ -84,6 +85,8 @@ def test_p_true_reads_the_true_and_false_variants_after_a_follow_up(
 
 def test_jaccard_degree_draws_m_samples_in_one_batched_call() -> None:
     class Sampler:
+        capabilities = Capabilities()  # a tokenizer: samples from token ids
+
         def __init__(self) -> None:
             self.calls: list[tuple[list[list[int]], GenerationConfig]] = []
 

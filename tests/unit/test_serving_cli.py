@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import confroute.backend_choice
 import confroute.local
 import confroute.serving.server
 from confroute.errors import ConfigurationError
@@ -39,7 +40,28 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(confroute.local, "LocalModel", fake_model)
     monkeypatch.setattr(confroute.serving.server, "serve", fake_serve)
+    # the transformers engine (the one that is micro-batched), whatever is installed
+    monkeypatch.setattr(confroute.backend_choice, "llama_cpp_installed", lambda: False)
     return captured
+
+
+def test_an_engine_that_batches_itself_is_not_micro_batched(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[str] = []
+
+    def fake_load(choice: Any, settings: Any) -> ScriptedLocalModel:
+        loaded.append(choice.backend)
+        return ScriptedLocalModel()
+
+    monkeypatch.setattr(confroute.backend_choice, "llama_cpp_installed", lambda: True)
+    monkeypatch.setattr(confroute.backend_choice, "load_backend", fake_load)
+    assert run_serve(_parse("--local-only")) == 0
+    assert loaded == ["llama.cpp"] and not isinstance(served["router"].local, MicroBatcher)
+    args = _parse("--local-only", "--slm", "hosted_vllm/Qwen/Qwen2.5-1.5B-Instruct")
+    assert run_serve(args) == 0
+    assert loaded == ["llama.cpp", "server"]
+    assert not isinstance(served["router"].local, MicroBatcher)
 
 
 def test_defaults_serve_on_loopback_with_batching(served: dict[str, Any]) -> None:

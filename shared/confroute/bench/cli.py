@@ -1,4 +1,4 @@
-"""The ``confroute bench`` command group: ``run`` a sweep, ``report`` a run directory.
+"""The ``confroute bench`` command group: ``run`` a sweep, ``sweep`` a sweep file, ``report``.
 
 Wired into the main CLI with two lines in :mod:`confroute.cli` (``_parser`` and ``main``)::
 
@@ -36,7 +36,7 @@ def _list(text: str) -> list[str]:
 
 
 def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``bench run`` and ``bench report`` to a sub-command set."""
+    """Add ``bench run``, ``bench sweep`` and ``bench report`` to a sub-command set."""
     from confroute.bench.datasets import DATA_DIR_ENV, DATASETS
     from confroute.bench.formats import FORMATS
     from confroute.bench.runner import DEFAULT_METHODS
@@ -97,6 +97,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     run.add_argument("--no-baseline", action="store_true", help="skip query embeddings")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--report", action="store_true", help="write the report afterwards")
+    _add_sweep_parser(commands)
     report = commands.add_parser("report", help="write tables, plots and an HTML page")
     report.add_argument("run_dir", type=Path, help="a run directory of `confroute bench run`")
     report.add_argument("--out", type=Path, default=None, help="output folder (RUN_DIR/report)")
@@ -109,6 +110,66 @@ def add_bench_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="report on the first N items of each dataset's sample only (compare methods "
         "that were run with a smaller --limit on the same items)",
     )
+
+
+def _add_sweep_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="run (or resume) the grid of a TOML sweep file, locally or on Ray",
+        description="Run every SLM x strong model x dataset x method x format x seed of a "
+        "sweep file (see docs/bench.md) into its run directory; only what is missing is "
+        "computed, so a killed sweep resumes.",
+    )
+    sweep.add_argument("file", type=Path, help="the sweep file (TOML)")
+    sweep.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: in this process (default); ray: one Ray task per (model, dataset shard)",
+    )
+    sweep.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join ('auto', 'ray://host:10001'; default RAY_ADDRESS or a new "
+        "local cluster)",
+    )
+    sweep.add_argument("--run-dir", type=Path, default=None, help="override the file's run_dir")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument("--report", action="store_true", help="write the report afterwards")
+
+
+def _run_sweep_file(args: argparse.Namespace) -> int:
+    from confroute.bench.report import write_report
+    from confroute.bench.sweep_file import load_sweep
+    from confroute.bench.sweep_run import run_sweep
+
+    sweep = load_sweep(args.file)
+    if args.ray_address is not None and args.executor != "ray":
+        raise ConfigurationError("--ray-address needs --executor ray.")
+    run_dir = args.run_dir or sweep.run_dir
+    result = run_sweep(
+        sweep,
+        run_dir=run_dir,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        progress=not args.no_progress,
+    )
+    computed = ", ".join(f"{k}={v}" for k, v in sorted(result.stats.items())) or "nothing"
+    retried = sum(1 for n in result.attempts.values() if n > 1)
+    print(
+        f"run dir: {run_dir}  ({result.wall_s:.1f} s, executor {args.executor}; "
+        f"{result.run_shards} of {result.shards} shards had work, {retried} retried; "
+        f"computed: {computed})"
+    )
+    for failure in result.failures:
+        print(f"failed: {failure.shard} after {failure.attempts} attempt(s): {failure.error}")
+    if result.failures:
+        print("Rerun the same command to retry the failed shards; finished items are kept.")
+    sys.stdout.flush()
+    if args.report:
+        out = write_report(run_dir)
+        print(f"report: {out / 'report.md'}")
+    return 1 if result.failures else 0
 
 
 def _sweep(args: argparse.Namespace) -> SweepConfig:
@@ -146,7 +207,7 @@ def _sweep(args: argparse.Namespace) -> SweepConfig:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Execute ``confroute bench run|report``; returns the exit status."""
+    """Execute ``confroute bench run|sweep|report``; returns the exit status."""
     from confroute.bench.report import write_report
     from confroute.bench.runner import SweepRunner
 
@@ -161,6 +222,8 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"report: {out / 'report.md'}")
         print(f"html  : {out / 'report.html'}")
         return 0
+    if args.bench_command == "sweep":
+        return _run_sweep_file(args)
     config = _sweep(args)
     started = time.perf_counter()
     stats = SweepRunner(config, args.run_dir, progress=not args.no_progress).run()
@@ -175,7 +238,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m confroute.bench run|report ...`` (the same as ``confroute bench ...``)."""
+    """``python -m confroute.bench run|sweep|report ...`` (the same as ``confroute bench ...``)."""
     parser = argparse.ArgumentParser(prog="confroute")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])

@@ -9,6 +9,8 @@ Outputs, written to ``RUN_DIR/report/`` (or ``--out``):
 - ``auroc_heatmap_<slm>_<format>.png``: AUROC per method and dataset;
 - ``confidence_hist_<slm>_<format>.png``: confidence histograms per dataset, split by
   correctness (like the paper's Figure 4);
+- which method is best for which SLM (mean AUROC / APGR, ranked) and the calibration-transfer
+  table per SLM, with ``auroc_by_slm.png`` (see :mod:`.sweep_report`);
 - ``report.html``: all of the above with the images inlined (base64).
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from confroute.bench import metrics as m
 from confroute.bench.evaluate import GroupScores, RunData, load_run, metric_rows
+from confroute.bench.sweep_report import slm_heatmap, sweep_markdown
 from confroute.errors import ConfigurationError
 
 __all__ = ["markdown_tables", "write_report"]
@@ -209,7 +212,7 @@ def _plots(data: RunData, rows: Sequence[dict[str, Any]], out: Path) -> list[Pat
         written.append(path)
         written.append(_histograms(plt, groups, out))
         written += _relative_accuracy(plt, rows, slm, prompt_format, out)
-    return written
+    return written + slm_heatmap(plt, rows, out)
 
 
 def _relative_accuracy(
@@ -361,7 +364,7 @@ def write_report(
     data = load_run(root, limit=limit)
     rows = metric_rows(data, n_boot=n_boot)
     (out / "metrics.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    markdown = markdown_tables(rows)
+    markdown = markdown_tables(rows) + "\n" + sweep_markdown(rows, data, root)
     (out / "report.md").write_text(markdown + "\n", encoding="utf-8")
     images = _plots(data, rows, out) if plots else []
     (out / "report.html").write_text(_html(markdown, images), encoding="utf-8")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from confroute import estimators as registry
+from confroute.backend import LocalBackend
 from confroute.bench.cache import (
     RecordFile,
     generation_from_record,
@@ -73,7 +74,7 @@ class SweepRunner:
         config: SweepConfig,
         run_dir: str | os.PathLike[str],
         *,
-        load_local: Callable[[str], LocalModel] | None = None,
+        load_local: Callable[[str], LocalBackend] | None = None,
         progress: bool = True,
     ) -> None:
         """Prepare a run.
@@ -89,7 +90,7 @@ class SweepRunner:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self._load_local = load_local or (lambda name: LocalModel(name, device=config.device))
-        self._models: dict[str, LocalModel] = {}
+        self._models: dict[str, LocalBackend] = {}
         self.stats: dict[str, int] = {"slm_generated": 0, "methods_computed": 0, "strong": 0}
         self._judge: LLMJudge | None = LLMJudge(config.judge) if config.judge else None
         self._strong = StrongAnswers(
@@ -156,7 +157,32 @@ class SweepRunner:
                 vectors=np.stack([cached[i] for i in ids]).astype(np.float16),
             )
 
-    def local_model(self, name: str) -> LocalModel:
+    # -- one cell at a time (the sweep executors of :mod:`.sweep_file`, :mod:`.ray_executor`)
+
+    def pending(
+        self, role: str, model: str, dataset: str, prompt_format: str, items: list[BenchItem]
+    ) -> list[BenchItem]:
+        """The items of one cell (``role`` ``slm`` or ``strong``) that still need work."""
+        group = self._group(role, model, dataset, prompt_format, items)
+        if role == "strong":
+            return [i for i in items if i.item_id not in group.cached]
+        return [i for i in items if self._missing(group.cached.get(i.item_id))]
+
+    def run_cell(
+        self, role: str, model: str, dataset: str, prompt_format: str, items: list[BenchItem]
+    ) -> None:
+        """Run one cell of a sweep (what :meth:`run` does for every cell), from the cache."""
+        group = self._group(role, model, dataset, prompt_format, items)
+        if role == "strong":
+            self._strong.run(group)
+        else:
+            self._run_slm(group)
+
+    def embed_queries(self, data: dict[str, list[BenchItem]]) -> None:
+        """Cache the query embeddings of the baseline for these items (see :meth:`run`)."""
+        self._embed_queries(data)
+
+    def local_model(self, name: str) -> LocalBackend:
         """The loaded local model for ``name`` (loaded once per runner)."""
         if name not in self._models:
             logger.info("loading %s", name)
@@ -234,7 +260,7 @@ class SweepRunner:
 
     def _generate(
         self,
-        model: LocalModel,
+        model: LocalBackend,
         group: SweepCell,
         items: list[BenchItem],
         want_hidden: bool,
@@ -274,7 +300,7 @@ class SweepRunner:
 
     def _score(
         self,
-        model: LocalModel,
+        model: LocalBackend,
         group: SweepCell,
         item: BenchItem,
         record: dict[str, Any],
@@ -297,7 +323,7 @@ class SweepRunner:
 
     def _prompt_variants(
         self,
-        model: LocalModel,
+        model: LocalBackend,
         group: SweepCell,
         items: list[BenchItem],
         records: list[dict[str, Any]],

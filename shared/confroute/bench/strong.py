@@ -15,13 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from confroute.backend import LocalBackend
 from confroute.bench.cache import RecordFile, model_slug
 from confroute.bench.datasets import BenchItem
 from confroute.bench.formats import extract_answer, messages_for
 from confroute.bench.sweep import SweepCell, SweepConfig, chunks, progress_bar
 from confroute.errors import EscalationError
 from confroute.escalation import Escalation
-from confroute.local import GenerationConfig, LocalModel
+from confroute.generation import GenerationConfig
 from confroute.settings import LOCAL_PROVIDER
 
 __all__ = ["StrongAnswers"]
@@ -37,7 +38,7 @@ class StrongAnswers:
         config: SweepConfig,
         run_dir: str | os.PathLike[str],
         *,
-        models: dict[str, LocalModel],
+        models: dict[str, LocalBackend],
         stats: dict[str, int],
         grade: Callable[[BenchItem, str, str | None, dict[str, Any]], bool],
         cap: Callable[[BenchItem, str, bool], int],
@@ -139,7 +140,7 @@ class StrongAnswers:
         return [i for i in todo if i.item_id not in slm]
 
     def _strong_local(
-        self, model: LocalModel, group: SweepCell, items: list[BenchItem]
+        self, model: LocalBackend, group: SweepCell, items: list[BenchItem]
     ) -> list[tuple[str | None, str | None]]:
         config = GenerationConfig(max_new_tokens=self._cap(items[0], group.prompt_format, True))
         generations = model.generate([messages_for(i, group.prompt_format) for i in items], config)

@@ -4,17 +4,23 @@ The follow-up turn is the conversation, the answer, and one new user message. Wh
 was generated with ``GenerationConfig(keep_cache=True)`` (the router does this whenever such an
 estimator is chosen), the key/value cache of prompt and answer is reused, so only the new turn
 (a few dozen tokens) is prefilled instead of the whole conversation.
+
+A backend without a tokenizer (``capabilities.tokenizer`` False: a model behind an HTTP API)
+is asked by messages through :class:`~confroute.backend.MessageFollowUp`: p_true reads the
+top-k alternatives of the reply's first token (:func:`p_true_from_alternatives`), verbalized
+2-step the greedy reply.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from confroute.backend import MessageFollowUp
 from confroute.errors import ConfigurationError
 from confroute.estimators.base import EstimationContext, Estimator, Requirement
 from confroute.estimators.prompts import (
@@ -24,12 +30,19 @@ from confroute.estimators.prompts import (
     VERBALIZED_2S_QUESTION,
 )
 from confroute.estimators.verbalized import parse_confidence
-from confroute.generation import Generation
+from confroute.generation import Generation, TokenAlternative
 
 if TYPE_CHECKING:
     from confroute.backend import LocalBackend
 
-__all__ = ["PTrue", "Verbalized2S", "answer_token_ids", "p_true_from_logprobs"]
+__all__ = [
+    "PTrue",
+    "Verbalized2S",
+    "answer_token_ids",
+    "follow_up_messages",
+    "p_true_from_alternatives",
+    "p_true_from_logprobs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +95,40 @@ def p_true_from_logprobs(
     return 1.0 / (1.0 + math.exp(log_false - log_true))
 
 
+def p_true_from_alternatives(
+    alternatives: Sequence[TokenAlternative],
+) -> tuple[float | None, float, str | None]:
+    """``p(True) / (p(True) + p(False))`` from the top-k alternatives of one token.
+
+    For a backend that reports only the top-k (an HTTP API): each word's variants are found
+    among the alternatives' strings by :func:`answer_token_ids`'s rule and their
+    probabilities summed. A word with no variant among them ranks below every listed
+    alternative, so its probability is at most the least likely one's: that bound stands in
+    for it, and a word missing from the list never makes the confidence exactly 0 or 1.
+
+    Returns:
+        The confidence (None when neither word is among the alternatives), the probability
+        mass seen on both words, and which word was bounded (``"true"``, ``"false"`` or None).
+    """
+    pairs = [(alt.token, index) for index, alt in enumerate(alternatives)]
+    true_mass = math.fsum(
+        math.exp(alternatives[i].logprob) for i in answer_token_ids(pairs, P_TRUE_TRUE_WORDS)
+    )
+    false_mass = math.fsum(
+        math.exp(alternatives[i].logprob) for i in answer_token_ids(pairs, P_TRUE_FALSE_WORDS)
+    )
+    seen = true_mass + false_mass
+    if seen <= 0.0:
+        return None, 0.0, None
+    bound = min(math.exp(alt.logprob) for alt in alternatives)
+    bounded: str | None = None
+    if false_mass <= 0.0:
+        false_mass, bounded = bound, "false"
+    elif true_mass <= 0.0:
+        true_mass, bounded = bound, "true"
+    return true_mass / (true_mass + false_mass), seen, bounded
+
+
 def _model_of(context: EstimationContext, name: str) -> LocalBackend:
     if context.local_model is None:
         raise ConfigurationError(
@@ -89,6 +136,34 @@ def _model_of(context: EstimationContext, name: str) -> LocalBackend:
             "EstimationContext(local_model=...) (ConfRouter does this)."
         )
     return context.local_model
+
+
+def follow_up_messages(
+    generation: Generation, context: EstimationContext, question: str
+) -> list[dict[str, Any]]:
+    """The follow-up turn: the conversation, the answer, and ``question`` as a user message."""
+    return [
+        *context.messages,
+        {"role": "assistant", "content": generation.text},
+        {"role": "user", "content": question},
+    ]
+
+
+def _by_messages(model: LocalBackend, name: str) -> MessageFollowUp | None:
+    """``model`` when it is asked by messages (no tokenizer), else None.
+
+    Raises:
+        ConfigurationError: ``model`` has no tokenizer and no :class:`MessageFollowUp` calls.
+    """
+    if model.capabilities.tokenizer:
+        return None
+    if not isinstance(model, MessageFollowUp):
+        raise ConfigurationError(
+            f"The {name!r} estimator asks a follow-up question, and {model.name!r} has no "
+            "tokenizer and no follow_up_alternatives()/follow_up_reply() "
+            "(confroute.backend.MessageFollowUp); choose a single-pass estimator."
+        )
+    return model
 
 
 def follow_up_ids(
@@ -100,11 +175,7 @@ def follow_up_ids(
     backend that wrote it reads it.
     """
     model = _model_of(context, name)
-    messages = [
-        *context.messages,
-        {"role": "assistant", "content": generation.text},
-        {"role": "user", "content": question},
-    ]
+    messages = follow_up_messages(generation, context, question)
     ids = model.encode(model.render(messages, context.tools))
     prefix = generation.extras.get("prefix")
     return model, ids, prefix
@@ -142,12 +213,24 @@ class PTrue(Estimator):
         return self._ids[key]
 
     def prepare(self, local_model: LocalBackend | None) -> None:
-        """Find the answer-word tokens once."""
-        if local_model is not None:
+        """Find the answer-word tokens once (a backend without a tokenizer has none to find)."""
+        if local_model is not None and _by_messages(local_model, self.name) is None:
             self.variant_ids(local_model)
 
     def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
         """Renormalised probability that the model calls its answer true."""
+        asked = _by_messages(_model_of(context, self.name), self.name)
+        if asked is not None:
+            messages = follow_up_messages(generation, context, P_TRUE_QUESTION)
+            alternatives = asked.follow_up_alternatives(messages, context.tools)
+            value, seen, bounded = p_true_from_alternatives(alternatives)
+            context.extras["p_true_mass"] = seen
+            if bounded is not None:
+                context.extras["p_true_bounded"] = bounded
+            logger.debug(
+                "p_true: mass on True/False among the top-%d %.3f", len(alternatives), seen
+            )
+            return value
         model, ids, prefix = follow_up_ids(generation, context, P_TRUE_QUESTION, self.name)
         true_ids, false_ids = self.variant_ids(model)
         logprobs = model.next_token_logprobs(ids, prefix)
@@ -179,8 +262,15 @@ class Verbalized2S(Estimator):
 
     def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
         """The confidence the model states in the second turn, or None."""
-        model, ids, prefix = follow_up_ids(generation, context, VERBALIZED_2S_QUESTION, self.name)
-        reply = model.continue_greedy(ids, self.max_new_tokens, prefix)
+        asked = _by_messages(_model_of(context, self.name), self.name)
+        if asked is not None:
+            messages = follow_up_messages(generation, context, VERBALIZED_2S_QUESTION)
+            reply = asked.follow_up_reply(messages, context.tools, self.max_new_tokens)
+        else:
+            model, ids, prefix = follow_up_ids(
+                generation, context, VERBALIZED_2S_QUESTION, self.name
+            )
+            reply = model.continue_greedy(ids, self.max_new_tokens, prefix)
         context.extras["verbalized_2s_reply"] = reply
         value = parse_confidence(reply)
         if value is None:

@@ -52,7 +52,8 @@ class JaccardDegree(Estimator):
     """Semantic consistency of ``m`` samples at temperature 1.0 (one batched call).
 
     The samples are drawn from the same prompt with the answer's token cap and stop strings;
-    the greedy answer itself is not one of them.
+    the greedy answer itself is not one of them. A backend without a tokenizer is asked by
+    messages (:meth:`~confroute.backend.LocalBackend.generate` with ``num_samples``).
     """
 
     name: ClassVar[str] = "jaccard_degree"
@@ -90,9 +91,6 @@ class JaccardDegree(Estimator):
                 "jaccard_degree draws samples from the local model; pass "
                 "EstimationContext(local_model=...) (ConfRouter does this)."
             )
-        prompt = context.prompt_ids
-        if prompt is None:
-            prompt = model.encode(model.render(context.messages, context.tools))
         base = context.config or GenerationConfig()
         config = replace(
             base,
@@ -103,7 +101,13 @@ class JaccardDegree(Estimator):
             hidden_layer=None,
             keep_cache=False,
         )
-        samples = model.generate_from_ids([list(prompt)], config)
+        if model.capabilities.tokenizer:
+            prompt = context.prompt_ids
+            if prompt is None:
+                prompt = model.encode(model.render(context.messages, context.tools))
+            samples = model.generate_from_ids([list(prompt)], config)
+        else:  # a model behind an API: by messages, `n` samples in one call where it can
+            samples = model.generate([list(context.messages)], config, tools=context.tools)
         texts = [s.text for s in samples]
         context.extras["jaccard_samples"] = texts
         return jaccard_degree_confidence(texts)

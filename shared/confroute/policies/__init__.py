@@ -11,29 +11,47 @@ compares through :func:`compare`.
 - :class:`OnlineBudget`: holds a target rate on live traffic with a streaming quantile update,
   and reports drift from the calibration distribution (:func:`ks_statistic`).
 - :class:`StreamingQuantile`: holds a target rate with the running quantile of live
-  confidences, warm-started from the profile.
+  confidences, warm-started from the profile; :func:`held_rate` builds it as
+  ``ConfRouter(escalation_rate=r)`` does (budget feedback and a window band: the rate holds
+  on shifting traffic).
+- :class:`EscalationCap`: a hard ceiling on any policy's escalations per window
+  (``reason="budget_exhausted"``).
 """
 
 from __future__ import annotations
 
 from confroute.bounds import check_unit_interval
-from confroute.policies.base import RoutingPolicy, Verdict, compare
+from confroute.policies.base import (
+    CountsForcedEscalations,
+    RoutingPolicy,
+    Verdict,
+    compare,
+    forced_verdict,
+)
 from confroute.policies.budget import OnlineBudget, ks_statistic
+from confroute.policies.cap import EscalationCap, SlidingCap, check_cap
 from confroute.policies.fixed import FixedThreshold
 from confroute.policies.risk import RiskControlledThreshold, clopper_pearson_upper
-from confroute.policies.streaming import StreamingQuantile
+from confroute.policies.streaming import HELD_RATE, StreamingQuantile, held_rate
 from confroute.policies.target_rate import TargetEscalationRate
 
 __all__ = [
+    "HELD_RATE",
+    "CountsForcedEscalations",
+    "EscalationCap",
     "FixedThreshold",
     "OnlineBudget",
     "RiskControlledThreshold",
     "RoutingPolicy",
+    "SlidingCap",
     "StreamingQuantile",
     "TargetEscalationRate",
     "Verdict",
+    "check_cap",
     "check_unit_interval",
     "clopper_pearson_upper",
     "compare",
+    "forced_verdict",
+    "held_rate",
     "ks_statistic",
 ]

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from confroute.decision import DecisionReason
 
-__all__ = ["RoutingPolicy", "Verdict", "compare"]
+__all__ = ["CountsForcedEscalations", "RoutingPolicy", "Verdict", "compare", "forced_verdict"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,28 @@ class RoutingPolicy(Protocol):
                 thresholds ignore it.
         """
         ...
+
+
+@runtime_checkable
+class CountsForcedEscalations(Protocol):
+    """A policy that keeps a budget and is told of escalations it was not asked about.
+
+    The router escalates some requests whatever the confidence (a prompt longer than the
+    local context window, a failed local backend, a malformed or repeated tool call); a
+    budget policy counts them through :meth:`forced` so the spent budget stays true. A policy
+    without this method is asked ``decide(None)`` instead, which escalates too.
+    """
+
+    def forced(self, answer_format: str | None = None) -> Verdict:
+        """Count one request escalated regardless; the verdict carries its threshold."""
+        ...
+
+
+def forced_verdict(policy: RoutingPolicy, answer_format: str | None) -> Verdict:
+    """The policy's verdict for a request the router escalates whatever the confidence."""
+    if isinstance(policy, CountsForcedEscalations):
+        return policy.forced(answer_format)
+    return policy.decide(None, answer_format=answer_format)
 
 
 def compare(confidence: float | None, threshold: float) -> Verdict:

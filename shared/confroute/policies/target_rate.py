@@ -48,8 +48,12 @@ class TargetEscalationRate(FixedThreshold):
         )
 
     def decide(self, confidence: float | None, answer_format: str | None = None) -> Verdict:
-        """Compare with the threshold of ``answer_format`` (the pooled one when unknown)."""
-        threshold = self.format_thresholds.get(answer_format or "any", self.threshold)
+        """Compare with the threshold of ``answer_format`` (the pooled one when unknown).
+
+        A finer key (``letter:4``, ``letter:<template>``) uses its format's threshold.
+        """
+        base = (answer_format or "any").split(":", 1)[0]  # letter:4 -> letter's threshold
+        threshold = self.format_thresholds.get(base, self.threshold)
         return compare(confidence, threshold)
 
     def __repr__(self) -> str:

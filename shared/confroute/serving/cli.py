@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from confroute.backend import LocalBackend
+from confroute.cli_args import add_slm_backend_arguments, slm_backend_settings
 from confroute.errors import ConfigurationError
 from confroute.settings import RouterSettings, environment, settings_from
 
@@ -46,8 +48,10 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--slm",
         default=env.slm,
-        help="local model: bundled name, directory, .gguf file or hub id (env CONFROUTE_SLM)",
+        help="local model: bundled name, directory, .gguf file, hub id, or a LiteLLM model "
+        "string of a server with log-probs (env CONFROUTE_SLM)",
     )
+    add_slm_backend_arguments(serve, env)
     serve.add_argument(
         "--llm",
         default=env.llm,
@@ -72,6 +76,26 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="environment variable holding a key that clients must send as a Bearer token",
     )
     serve.add_argument("--threshold", type=float, default=None, help="escalate below this")
+    serve.add_argument(
+        "--escalation-rate",
+        type=float,
+        default=None,
+        help="escalate this share of requests, held on the live traffic (a bundled model's "
+        "shipped profile; default: 0.3 for a bundled model, else --threshold 0.8)",
+    )
+    serve.add_argument(
+        "--max-escalation-rate",
+        type=float,
+        default=None,
+        help="hard cap: never escalate more than this share of any 100 requests",
+    )
+    serve.add_argument(
+        "--policy-state",
+        default=None,
+        metavar="PATH",
+        help="keep the rate policy's live state (windows, spent budget) in this JSON file: "
+        "read at start, written at exit",
+    )
     serve.add_argument(
         "--estimator",
         default=defaults["estimator"].default,
@@ -143,10 +167,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Build the router from the parsed arguments and serve until interrupted."""
-    from confroute.backend import LocalBackend
-    from confroute.local import LocalModel
     from confroute.router import ConfRouter
-    from confroute.serving.batcher import MicroBatcher
     from confroute.serving.early import EarlyEscalation, EarlyEscalationRouter
     from confroute.serving.server import ServerLimits, serve
 
@@ -163,17 +184,18 @@ def run_serve(args: argparse.Namespace) -> int:
     api_key: SecretStr | str | None = (
         environment().api_key if args.api_key_env is None else _env_value(args.api_key_env)
     )
-    local: LocalBackend = LocalModel(args.slm, max_batch_size=args.max_batch)
-    if not args.no_batching:
-        local = MicroBatcher(local, window_ms=args.batch_window_ms, max_batch=args.max_batch)
     settings = settings_from(
         None,
+        **slm_backend_settings(args),
         estimator=args.estimator,
         threshold=args.threshold,
+        escalation_rate=args.escalation_rate,
+        max_escalation_rate=args.max_escalation_rate,
         api_base=args.api_base,
         api_key=api_key,
         max_new_tokens=args.max_new_tokens,
     )
+    local = _local_backend(args, settings)
     strong = None if args.local_only else args.llm
     if args.early_every is not None:
         early = EarlyEscalation(every=args.early_every, margin=args.early_margin)
@@ -182,20 +204,59 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     else:
         router = ConfRouter(local, strong, settings=settings)
+    state = getattr(router.policy, "save_state", None) if args.policy_state else None
+    if args.policy_state and state is None:
+        raise ConfigurationError(
+            f"--policy-state keeps the live state of a rate policy; {router.policy!r} has "
+            "none. Use --escalation-rate (or the default rate of a bundled model)."
+        )
+    if state is not None:
+        getattr(router.policy, "load_state")(args.policy_state)  # noqa: B009 (not a Protocol)
     print(
         f"confroute serve: http://{args.host}:{args.port}/v1 model={args.model_name!r} "
-        f"local={router.local.name} strong={strong} (Ctrl-C stops)",
+        f"local={router.local.name} ({router.local.capabilities.backend}) strong={strong} "
+        f"policy={router.policy!r} (Ctrl-C stops)",
         file=sys.stderr,
     )
-    serve(
-        router,
-        host=args.host,
-        port=args.port,
-        model_name=args.model_name,
-        api_key=server_key,
-        limits=limits,
-    )
+    try:
+        serve(
+            router,
+            host=args.host,
+            port=args.port,
+            model_name=args.model_name,
+            api_key=server_key,
+            limits=limits,
+        )
+    finally:
+        if state is not None:
+            state(args.policy_state)
     return 0
+
+
+def _local_backend(args: argparse.Namespace, settings: RouterSettings) -> LocalBackend:
+    """The SLM by the engine rule; the in-process transformers engine gets the micro-batcher.
+
+    llama.cpp in process decodes one sequence at a time and a server batches on its own, so
+    neither is wrapped.
+    """
+    from confroute.backend_choice import choose_backend, load_backend
+    from confroute.estimators import get
+    from confroute.local import LocalModel
+    from confroute.serving.batcher import MicroBatcher
+
+    filled = settings.with_env()
+    choice = choose_backend(
+        args.slm,
+        settings.local_backend,
+        api_base=filled.local_api_base,
+        needs=get(settings.estimator).requires,
+    )
+    if choice.backend != "transformers":
+        return load_backend(choice, settings)
+    local: LocalBackend = LocalModel(choice.model, max_batch_size=args.max_batch)
+    if not args.no_batching:
+        local = MicroBatcher(local, window_ms=args.batch_window_ms, max_batch=args.max_batch)
+    return local
 
 
 def _env_value(name: str | None) -> str | None:

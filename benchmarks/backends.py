@@ -1,0 +1,272 @@
+"""Speed of the local engines side by side, in one run, on the same GGUF weights.
+
+For each bundled model (the 0.5B, and the 1.5B unless ``--quick``), batch 1, greedy, the same
+short chat prompts and token cap, best wall time of ``--repeats`` runs per prompt:
+
+(a) plain llama.cpp: ``llama_cpp.Llama.create_chat_completion`` (no log-probs);
+(b) confroute's llama.cpp backend (:class:`confroute.llamacpp.LlamaCppModel`) through
+    ``ConfRouter.route`` with ``perplexity`` and with ``p_true``;
+(c) confroute's transformers backend (:class:`confroute.LocalModel`) with ``perplexity``;
+(d) a llama.cpp server (``python -m llama_cpp.server``, same file) reached through the server
+    backend (:class:`confroute.server_backend.ServerModel`) with ``perplexity``, and the same
+    server called directly through LiteLLM; and under 16 concurrent callers, the server's
+    throughput with and without confroute in front.
+
+Tokens/s is completion tokens over wall time of the whole call (prefill included), summed over
+the prompts. ``overhead_*`` = wall time of (b) over wall time of (a) for the same prompts
+(1.0 = no cost); ``speedup_batch1`` = tokens/s of (b, perplexity) over tokens/s of (c), 0.5B.
+
+Usage:
+    python benchmarks/backends.py [--quick] [--repeats 3] [--max-new-tokens 48] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from confroute import ConfRouter, LocalModel
+from confroute.llamacpp import LlamaCppModel
+from confroute.models import BUNDLED_MODELS, DEFAULT_LLM, DEFAULT_SLM, bundled_gguf
+from confroute.server_backend import ServerModel
+
+PROMPTS = [
+    "Explain what a hash table is.",
+    "Why is the sky blue?",
+    "Write a Python function that reverses a string.",
+]
+CONCURRENT = 16
+THREADS = min(4, os.cpu_count() or 1)
+
+
+def best_of(repeats: int, call: Callable[[], int]) -> tuple[float, int]:
+    """Best wall time of ``repeats`` calls, and the tokens the best one wrote."""
+    best = (float("inf"), 0)
+    for _ in range(repeats):
+        started = time.perf_counter()
+        tokens = call()
+        best = min(best, (time.perf_counter() - started, tokens))
+    return best
+
+
+def measure(repeats: int, calls: list[Callable[[], int]]) -> dict[str, float]:
+    """Wall seconds and tokens summed over prompts (best of ``repeats`` each), and tokens/s."""
+    wall = tokens = 0.0
+    for call in calls:
+        seconds, count = best_of(repeats, call)
+        wall, tokens = wall + seconds, tokens + count
+    return {
+        "wall_s": round(wall, 3),
+        "tokens": int(tokens),
+        "tokens_per_s": round(tokens / wall, 2),
+        "latency_s": round(wall / len(calls), 3),
+    }
+
+
+def messages(prompt: str) -> list[dict[str, str]]:
+    """One user turn."""
+    return [{"role": "user", "content": prompt}]
+
+
+def routed(router: ConfRouter, prompt: str, cap: int) -> Callable[[], int]:
+    """A call of ``router.route`` returning the local answer's token count."""
+
+    def call() -> int:
+        local = router.route(prompt, max_new_tokens=cap).local
+        return local.completion_tokens if local is not None else 0
+
+    return call
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def llama_server(gguf: str, alias: str) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on 127.0.0.1 for the duration; yields its /v1 URL."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", alias,
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+        "--n_threads", str(THREADS),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/models", timeout=5):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("llama_cpp.server did not start") from None
+                time.sleep(1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def concurrent_throughput(call: Callable[[str], Any], total: int) -> float:
+    """Requests/s of ``total`` requests from ``CONCURRENT`` callers (each awaits in turn)."""
+    queue = [PROMPTS[i % len(PROMPTS)] for i in range(total)]
+
+    async def caller() -> None:
+        while queue:
+            await call(queue.pop())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(CONCURRENT)))
+    return total / (time.perf_counter() - started)
+
+
+def server_section(gguf: str, cap: int, repeats: int) -> dict[str, Any]:
+    """(d): the server backend against direct LiteLLM calls, batch 1 and 16 callers."""
+    import litellm
+
+    alias = "bench-slm"
+    with llama_server(gguf, alias) as base:
+        model = f"openai/{alias}"
+        direct_kwargs: dict[str, Any] = {
+            "model": model, "api_base": base, "api_key": "none", "max_tokens": cap,
+            "temperature": 0.0, "logprobs": True, "top_logprobs": 5,
+        }  # fmt: skip
+
+        def direct(prompt: str) -> Callable[[], int]:
+            def call() -> int:
+                reply = litellm.completion(messages=messages(prompt), **direct_kwargs)
+                return int(reply.usage.completion_tokens)
+
+            return call
+
+        router = ConfRouter(ServerModel(model, api_base=base, api_key="none"), None)
+        plain = measure(repeats, [direct(p) for p in PROMPTS])
+        through = measure(repeats, [routed(router, p, cap) for p in PROMPTS])
+
+        async def direct_async(prompt: str) -> Any:
+            return await litellm.acompletion(messages=messages(prompt), **direct_kwargs)
+
+        async def routed_async(prompt: str) -> Any:
+            return await router.aroute(prompt, max_new_tokens=cap)
+
+        total = 2 * CONCURRENT
+        plain_rps = asyncio.run(concurrent_throughput(direct_async, total))
+        routed_rps = asyncio.run(concurrent_throughput(routed_async, total))
+    return {
+        "direct_litellm": plain,
+        "server_backend_perplexity": through,
+        "overhead_batch1": round(through["wall_s"] / plain["wall_s"], 3),
+        "concurrent_callers": CONCURRENT,
+        "direct_requests_per_s": round(plain_rps, 3),
+        "routed_requests_per_s": round(routed_rps, 3),
+        "throughput_ratio": round(routed_rps / plain_rps, 3),
+    }
+
+
+def model_section(name: str, cap: int, repeats: int, with_server: bool) -> dict[str, Any]:
+    """(a)-(d) for one bundled model."""
+    import llama_cpp
+
+    gguf = str(bundled_gguf(BUNDLED_MODELS[name]))
+    llama = llama_cpp.Llama(gguf, n_ctx=2048, n_threads=THREADS, verbose=False)
+
+    def plain(prompt: str) -> Callable[[], int]:
+        def call() -> int:
+            reply: Any = llama.create_chat_completion(
+                messages=messages(prompt),  # type: ignore[arg-type]
+                max_tokens=cap,
+                temperature=0.0,
+            )
+            return int(reply["usage"]["completion_tokens"])
+
+        return call
+
+    for prompt in PROMPTS[:1]:
+        plain(prompt)()  # warm-up
+    result: dict[str, Any] = {"plain_llama_cpp": measure(repeats, [plain(p) for p in PROMPTS])}
+    llama.close()
+    backend = LlamaCppModel(gguf, n_threads=THREADS)
+    for estimator in ("perplexity", "p_true"):
+        router = ConfRouter(backend, None, estimator=estimator)
+        routed(router, PROMPTS[0], cap)()  # warm-up
+        result[f"llama_cpp_{estimator}"] = measure(
+            repeats, [routed(router, p, cap) for p in PROMPTS]
+        )
+    del backend
+    transformers_router = ConfRouter(LocalModel(name), None)
+    routed(transformers_router, PROMPTS[0], cap)()  # warm-up
+    result["transformers_perplexity"] = measure(
+        repeats, [routed(transformers_router, p, cap) for p in PROMPTS]
+    )
+    del transformers_router
+    plain_wall = result["plain_llama_cpp"]["wall_s"]
+    for estimator in ("perplexity", "p_true"):
+        measured = result[f"llama_cpp_{estimator}"]
+        result[f"overhead_{estimator}"] = round(measured["wall_s"] / plain_wall, 3)
+    result["speedup_batch1"] = round(
+        result["llama_cpp_perplexity"]["tokens_per_s"]
+        / result["transformers_perplexity"]["tokens_per_s"],
+        2,
+    )
+    if with_server:
+        result["server"] = server_section(gguf, cap, repeats)
+    return result
+
+
+def main() -> None:
+    """Run the comparison and print a table (or one JSON line with ``--json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="0.5B only, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--no-server", action="store_true", help="skip (d)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    names = [DEFAULT_SLM] if args.quick else [DEFAULT_SLM, DEFAULT_LLM]
+    started = time.perf_counter()
+    models = {
+        name: model_section(name, args.max_new_tokens, repeats, not args.no_server)
+        for name in names
+    }
+    small = models[DEFAULT_SLM]
+    summary = {
+        "prompts": len(PROMPTS),
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": repeats,
+        "threads": THREADS,
+        "models": models,
+        "speedup_batch1": small["speedup_batch1"],
+        "overhead_perplexity": small["overhead_perplexity"],
+        "overhead_p_true": small["overhead_p_true"],
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    if not args.json:
+        for name, section in models.items():
+            print(f"== {name}")
+            for key, value in section.items():
+                print(f"  {key}: {value}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Command-line arguments shared by ``confroute ask`` and ``confroute serve``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from confroute.settings import Environment
+
+__all__ = ["add_slm_backend_arguments", "slm_backend_settings"]
+
+
+def add_slm_backend_arguments(parser: argparse.ArgumentParser, env: Environment) -> None:
+    """``--slm-backend``, ``--slm-api-base`` and ``--slm-api-key-env`` (ask and serve)."""
+    parser.add_argument(
+        "--slm-backend",
+        default=env.slm_backend,
+        choices=["auto", "transformers", "llama.cpp", "server"],
+        help="engine of --slm; 'auto' follows the rule in docs/backends.md (env "
+        "CONFROUTE_SLM_BACKEND; default %(default)s)",
+    )
+    parser.add_argument(
+        "--slm-api-base",
+        default=None,
+        help="base URL of the SLM's server (--slm-backend server; env CONFROUTE_SLM_API_BASE)",
+    )
+    parser.add_argument(
+        "--slm-api-key-env",
+        default=None,
+        metavar="VAR",
+        help="name of the environment variable holding the SLM server's key "
+        "(default CONFROUTE_SLM_API_KEY)",
+    )
+
+
+def slm_backend_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The router settings of the SLM backend arguments (the key is read, never printed)."""
+    settings: dict[str, Any] = {"local_backend": args.slm_backend}
+    if args.slm_api_base:
+        settings["local_api_base"] = args.slm_api_base
+    if args.slm_api_key_env:
+        settings["local_api_key"] = os.environ.get(args.slm_api_key_env)
+    return settings
