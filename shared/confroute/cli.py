@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the bundled models and whether they are installed")
     add_calibration_parsers(commands, DEFAULT_SLM, estimators.available())
     add_serve_parser(commands)
-    add_slm_backend_arguments(add_mcp_parser(commands), env)
+    add_mcp_parser(commands)
     add_bench_parser(commands)
     return parser
 
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return run_serve(args)
         if args.command == "mcp":
-            return run_mcp(args, slm_backend_settings(args))
+            return run_mcp(args)
         if args.command == "bench":
             return run_bench(args)
         return _models()

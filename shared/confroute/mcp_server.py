@@ -18,12 +18,12 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from confroute.agent import ToolDecision, ToolMode, aask, masked, tool_messages
+from confroute.cli_args import add_slm_backend_arguments, slm_backend_settings
 from confroute.errors import ConfigurationError, ConfRouteError
 from confroute.router import ConfRouter
 from confroute.settings import RouterSettings, environment
@@ -222,6 +222,7 @@ def add_mcp_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="strong model as a LiteLLM model string, or 'none' to stay local (env "
         "CONFROUTE_LLM; default %(default)s)",
     )
+    add_slm_backend_arguments(parser, env)
     parser.add_argument(
         "--api-base", default=env.api_base, help="base URL of the strong model's server"
     )
@@ -253,14 +254,8 @@ def add_mcp_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def run_mcp(args: argparse.Namespace, backend: Mapping[str, Any] | None = None) -> int:
-    """Build the router from the parsed arguments and serve MCP until the client leaves.
-
-    Args:
-        args: The parsed ``confroute mcp`` arguments.
-        backend: Router settings of the local model's engine (``local_backend``, ...), from
-            the command line's ``--slm-backend`` arguments.
-    """
+def run_mcp(args: argparse.Namespace) -> int:
+    """Build the router from the parsed arguments and serve MCP until the client leaves."""
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.api_key_env is None:
         api_key: Any = environment().api_key
@@ -279,7 +274,7 @@ def run_mcp(args: argparse.Namespace, backend: Mapping[str, Any] | None = None) 
         api_base=args.api_base,
         api_key=api_key,
         max_new_tokens=args.max_new_tokens,
-        **dict(backend or {}),
+        **slm_backend_settings(args),
     )
     server = build_server(router, log_level=args.log_level)
     print(
