@@ -37,6 +37,7 @@ __all__ = [
     "ScoreResult",
     "add_mcp_parser",
     "build_server",
+    "keep_stdout_for_the_protocol",
     "mode_for",
     "run_mcp",
 ]
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 MaxEscalation = bool | Literal["never", "local", "strong"]
 """How far ``ask`` may escalate: True or ``"strong"`` (default: escalate when unsure), False,
 ``"never"`` or ``"local"`` (the local model answers; the result says whether it is unsure)."""
+
+STDOUT_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+"""Loggers whose records below WARNING are written to stdout (LiteLLM's)."""
 
 INSTRUCTIONS = (
     "confroute answers questions with a small local model and escalates to a stronger model "
@@ -257,6 +261,8 @@ def add_mcp_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_mcp(args: argparse.Namespace) -> int:
     """Build the router from the parsed arguments and serve MCP until the client leaves."""
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if args.transport == "stdio":
+        keep_stdout_for_the_protocol()
     if args.api_key_env is None:
         api_key: Any = environment().api_key
     else:
@@ -286,6 +292,18 @@ def run_mcp(args: argparse.Namespace) -> int:
     else:
         server.run("streamable-http", host=args.host, port=args.port)
     return 0
+
+
+def keep_stdout_for_the_protocol() -> None:
+    """On stdio, keep libraries that log to stdout quiet below WARNING.
+
+    LiteLLM writes its records below WARNING to ``sys.stdout`` (its LevelRoutingStreamHandler),
+    even at exit; on the stdio transport stdout is the JSON-RPC stream, and such a line breaks
+    the client's reading of it. Its loggers are held at WARNING (their warnings go to stderr).
+    """
+    for name in STDOUT_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
 
 
 def _where(args: argparse.Namespace) -> str:

@@ -8,6 +8,7 @@ shows the key in no result and no log line. Each server loads the model once (mo
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -41,13 +42,16 @@ def server_env() -> dict[str, str]:
     return {**os.environ, "CONFROUTE_API_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
 
 
-def command(*extra: str) -> list[str]:
+def command(*extra: str, backend: str = "transformers") -> list[str]:
+    """``confroute mcp`` on the bundled 0.5B (transformers by default: llama.cpp cannot score)."""
     return [
         "-m",
         "confroute",
         "mcp",
         "--slm",
         DEFAULT_SLM,
+        "--slm-backend",
+        backend,
         "--max-new-tokens",
         "24",
         "--log-level",
@@ -170,6 +174,49 @@ async def test_stdio_log_holds_no_key(stdio: ClientSession, stdio_log: Path) -> 
     text = stdio_log.read_text()
     assert "confroute mcp: stdio" in text
     assert SECRET not in text
+
+
+def test_stdout_carries_only_the_protocol_from_start_to_exit(tmp_path: Path) -> None:
+    """With debug logs on, nothing but JSON-RPC reaches stdout, up to the process's exit."""
+    requests = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+    ]
+    log = tmp_path / "stderr.log"
+    with log.open("w") as errlog:
+        server = subprocess.Popen(
+            [sys.executable, *command("--strong", "none", backend="auto")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+            text=True,
+            env=server_env(),
+            cwd=ROOT,
+        )
+    assert server.stdin is not None and server.stdout is not None
+    replies = []
+    for request in requests:
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        if "id" in request:
+            replies.append(json.loads(server.stdout.readline()))
+    server.stdin.close()  # the client leaves: the server shuts down and the process exits
+    rest = server.stdout.read()
+    server.wait(timeout=LOAD_TIMEOUT_S)
+    errors = log.read_text()
+    assert [r["id"] for r in replies] == [1, 2] and "result" in replies[1]
+    assert rest.strip() == "", f"stray output on stdout: {rest[:300]!r}"
+    assert "confroute mcp: stdio" in errors and SECRET not in errors
 
 
 # -- streamable HTTP ---------------------------------------------------------------------
