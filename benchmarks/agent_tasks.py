@@ -142,7 +142,7 @@ async def run_llamaindex(slm: LocalModel, strong: str | None, tasks: list[Any]) 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the first two tasks only")
+    parser.add_argument("--quick", action="store_true", help="the first task only")
     parser.add_argument(
         "--strong",
         default="confroute/qwen2.5-coder-1.5b-instruct",
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    tasks = TASKS[:2] if args.quick else TASKS
+    tasks = TASKS[:1] if args.quick else TASKS
     strong = None if args.strong.lower() == "none" else args.strong
     slm = LocalModel(DEFAULT_SLM)
     results = [run_langchain(slm, strong, tasks), asyncio.run(run_llamaindex(slm, strong, tasks))]
