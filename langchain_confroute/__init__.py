@@ -14,12 +14,15 @@ from langchain_confroute.events import (
     summarize_escalation_log,
 )
 from langchain_confroute.messages import DECISION_KEY
+from langchain_confroute.tool import ConfRouteTool, ToolInputError
 
 __all__ = [
     "DECISION_EVENT",
     "DECISION_KEY",
     "ChatConfRoute",
+    "ConfRouteTool",
     "EscalationLogSummary",
     "EscalationLogger",
+    "ToolInputError",
     "summarize_escalation_log",
 ]

@@ -14,12 +14,15 @@ from llamaindex_confroute.embedding import TransformersEmbedding
 from llamaindex_confroute.events import RoutingDecisionEvent
 from llamaindex_confroute.llm import DEFAULT_STRONG_MODEL, ConfRouteLLM
 from llamaindex_confroute.responses import DECISION_KEY, routing_decision
+from llamaindex_confroute.tool import ConfRouteQueryTool, confroute_tool
 
 __all__ = [
     "DECISION_KEY",
     "DEFAULT_STRONG_MODEL",
     "ConfRouteLLM",
+    "ConfRouteQueryTool",
     "RoutingDecisionEvent",
     "TransformersEmbedding",
+    "confroute_tool",
     "routing_decision",
 ]

@@ -13,6 +13,7 @@ from confroute.calibrate_cli import add_parsers as add_calibration_parsers
 from confroute.calibrate_cli import run_calibrate, run_profile
 from confroute.cli_args import add_slm_backend_arguments, slm_backend_settings
 from confroute.errors import ConfRouteError
+from confroute.mcp_server import add_mcp_parser, run_mcp
 from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
 from confroute.serving.cli import add_serve_parser, run_serve
 from confroute.settings import environment
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the bundled models and whether they are installed")
     add_calibration_parsers(commands, DEFAULT_SLM, estimators.available())
     add_serve_parser(commands)
+    add_mcp_parser(commands)
     add_bench_parser(commands)
     return parser
 
@@ -157,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_profile(args)
         if args.command == "serve":
             return run_serve(args)
+        if args.command == "mcp":
+            return run_mcp(args)
         if args.command == "bench":
             return run_bench(args)
         return _models()
