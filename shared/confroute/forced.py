@@ -22,9 +22,11 @@ from confroute.errors import ConfigurationError
 from confroute.generation import Generation, TokenAlternative
 
 if TYPE_CHECKING:
+    from confroute.llamacpp_decode import LlamaEngine
     from confroute.local import LocalModel
+    from confroute.stops import TokenTexts
 
-__all__ = ["AnswerScoring", "teacher_forced", "teacher_forced_ids"]
+__all__ = ["AnswerScoring", "llama_teacher_forced", "teacher_forced", "teacher_forced_ids"]
 
 
 @runtime_checkable
@@ -110,4 +112,50 @@ def teacher_forced_ids(
         model=model.name,
         hidden_state=hidden,
         hidden_layer=hidden_layer,
+    )
+
+
+def llama_teacher_forced(
+    engine: LlamaEngine,
+    texts: TokenTexts,
+    prompt_ids: Sequence[int],
+    answer_ids: Sequence[int],
+    *,
+    text: str,
+    top_k: int,
+    name: str,
+) -> Generation:
+    """The llama.cpp form of :func:`teacher_forced_ids`: one token at a time, last row only.
+
+    The prompt is prefilled in full (as answers are, see
+    :meth:`~confroute.llamacpp.LlamaCppModel.generate_from_ids`); then each answer token is
+    scored on the logits before it and evaluated, so the statistics are those the decoding
+    loop would have recorded had the model chosen these tokens. The caller holds the lock.
+    """
+    from confroute.llamacpp_decode import step
+
+    engine.prefill(list(prompt_ids), reuse=False)
+    logits = engine.logits()
+    steps = []
+    for index, token in enumerate(answer_ids):
+        steps.append(step(logits, top_k, chosen=token))
+        if index + 1 < len(answer_ids):
+            logits = engine.advance(token)
+    piece = texts.piece
+    return Generation(
+        text=text,
+        token_ids=tuple(answer_ids),
+        tokens=tuple(piece(t) for t in answer_ids),
+        logprobs=tuple(s.logprob for s in steps),
+        top_logprobs=tuple(
+            tuple(
+                TokenAlternative(piece(t), t, lp)
+                for t, lp in zip(s.top_ids, s.top_logprobs, strict=True)
+            )
+            for s in steps
+        ),
+        entropies=tuple(s.entropy for s in steps),
+        finish_reason="stop",
+        prompt_tokens=len(prompt_ids),
+        model=name,
     )

@@ -23,6 +23,7 @@ import numpy as np
 
 from confroute.backend import Capabilities, check_prompts_fit
 from confroute.errors import CacheCorruptError, ConfigurationError
+from confroute.forced import llama_teacher_forced
 from confroute.generation import Generation, GenerationConfig
 from confroute.llamacpp_decode import KeptLlamaPrefix, LlamaEngine, SequenceDecoder, log_softmax
 from confroute.local import FALLBACK_CHAT_TEMPLATE
@@ -330,6 +331,27 @@ class LlamaCppModel:
                     results.append(generation)
         elapsed = time.perf_counter() - started
         return [dataclasses.replace(g, latency_s=elapsed) for g in results]
+
+    def score_answer(
+        self, prompt_ids: Sequence[int], answer: str, hidden_layer: int | None = None
+    ) -> Generation:
+        """Teacher-forced statistics of ``answer`` (see :mod:`confroute.forced`).
+
+        Raises:
+            ConfigurationError: The answer is empty or does not fit, or a hidden layer is
+                asked for (llama.cpp exposes none).
+        """
+        if hidden_layer is not None:
+            raise ConfigurationError("llama.cpp exposes no hidden layer; score without probes.")
+        answer_ids = [t for t in self.encode(answer) if t not in self._special_ids]
+        if not answer_ids:
+            raise ConfigurationError("The answer to score is empty; pass the answer's text.")
+        check_prompts_fit([[*prompt_ids, *answer_ids]], 0, self.context_window, self.name)
+        with self._lock:
+            return llama_teacher_forced(
+                self._engine, self._texts, prompt_ids, answer_ids,
+                text=answer, top_k=self.top_k, name=self.name,
+            )  # fmt: skip
 
     # -- follow-up turns that reuse the cache -----------------------------------------------
 

@@ -51,3 +51,22 @@ def test_confroute_ask_json_reports_the_engine(capsys: pytest.CaptureFixture[str
     args = ["ask", QUESTION, "--llm", "none", "--max-new-tokens", "4", "--json"]
     assert main([*args, "--slm-backend", "llama.cpp"]) == 0
     assert json.loads(capsys.readouterr().out)["local_backend"] == "llama.cpp"
+
+
+def test_llama_cpp_scores_its_own_answer_as_it_wrote_it() -> None:
+    router = ConfRouter(DEFAULT_SLM, None, max_new_tokens=8, extra_estimators=["min_token_prob"])
+    routed = router.route(QUESTION)
+    assert routed.local is not None
+    scored = router.score(QUESTION, routed.local.text)
+    assert scored.generation is not None
+    if scored.generation.token_ids == routed.local.token_ids:
+        # same tokens, same prefill, same loop: the statistics are the decoding loop's own
+        assert scored.confidence == pytest.approx(routed.decision.confidence, abs=1e-5)
+        assert scored.confidences["min_token_prob"] == pytest.approx(
+            routed.confidences["min_token_prob"], abs=1e-5
+        )
+    wrong = router.score(QUESTION, "The answer is 5.")
+    assert wrong.confidence is not None and scored.confidence is not None
+    assert wrong.confidence < scored.confidence
+    with pytest.raises(ConfigurationError, match="no hidden layer"):
+        router.local.score_answer([1, 2], "4", hidden_layer=-8)  # type: ignore[attr-defined]
