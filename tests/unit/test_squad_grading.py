@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from confroute.bench.datasets import load_dataset
+from confroute.bench.formats import grade
 from confroute.bench.items import BenchItem
 from confroute.bench.squad import (
     exact_match,
@@ -73,3 +74,9 @@ def test_loader_and_prompt(tmp_path: Path) -> None:
     assert messages[0]["role"] == "system"
     assert "X won in Y town." in messages[1]["content"]
     assert messages[1]["content"].endswith("Question: Who won?")
+
+
+def test_benchmark_grade_uses_the_squad_grader() -> None:
+    item = BenchItem("q", "squad", "Who?", "Denver Broncos", "text")
+    assert grade("the denver broncos team", item)  # F1 0.8, not an exact text match
+    assert not grade(None, item)
