@@ -21,8 +21,10 @@ too) and computes:
 
 The confidence is ``S * (c + (1 - c) * U)``: a fully copied answer is worth ``S``; each
 uncopied token pulls it towards the model's own probability for it. There are no fitted
-weights; the defaults (``statistic``, ``copy_starts``, ``min_chars``) were chosen on a
-development split of SQuAD (``benchmarks/rag_confidence.py``), never on the report split.
+weights. The defaults (``statistic="mean"``, ``copy_starts=True``, ``min_chars=4``) are set
+a priori, not fitted: on extractive answers nearly every token is copied, so without ``S``
+the confidence is 1 for most answers. ``benchmarks/rag_confidence.py`` compares the variants
+on a development split of SQuAD and reports its choice on a separate split.
 
 It needs only per-token log-probs (any backend; no hidden state, no follow-up) and returns
 None when there is nothing to score: no tokens, no content token, or no context text.
