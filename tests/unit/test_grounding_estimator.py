@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from confroute import estimators
 from confroute.errors import ConfigurationError
 from confroute.estimators import EstimationContext, GroundedAnswer
-from confroute.estimators.grounding import context_text, copied_mask, covered_chars
+from confroute.estimators.grounding import (
+    context_text,
+    copied_mask,
+    copy_spans,
+    copy_start_tokens,
+    covered_chars,
+)
 from confroute.generation import Generation
 
 PASSAGE = "In 2016 the Denver Broncos won Super Bowl 50 against the Carolina Panthers."
@@ -134,3 +140,12 @@ def test_confidence_is_in_unit_interval(
     answer = gen([t for t, _ in pairs], [p for _, p in pairs])
     value = GroundedAnswer(statistic, copy_starts=starts).confidence(answer, ctx())  # type: ignore[arg-type]
     assert value is None or 0.0 <= value <= 1.0
+
+
+def test_pieces_spliced_from_different_places_each_start_a_copy() -> None:
+    # "Denver" and "Panthers" are both in the passage, but not next to each other
+    answer = gen(["Denver", " Panthers"], [0.9, 0.1])
+    assert copied_mask(answer.tokens, PASSAGE) == [True, True]
+    assert copy_start_tokens(answer.tokens, PASSAGE) == [0, 1]
+    assert copy_spans("Denver Panthers", PASSAGE) == [(0, 7), (7, 15)]
+    assert GroundedAnswer().confidence(answer, ctx()) == pytest.approx(math.sqrt(0.9 * 0.1))

@@ -16,7 +16,8 @@ too) and computes:
 - ``U``: how sure the model was of the uncopied tokens, the geometric mean of their
   probabilities (``statistic="mean"``) or the least of them (``statistic="min"``); 1 when
   every token was copied;
-- ``S``: how sure the model was of each copy's first token (where to copy from), aggregated
+- ``S``: how sure the model was at the first token of each copied span (where to copy
+  from; pieces spliced from different places of the context are separate spans), aggregated
   the same way; only with ``copy_starts=True`` (else 1).
 
 The confidence is ``S * (c + (1 - c) * U)``: a fully copied answer is worth ``S``; each
@@ -41,7 +42,14 @@ from confroute.errors import ConfigurationError
 from confroute.estimators.base import EstimationContext, Estimator
 from confroute.generation import Generation
 
-__all__ = ["GroundedAnswer", "context_text", "copied_mask", "covered_chars"]
+__all__ = [
+    "GroundedAnswer",
+    "context_text",
+    "copied_mask",
+    "copy_spans",
+    "copy_start_tokens",
+    "covered_chars",
+]
 
 Statistic = Literal["mean", "min"]
 
@@ -71,17 +79,18 @@ def _word_edge(text: str, index: int) -> bool:
     return not (text[index - 1].isalnum() and text[index].isalnum())
 
 
-def covered_chars(answer: str, context: str, min_chars: int = 4) -> list[bool]:
-    """For each character of ``answer``: whether it lies in a counted match in ``context``.
+def copy_spans(answer: str, context: str, min_chars: int = 4) -> list[tuple[int, int]]:
+    """The ``(start, end)`` character spans of ``answer`` that count as copied from ``context``.
 
-    Greedy longest match from left to right, case-insensitive. A match counts when it is at
-    least ``min_chars`` long, or is made of whole words both in the answer and in the
-    context and holds a letter or digit (so a short whole word such as ``42`` counts, a
-    stray ``an`` inside ``want`` does not). Hand-written: :mod:`difflib` finds
+    Greedy longest match from left to right, case-insensitive; each span is one match, so two
+    pieces copied from different places are two spans even when they touch. A match counts
+    when it is at least ``min_chars`` long, or is made of whole words both in the answer and
+    in the context and holds a letter or digit (so a short whole word such as ``42`` counts,
+    a stray ``an`` inside ``want`` does not). Hand-written: :mod:`difflib` finds
     order-preserving blocks, not the longest match at each position.
     """
     low_answer, low_context = answer.lower(), context.lower()
-    covered = [False] * len(answer)
+    spans: list[tuple[int, int]] = []
     start = 0
     while start < len(low_answer):
         if low_answer[start].isspace():
@@ -104,11 +113,27 @@ def covered_chars(answer: str, context: str, min_chars: int = 4) -> list[bool]:
             and re.search(rf"(?<!\w){re.escape(piece)}(?!\w)", low_context) is not None
         )
         if length >= min_chars or whole_words:
-            covered[start:end] = [True] * length
+            spans.append((start, end))
             start = end
         else:
             start += 1
+    return spans
+
+
+def covered_chars(answer: str, context: str, min_chars: int = 4) -> list[bool]:
+    """For each character of ``answer``: whether it lies in a span of :func:`copy_spans`."""
+    covered = [False] * len(answer)
+    for start, end in copy_spans(answer, context, min_chars):
+        covered[start:end] = [True] * (end - start)
     return covered
+
+
+def _token_offsets(tokens: Sequence[str]) -> list[tuple[int, int]]:
+    offsets, position = [], 0
+    for token in tokens:
+        offsets.append((position, position + len(token)))
+        position += len(token)
+    return offsets
 
 
 def copied_mask(tokens: Sequence[str], context: str, min_chars: int = 4) -> list[bool | None]:
@@ -116,15 +141,25 @@ def copied_mask(tokens: Sequence[str], context: str, min_chars: int = 4) -> list
     answer = "".join(tokens)
     covered = covered_chars(answer, context, min_chars)
     mask: list[bool | None] = []
-    offset = 0
-    for token in tokens:
-        chars = [i for i in range(offset, offset + len(token)) if not answer[i].isspace()]
-        offset += len(token)
+    for first, last in _token_offsets(tokens):
+        chars = [i for i in range(first, last) if not answer[i].isspace()]
         if not any(answer[i].isalnum() for i in chars):
             mask.append(None)
             continue
         mask.append(sum(covered[i] for i in chars) * 2 >= len(chars))
     return mask
+
+
+def copy_start_tokens(tokens: Sequence[str], context: str, min_chars: int = 4) -> list[int]:
+    """Indices of the tokens where a copied span begins (where the model chose a source)."""
+    answer = "".join(tokens)
+    starts = sorted(start for start, _ in copy_spans(answer, context, min_chars))
+    offsets = _token_offsets(tokens)
+    found: list[int] = []
+    for index, (first, last) in enumerate(offsets):
+        if any(first <= s < last for s in starts):
+            found.append(index)
+    return found
 
 
 def _aggregate(logprobs: Sequence[float], statistic: Statistic) -> float:
@@ -172,13 +207,11 @@ class GroundedAnswer(Estimator):
         if not content:
             return None
         uncopied = [lp for lp, m in zip(generation.logprobs, mask, strict=True) if m is False]
-        starts: list[float] = []
-        previous: bool | None = False
-        for logprob, flag in zip(generation.logprobs, mask, strict=True):
-            if flag is True and previous is not True:
-                starts.append(logprob)
-            if flag is not None:
-                previous = flag
+        starts = [
+            generation.logprobs[i]
+            for i in copy_start_tokens(generation.tokens, source, self.min_chars)
+            if mask[i] is True
+        ]
         return {
             "coverage": sum(content) / len(content),
             "uncopied": _aggregate(uncopied, self.statistic),
