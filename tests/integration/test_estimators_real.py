@@ -58,6 +58,8 @@ def test_all_methods_run_on_one_generation_each(slm: LocalModel, fitted: dict[st
         "min_token_prob",
         "p_true",
         "verbalized_2s",
+        "grounded_answer",
+        "tool_call",
         JaccardDegree(seed=0),
         TrainedProbe(fitted["trained"]),
         OODProbe(fitted["ood"]),

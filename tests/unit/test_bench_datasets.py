@@ -211,6 +211,12 @@ def _winogrande(root: Path) -> None:
     _write(root, "WinoGrande/dev.jsonl", _jsonl([row]))
 
 
+def _squad(root: Path) -> None:
+    qa = {"id": "s1", "question": "Who won?", "answers": [{"text": "Ann"}, {"text": "Ann B"}]}
+    data = {"data": [{"paragraphs": [{"context": "Ann B won.", "qas": [qa]}]}]}
+    _write(root, "SQuAD/dev-v1.1.json", json.dumps(data))
+
+
 # name -> (writer, first item's id, answer, format, number of options)
 CASES: dict[str, tuple[Callable[[Path], None], str, str, str, int]] = {
     "gsm8k": (_gsm8k, "0", "2", "number", 0),
@@ -233,6 +239,7 @@ CASES: dict[str, tuple[Callable[[Path], None], str, str, str, int]] = {
     "piqa": (_piqa, "0", "A", "letter", 2),
     "siqa": (_siqa, "0", "B", "letter", 3),
     "winogrande": (_winogrande, "w-1", "B", "letter", 2),
+    "squad": (_squad, "s1", "Ann", "text", 0),
 }
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confroute.bench.datasets import BenchItem
+from confroute.bench.squad import squad_correct
 from confroute.errors import ConfigurationError
 
 __all__ = [
@@ -241,6 +242,8 @@ def grade(predicted: str | None, item: BenchItem) -> bool:
         return False
     if item.answer_format == "number":
         return numbers_match(predicted, item.answer)
+    if item.dataset == "squad":
+        return squad_correct(predicted, item)
     if item.answer_format == "text":
         golds = {item.answer.lower(), *(a.lower() for a in item.aliases)}
         return predicted.strip().lower() in golds

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from confroute.bench.items import LETTERS, BenchItem
+from confroute.bench.squad import load_squad
 from confroute.errors import ConfigurationError
 
 __all__ = ["DATASETS"]
@@ -305,5 +306,6 @@ DATASETS: dict[str, Callable[[Path], Iterator[BenchItem]]] = {
     "piqa": _piqa,
     "siqa": _siqa,
     "winogrande": _winogrande,
+    "squad": load_squad,
 }
 """Dataset name -> loader reading it from the data directory."""

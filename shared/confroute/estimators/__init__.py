@@ -21,6 +21,7 @@ from confroute.estimators.base import (
 )
 from confroute.estimators.combined import LogisticCombination
 from confroute.estimators.follow_up import PTrue, Verbalized2S
+from confroute.estimators.grounding import GroundedAnswer
 from confroute.estimators.probe import OODProbe, TrainedProbe
 from confroute.estimators.sampling import JaccardDegree
 from confroute.estimators.single_pass import (
@@ -38,6 +39,7 @@ __all__ = [
     "AvgTokenProb",
     "EstimationContext",
     "Estimator",
+    "GroundedAnswer",
     "JaccardDegree",
     "LogisticCombination",
     "MeanTokenEntropy",
@@ -112,6 +114,7 @@ for _cls in (
     TrainedProbe,
     OODProbe,
     LogisticCombination,
+    GroundedAnswer,
 ):
     register(_cls)
 register(ToolCallConfidence)
