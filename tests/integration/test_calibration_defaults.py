@@ -26,25 +26,26 @@ YES_NO = "Is 7 a prime number? Answer with yes or no."
 
 @pytest.mark.parametrize("estimator", ["perplexity", "avg_token_prob", "mean_token_entropy"])
 def test_engine_uses_the_shipped_profile_per_answer_format(estimator: str) -> None:
-    seen: list[RoutingDecision] = []
-    router = ConfRouter(
-        bundled_slm(),
-        None,
-        estimator=estimator,
-        escalation_rate=0.3,
-        max_new_tokens=8,
-        hooks=[seen.append],
-    )
-    assert isinstance(router.policy, StreamingQuantile) and router.policy.per_format
     path = default_profile_path(DEFAULT_SLM, estimator)
     assert path is not None
     profile = CalibrationProfile.load(path)
-    router.route(MC)
-    router.route(YES_NO)
-    # the first request of each format meets that format's profile quantile (no traffic yet)
-    assert seen[0].threshold == pytest.approx(profile.threshold_for(0.3, "letter"))
-    assert seen[1].threshold == pytest.approx(profile.threshold_for(0.3, "yes_no"))
-    for decision in seen:
+    slm = bundled_slm()
+    for prompt, answer_format in ((MC, "letter"), (YES_NO, "yes_no")):
+        seen: list[RoutingDecision] = []
+        router = ConfRouter(
+            slm,
+            None,
+            estimator=estimator,
+            escalation_rate=0.3,
+            max_new_tokens=8,
+            hooks=[seen.append],
+        )
+        assert isinstance(router.policy, StreamingQuantile) and router.policy.per_format
+        router.route(prompt)
+        # a router's first request meets its format's profile quantile (no traffic yet; later
+        # requests move it: the live quantile and the budget feedback of held_rate)
+        [decision] = seen
+        assert decision.threshold == pytest.approx(profile.threshold_for(0.3, answer_format))
         assert decision.escalated == ((decision.confidence or 0.0) < decision.threshold)
         assert decision.reason in ("confident", "local_only")
 
