@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from confroute import ConfRouter, FixedThreshold, LocalModel, RoutingDecision
+from confroute.backend_choice import choose_backend
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
 
 QUESTION = "What is 17*23?"
@@ -94,7 +95,11 @@ def test_cli_json_escalates_and_second_run_uses_the_cache() -> None:
     assert "391" in payload["answer"]
     # the models are cached by now: nothing is assembled or converted again
     assert "converting" not in result.stderr and "assembling" not in result.stderr
-    assert "loading qwen2.5-coder-0.5b-instruct" in result.stderr
+    # the engine rule: llama.cpp runs the bundled GGUF when installed (no bf16 copy to load)
+    engine = choose_backend("qwen2.5-coder-0.5b-instruct").backend
+    assert payload["local_backend"] == engine
+    if engine == "transformers":
+        assert "loading qwen2.5-coder-0.5b-instruct" in result.stderr
 
 
 def test_corrupted_converted_copy_is_rebuilt(
