@@ -9,8 +9,8 @@ short chat prompts and token cap, best wall time of ``--repeats`` runs per promp
 (c) confroute's transformers backend (:class:`confroute.LocalModel`) with ``perplexity``;
 (d) a llama.cpp server (``python -m llama_cpp.server``, same file) reached through the server
     backend (:class:`confroute.server_backend.ServerModel`) with ``perplexity``, and the same
-    server called directly through LiteLLM; and under 16 concurrent callers, the server's
-    throughput with and without confroute in front.
+    server called directly through LiteLLM; and 16 requests from 16 concurrent callers, the
+    server's throughput with and without confroute in front (both ask for log-probs).
 
 Tokens/s is completion tokens over wall time of the whole call (prefill included), summed over
 the prompts. ``overhead_*`` = wall time of (b) over wall time of (a) for the same prompts
@@ -50,6 +50,9 @@ PROMPTS = [
     "Write a Python function that reverses a string.",
 ]
 CONCURRENT = 16
+SERVER_TOKENS = 16
+"""Token cap of the server part: llama-cpp-python's server keeps every position's logits when
+log-probs are asked (``logits_all``), which makes it slow on a CPU; the ratios are what count."""
 THREADS = min(4, os.cpu_count() or 1)
 
 
@@ -168,7 +171,7 @@ def server_section(gguf: str, cap: int, repeats: int) -> dict[str, Any]:
         async def routed_async(prompt: str) -> Any:
             return await router.aroute(prompt, max_new_tokens=cap)
 
-        total = 2 * CONCURRENT
+        total = CONCURRENT
         plain_rps = asyncio.run(concurrent_throughput(direct_async, total))
         routed_rps = asyncio.run(concurrent_throughput(routed_async, total))
     return {
@@ -227,8 +230,10 @@ def model_section(name: str, cap: int, repeats: int, with_server: bool) -> dict[
         / result["transformers_perplexity"]["tokens_per_s"],
         2,
     )
+    print(json.dumps({"model": name, **result}), flush=True)  # kept if a later part fails
     if with_server:
-        result["server"] = server_section(gguf, cap, repeats)
+        result["server"] = server_section(gguf, min(cap, SERVER_TOKENS), repeats)
+        print(json.dumps({"model": name, "server": result["server"]}), flush=True)
     return result
 
 
