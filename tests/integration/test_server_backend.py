@@ -9,16 +9,8 @@ each call path. Needs ``pip install 'llama-cpp-python[server]'``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +22,9 @@ pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] not ins
 from confroute import ConfRouter
 from confroute.errors import LocalBackendError
 from confroute.estimators import Estimator, JaccardDegree, Perplexity, PTrue, Verbalized2S
-from confroute.models import BUNDLED_MODELS, DEFAULT_SLM, bundled_gguf
+from confroute.models import DEFAULT_SLM
 from confroute.server_backend import ServerModel
+from tests.integration.llama_server import free_port, llama_server
 
 ALIAS = "qwen2.5-coder-0.5b-gguf"
 MODEL = f"openai/{ALIAS}"
@@ -39,58 +32,11 @@ QUESTION = "Name one color of the rainbow."
 MAX_NEW_TOKENS = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def slm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The llama.cpp server's OpenAI base URL; the process is stopped after the module."""
-    gguf = bundled_gguf(BUNDLED_MODELS[DEFAULT_SLM])
-    port = _free_port()
-    log = Path(tmp_path_factory.mktemp("llama-slm")) / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(gguf),
-        "--model_alias",
-        ALIAS,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        str(min(4, os.cpu_count() or 1)),
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base_url + "/models", timeout=5) as reply:
-                    assert json.load(reply)["data"][0]["id"] == ALIAS
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
-                time.sleep(1)
+    with llama_server(DEFAULT_SLM, ALIAS, Path(tmp_path_factory.mktemp("llama-slm"))) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +178,7 @@ def test_a_server_that_is_down_raises_a_confroute_error_with_the_url_masked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Real LiteLLM, a closed port: the error and every log line keep the secrets out."""
-    base = f"http://user:sk-SECRET@127.0.0.1:{_free_port()}/v1"
+    base = f"http://user:sk-SECRET@127.0.0.1:{free_port()}/v1"
     model = ServerModel(MODEL, api_base=base, api_key="sk-KEY", max_retries=1, backoff_s=0.0)
     with caplog.at_level(logging.DEBUG), pytest.raises(LocalBackendError) as caught:
         model.generate([[{"role": "user", "content": QUESTION}]])

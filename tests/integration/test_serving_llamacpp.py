@@ -7,14 +7,6 @@ server returns log-probabilities only when ``top_logprobs`` is passed
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,66 +16,21 @@ import pytest
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python not installed")
 
 from confroute import ConfRouter, Escalation, LocalModel
-from confroute.models import BUNDLED_MODELS, DEFAULT_SLM, bundled_gguf
+from confroute.models import DEFAULT_SLM
 from confroute.serving import BackgroundServer
+from tests.integration import llama_server as servers
 
 ALIAS = "qwen2.5-coder-1.5b-gguf"
 STRONG = f"openai/{ALIAS}"
 QUESTION = "What is 2+2? Reply with the number only."
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The llama.cpp server's OpenAI base URL; the process is stopped after the session."""
-    gguf = bundled_gguf(BUNDLED_MODELS["qwen2.5-coder-1.5b-instruct"])
-    port = _free_port()
-    log = Path(tmp_path_factory.mktemp("llama")) / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(gguf),
-        "--model_alias",
-        ALIAS,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        str(min(4, os.cpu_count() or 1)),
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base_url + "/models", timeout=5) as reply:
-                    assert json.load(reply)["data"][0]["id"] == ALIAS
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
-                time.sleep(1)
+    folder = Path(tmp_path_factory.mktemp("llama"))
+    with servers.llama_server("qwen2.5-coder-1.5b-instruct", ALIAS, folder) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="session")
