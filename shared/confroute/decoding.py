@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from confroute.generation import Generation, GenerationConfig, StepMonitor, TokenAlternative
-from confroute.stops import StopScanner, TokenTexts, cut_at_stop
+from confroute.stops import StopScanner, TokenTexts, kept_answer
 
 if TYPE_CHECKING:
     import torch
@@ -283,12 +283,7 @@ class BatchDecoder:
     def _assemble(
         self, steps: list[_Step], index: int, row: _Row, config: GenerationConfig, elapsed: float
     ) -> Generation:
-        keep = [i for i, t in enumerate(row.tokens) if t not in self._special_ids]
-        ids = [row.tokens[i] for i in keep]
-        text = self._texts.decode(ids)
-        if config.stop:
-            text, count = cut_at_stop(text, ids, config.stop, self._texts)
-            keep, ids = keep[:count], ids[:count]
+        text, keep, ids = kept_answer(row.tokens, self._special_ids, config.stop, self._texts)
         piece = self._texts.piece
         return Generation(
             text=text,

@@ -132,7 +132,7 @@ def llama_teacher_forced(
     scored on the logits before it and evaluated, so the statistics are those the decoding
     loop would have recorded had the model chosen these tokens. The caller holds the lock.
     """
-    from confroute.llamacpp_decode import step
+    from confroute.llamacpp_decode import step, steps_generation
 
     engine.prefill(list(prompt_ids), reuse=False)
     logits = engine.logits()
@@ -141,20 +141,11 @@ def llama_teacher_forced(
         steps.append(step(logits, top_k, chosen=token))
         if index + 1 < len(answer_ids):
             logits = engine.advance(token)
-    piece = texts.piece
-    return Generation(
-        text=text,
-        token_ids=tuple(answer_ids),
-        tokens=tuple(piece(t) for t in answer_ids),
-        logprobs=tuple(s.logprob for s in steps),
-        top_logprobs=tuple(
-            tuple(
-                TokenAlternative(piece(t), t, lp)
-                for t, lp in zip(s.top_ids, s.top_logprobs, strict=True)
-            )
-            for s in steps
-        ),
-        entropies=tuple(s.entropy for s in steps),
+    return steps_generation(
+        text,
+        answer_ids,
+        steps,
+        texts,
         finish_reason="stop",
         prompt_tokens=len(prompt_ids),
         model=name,

@@ -23,13 +23,13 @@ import ctypes
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from confroute.errors import ConfigurationError
 from confroute.generation import Generation, GenerationConfig, TokenAlternative
-from confroute.stops import StopScanner, TokenTexts, cut_at_stop
+from confroute.stops import StopScanner, TokenTexts, kept_answer
 
 __all__ = [
     "KeptLlamaPrefix",
@@ -110,6 +110,40 @@ def step(logits: np.ndarray, top_k: int, chosen: int | None = None) -> Step:
         top_ids=tuple(int(i) for i in top),
         top_logprobs=tuple(float(shifted[i]) - log_total for i in top),
         entropy=max(0.0, log_total - spread / total),
+    )
+
+
+def steps_generation(
+    text: str,
+    ids: Sequence[int],
+    steps: Sequence[Step],
+    texts: TokenTexts,
+    *,
+    finish_reason: Literal["stop", "length"],
+    prompt_tokens: int,
+    model: str,
+) -> Generation:
+    """A :class:`~confroute.generation.Generation` of ``ids`` from one :class:`Step` each.
+
+    Shared by the decoding loop and teacher forcing (:func:`confroute.forced.llama_teacher_forced`).
+    """
+    piece = texts.piece
+    return Generation(
+        text=text,
+        token_ids=tuple(ids),
+        tokens=tuple(piece(t) for t in ids),
+        logprobs=tuple(s.logprob for s in steps),
+        top_logprobs=tuple(
+            tuple(
+                TokenAlternative(piece(t), t, lp)
+                for t, lp in zip(s.top_ids, s.top_logprobs, strict=True)
+            )
+            for s in steps
+        ),
+        entropies=tuple(s.entropy for s in steps),
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        model=model,
     )
 
 
@@ -345,26 +379,12 @@ class SequenceDecoder:
         config: GenerationConfig,
         ended_by_stop: bool,
     ) -> Generation:
-        keep = [i for i, t in enumerate(tokens) if t not in self._special_ids]
-        ids = [tokens[i] for i in keep]
-        text = self._texts.decode(ids)
-        if config.stop:
-            text, count = cut_at_stop(text, ids, config.stop, self._texts)
-            keep, ids = keep[:count], ids[:count]
-        piece = self._texts.piece
-        return Generation(
-            text=text,
-            token_ids=tuple(ids),
-            tokens=tuple(piece(t) for t in ids),
-            logprobs=tuple(steps[i].logprob for i in keep),
-            top_logprobs=tuple(
-                tuple(
-                    TokenAlternative(piece(t), t, lp)
-                    for t, lp in zip(steps[i].top_ids, steps[i].top_logprobs, strict=True)
-                )
-                for i in keep
-            ),
-            entropies=tuple(steps[i].entropy for i in keep),
+        text, keep, ids = kept_answer(tokens, self._special_ids, config.stop, self._texts)
+        return steps_generation(
+            text,
+            ids,
+            [steps[i] for i in keep],
+            self._texts,
             finish_reason="stop" if ended_by_stop else "length",
             prompt_tokens=len(prompt),
             model=self._name,

@@ -8,10 +8,10 @@ and :func:`cut_at_stop` cuts the finished answer before it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
-__all__ = ["EDGE", "Detokenizer", "StopScanner", "TokenTexts", "cut_at_stop"]
+__all__ = ["EDGE", "Detokenizer", "StopScanner", "TokenTexts", "cut_at_stop", "kept_answer"]
 
 EDGE = 8
 """Characters of slack at each end of a stop-string window (partial UTF-8 characters at its
@@ -90,3 +90,21 @@ def cut_at_stop(
     while count > 0 and len(texts.decode(ids[:count])) > cut:
         count -= 1
     return text[:cut], count
+
+
+def kept_answer(
+    tokens: Sequence[int], special_ids: Collection[int], stop: Sequence[str], texts: TokenTexts
+) -> tuple[str, list[int], list[int]]:
+    """The answer of decoded ``tokens``: its text, the kept steps' indices and their ids.
+
+    Special tokens are dropped, and with ``stop`` strings the text is cut before the first one
+    and only the tokens before the cut are kept (every token-by-token backend assembles its
+    :class:`~confroute.generation.Generation` from these).
+    """
+    keep = [i for i, t in enumerate(tokens) if t not in special_ids]
+    ids = [tokens[i] for i in keep]
+    text = texts.decode(ids)
+    if stop:
+        text, count = cut_at_stop(text, ids, stop, texts)
+        keep, ids = keep[:count], ids[:count]
+    return text, keep, ids
