@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -396,3 +398,43 @@ def test_report_limit_compares_methods_on_the_first_items_of_the_sample(
     ]
     with pytest.raises(ConfigurationError, match="at least 1"):
         load_run(run_dir, limit=0)
+
+
+class MessagesOnly:
+    """The scripted SLM as a model behind an API (as ``ServerModel``): messages in, no tokenizer."""
+
+    def __init__(self, model: ScriptedLocalModel) -> None:
+        self._model = model
+        self.capabilities = dataclasses.replace(model.capabilities, tokenizer=False)
+        self.batches: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("render", "encode", "generate_from_ids"):
+            raise AssertionError(f"{name} called on a model without a tokenizer")
+        return getattr(self._model, name)
+
+    def generate(self, conversations: Any, config: Any = None, *, tools: Any = None) -> Any:
+        self.batches.append(len(conversations))
+        return self._model.generate(conversations, config, tools=tools)
+
+
+def test_a_model_without_a_tokenizer_answers_from_messages(
+    data_dir: Path, tmp_path: Path, slm: ScriptedLocalModel
+) -> None:
+    config = _config(data_dir, strong_models=(), methods=METHODS[:3])
+    served = MessagesOnly(slm)
+    by_ids, by_messages = tmp_path / "ids", tmp_path / "messages"
+    SweepRunner(config, by_ids, load_local=lambda name: slm, progress=False).run()
+    stats = SweepRunner(config, by_messages, load_local=lambda name: served, progress=False).run()
+    assert stats == {"slm_generated": 6, "methods_computed": 18, "strong": 0}
+    assert served.batches == [4, 2]
+    cell = Path("slm", "scripted-slm", "commonsenseqa", "answer_only.jsonl")
+
+    def answers(run_dir: Path) -> dict[str, Any]:
+        return {
+            i: (r["answer"], r["correct"], r["confidences"])
+            for i, r in RecordFile(run_dir / cell).load().items()
+        }
+
+    assert answers(by_messages) == answers(by_ids)
+    assert answers(by_messages)["q3"][:2] == ("A", False)

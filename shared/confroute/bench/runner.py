@@ -275,8 +275,12 @@ class SweepRunner:
             hidden_layer=PROBE_LAYER if want_hidden else None,
             keep_cache=follow_up,
         )
-        prompts = [model.encode(model.render(messages_for(i, group.prompt_format))) for i in items]
-        generations = model.generate_from_ids(prompts, config)
+        conversations = [messages_for(i, group.prompt_format) for i in items]
+        if model.capabilities.tokenizer:
+            prompts = [model.encode(model.render(c)) for c in conversations]
+            generations = model.generate_from_ids(prompts, config)
+        else:  # a model behind an API (``server``) takes messages, in its own template
+            generations = model.generate(conversations, config)
         self.stats["slm_generated"] += len(items)
         for item, generation in zip(items, generations, strict=True):
             old = group.cached.get(item.item_id, {})
