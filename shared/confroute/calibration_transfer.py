@@ -4,7 +4,7 @@ The same weights give slightly different log-probs on different engines (llama.c
 GGUF's quantized kernels, transformers a bf16 dequantized copy), so a confidence threshold
 taken from a profile made on one engine escalates a slightly different share of requests on
 the other. ``benchmarks/profile_transfer.py`` measured the shift on the kit's calibration set
-(bundled 0.5B, 198 items, greedy): for each estimator, at the shipped profile's thresholds for
+(bundled 0.5B, 34 items, greedy): for each estimator, at the shipped profile's thresholds for
 escalation rates 0.1 to 0.5, how far the realised escalation rate moved and how many routing
 decisions flipped. :data:`MEASURED_SHIFTS` holds those figures; the rule is
 
@@ -63,7 +63,13 @@ class TransferShift:
 
 
 MEASURED_SHIFTS: dict[frozenset[str], dict[str, TransferShift]] = {
-    frozenset({"transformers", "llama.cpp"}): {},
+    frozenset({"transformers", "llama.cpp"}): {
+        "perplexity": TransferShift(0.0294, 0.1176, 0.0315, 0.0086),
+        "avg_token_prob": TransferShift(0.0294, 0.1176, 0.0315, 0.0086),
+        "min_token_prob": TransferShift(0.0588, 0.1176, 0.0315, 0.0092),
+        "mean_token_entropy": TransferShift(0.0295, 0.0882, 0.0074, 0.0015),
+        "p_true": TransferShift(0.0883, 0.1471, 0.3357, 0.0296),
+    },
 }
 """Engine pair -> estimator -> measured shift (``benchmarks/profile_transfer.py``)."""
 

@@ -4,8 +4,9 @@
 ``llama-cpp-python`` (``pip install 'confroute[llamacpp]'``), with no dequantized copy and no
 torch. Its prompts and token ids are the transformers backend's (the same chat template, read
 from the GGUF metadata, rendered the way transformers renders it), and its fingerprint is the
-same sha256, so a calibration profile made on one backend is recognised on the other. The
-decoding loop is :mod:`confroute.llamacpp_decode`.
+same sha256: a calibration profile made on transformers matches these weights, and is used
+where :mod:`confroute.calibration_transfer` measured the engine shift small. The decoding loop
+is :mod:`confroute.llamacpp_decode`; :meth:`LlamaCppModel.close` frees the model.
 """
 
 from __future__ import annotations

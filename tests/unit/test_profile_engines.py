@@ -112,7 +112,7 @@ def test_the_shipped_profile_is_used_on_another_engine_only_by_rule(
         fixed = threshold_policy(settings, _local("llama.cpp"), get("p_true"), None)
     assert isinstance(fixed, FixedThreshold)
     assert "--slm-backend llama.cpp" in caplog.text and "p_true" in caplog.text
-    with pytest.raises(ProfileMismatchError, match="--slm-backend llama.cpp"):
+    with pytest.raises(ProfileMismatchError, match=r"--slm-backend llama\.cpp"):
         threshold_policy(
             RouterSettings(escalation_rate=0.3), _local("llama.cpp"), get("p_true"), None
         )
