@@ -16,6 +16,7 @@ from typing import Any
 from confroute.backend import LocalBackend
 from confroute.backend_choice import choose_backend, load_backend
 from confroute.calibration import CalibrationProfile, default_profile_path, shipped_profiles
+from confroute.calibration_transfer import engine_problem
 from confroute.errors import ConfigurationError
 from confroute.escalation import Escalation, Redactor
 from confroute.estimators import PROBE_LAYER, Estimator, Requirement, available, get
@@ -247,22 +248,33 @@ def threshold_policy(
     """The target-rate policy from ``profile`` (or the shipped one), or a fixed threshold.
 
     With neither a rate nor a threshold, :data:`~confroute.settings.DEFAULT_ESCALATION_RATE`
-    is held when a shipped profile matches the local model's weights and the estimator, else
-    the threshold is :data:`~confroute.settings.DEFAULT_THRESHOLD`. ``max_escalation_rate``
+    is held when a shipped profile matches the local model's weights and the estimator, and
+    was made on its engine or one whose measured shift allows the transfer
+    (:mod:`confroute.calibration_transfer`; else a warning says to recalibrate), else the
+    threshold is :data:`~confroute.settings.DEFAULT_THRESHOLD`. ``max_escalation_rate``
     caps whichever policy is built.
 
     Raises:
         ConfigurationError: ``escalation_rate`` is set and no profile is given or shipped.
-        ProfileMismatchError: The profile was made for another model or estimator (with
-            ``strict_profile``).
+        ProfileMismatchError: The profile was made for another model or estimator, or on
+            another engine the rule does not allow (with ``strict_profile``).
     """
     rate = settings.escalation_rate
     if rate is None and settings.threshold is None and profile is None:
         default_path = default_profile_path(local.name, estimator.name)
         if default_path is not None:
             found = CalibrationProfile.load(default_path)
+            engine = local.capabilities.backend
             if found.fingerprint.model_fingerprint == local.fingerprint:
-                rate, profile = DEFAULT_ESCALATION_RATE, found
+                problem = engine_problem(found.fingerprint.backend, engine, estimator.name)
+                if problem is None:
+                    rate, profile = DEFAULT_ESCALATION_RATE, found
+                else:
+                    logger.warning(
+                        "not using the shipped profile %s: %s; the threshold is %s. "
+                        "Recalibrate with `confroute calibrate --slm-backend %s`.",
+                        default_path, problem, DEFAULT_THRESHOLD, engine,
+                    )  # fmt: skip
     if rate is None:
         threshold = settings.threshold
         fixed = FixedThreshold(DEFAULT_THRESHOLD if threshold is None else threshold)
@@ -280,7 +292,11 @@ def threshold_policy(
         profile if isinstance(profile, CalibrationProfile) else CalibrationProfile.load(profile)
     )
     loaded.check_compatible(
-        local.fingerprint, estimator.name, model_name=local.name, strict=settings.strict_profile
+        local.fingerprint,
+        estimator.name,
+        model_name=local.name,
+        strict=settings.strict_profile,
+        backend=local.capabilities.backend,
     )
     per_format = settings.per_format_thresholds
     if settings.adapt_to_traffic:

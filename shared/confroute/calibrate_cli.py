@@ -20,8 +20,9 @@ from confroute.calibration import (
     build_calibration_set,
     profile_from_run,
 )
+from confroute.cli_args import add_slm_backend_arguments, slm_backend_settings
 from confroute.errors import CalibrationError, InvalidRequestError
-from confroute.settings import environment
+from confroute.settings import environment, settings_from
 
 __all__ = [
     "CALIBRATION_DATASETS",
@@ -79,12 +80,14 @@ def add_parsers(commands: Any, default_slm: str, estimators: Sequence[str]) -> N
         "--run-dir",
         type=Path,
         default=None,
-        help="answer cache (a `confroute bench run` directory; default CACHE/calibration); "
-        "without --data-dir the profile is built from what it holds",
+        help="answer cache (a `confroute bench run` directory of answers from the engine "
+        "of --slm-backend; default CACHE/calibration, CACHE/calibration-ENGINE for another "
+        "engine than transformers); without --data-dir the profile is built from what it holds",
     )
     calibrate.add_argument("--output", "-o", type=Path, required=True, help="profile JSON to write")
     calibrate.add_argument("--slm", default=default_slm, help="local model (default %(default)s)")
     calibrate.add_argument("--estimator", default="perplexity", choices=list(estimators))
+    add_slm_backend_arguments(calibrate, environment())
     calibrate.add_argument("--bins", type=int, default=30, help="confidence bins (default 30)")
     calibrate.add_argument(
         "--fraction",
@@ -163,7 +166,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not rows:
         raise CalibrationError(f"{args.prompts} holds no prompts: the calibration set is empty.")
     router = ConfRouter(
-        args.slm, None, estimator=args.estimator, threshold=0.0, max_new_tokens=args.max_new_tokens
+        args.slm,
+        None,
+        estimator=args.estimator,
+        threshold=0.0,
+        max_new_tokens=args.max_new_tokens,
+        **slm_backend_settings(args),
     )
     pool = score_pool(router, rows, args.batch_size)
     fingerprint = ProfileFingerprint(
@@ -173,6 +181,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         estimator_params=router.estimator.params(),
         prompt_style=args.prompt_style,
         confroute_version=confroute.__version__,
+        backend=router.local.capabilities.backend,
     )
     profile = build_calibration_set(
         pool, fingerprint, bins=args.bins, fraction=args.fraction, seed=args.seed
@@ -185,6 +194,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_from_datasets(args: argparse.Namespace) -> int:
     """``--data-dir`` / ``--run-dir``: score kit datasets through the bench runner's cache."""
+    from confroute.backend_choice import choose_backend, load_backend
     from confroute.models import BUNDLED_MODELS, cache_dir
 
     data_dir = args.data_dir or environment().data_dir
@@ -193,7 +203,17 @@ def _calibrate_from_datasets(args: argparse.Namespace) -> int:
             "Give a JSONL file of prompts, --data-dir DIR (benchmark datasets), or --run-dir "
             "RUN (answers already cached by `confroute bench run`)."
         )
-    run_dir = args.run_dir or cache_dir() / "calibration"
+    settings = settings_from(None, **slm_backend_settings(args))
+    from confroute.estimators import get
+
+    choice = choose_backend(
+        args.slm,
+        settings.local_backend,
+        api_base=settings.with_env().local_api_base,
+        needs=get(args.estimator).requires,
+    )
+    suffix = "" if choice.backend == "transformers" else f"-{choice.backend}"
+    run_dir = args.run_dir or cache_dir() / f"calibration{suffix}"
     datasets = [d for d in args.datasets.split(",") if d]
     item_ids = None
     fingerprint = None
@@ -211,7 +231,7 @@ def _calibrate_from_datasets(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             baseline=False,
         )
-        runner = SweepRunner(config, run_dir)
+        runner = SweepRunner(config, run_dir, load_local=lambda _: load_backend(choice, settings))
         runner.run()
         item_ids = {
             d: {i.item_id for i in load_dataset(d, data_dir, limit=args.limit, seed=args.seed)}
@@ -230,9 +250,10 @@ def _calibrate_from_datasets(args: argparse.Namespace) -> int:
         bins=args.bins,
         fraction=args.fraction,
         seed=args.seed,
+        backend=choice.backend,
     )
     profile.save(args.output)
-    print(f"wrote {args.output}: {profile.size} items from {run_dir}")
+    print(f"wrote {args.output}: {profile.size} items from {run_dir} ({choice.backend})")
     _print_summary(profile)
     return 0
 

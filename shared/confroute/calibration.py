@@ -6,8 +6,10 @@ confidence range split into 30 bins, 10% of each bin sampled) gives thresholds f
 escalation rate that transfer to unseen data without labels from it.
 
 A :class:`CalibrationProfile` is frozen and stored as JSON (never pickle). It carries a
-fingerprint (model weights hash, estimator and its parameters, prompt style, answer format,
-confroute version) so that a profile made for another model is refused. Building a profile
+fingerprint (:mod:`confroute.calibration_fingerprint`: model weights hash, estimator and its
+parameters, prompt style, answer format, engine, confroute version) so that a profile made for
+another model is refused, and one made on another engine is used only where
+:mod:`confroute.calibration_transfer` measured the shift small enough. Building a profile
 from scored items (:func:`build_calibration_set`, :func:`profile_from_run`) lives in
 :mod:`confroute.calibration_set`; both names are importable from here.
 """
@@ -25,7 +27,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from confroute.bounds import check_unit_interval
+from confroute.calibration_fingerprint import ProfileFingerprint
 from confroute.calibration_set import build_calibration_set, profile_from_run
+from confroute.calibration_transfer import engine_problem
 from confroute.errors import CalibrationError, ProfileMismatchError
 from confroute.settings import environment
 
@@ -54,34 +58,6 @@ def check_rate(rate: float, name: str = "escalation_rate") -> float:
     The calibration form of :func:`confroute.bounds.check_unit_interval`.
     """
     return check_unit_interval(name, rate, error=CalibrationError)
-
-
-class ProfileFingerprint(BaseModel):
-    """What a profile was measured with; a profile only transfers to the same setting."""
-
-    model_config = ConfigDict(frozen=True)
-
-    model_name: str
-    """Display name of the SLM."""
-    model_fingerprint: str
-    """sha256 of the SLM weights (GGUF) or its hub id / path."""
-    estimator: str
-    """Estimator name."""
-    estimator_params: dict[str, Any] = Field(default_factory=dict)
-    """Estimator settings that change its output."""
-    prompt_style: str = "default"
-    """Name of the prompt format used to score the calibration items."""
-    answer_format: str = "any"
-    """Answer format the profile is for (``letter:4``, ``yes_no``, ``number``, ``any``, ...)."""
-    confroute_version: str = ""
-    """confroute version that built the profile."""
-
-    def short(self) -> str:
-        """One line naming the model, its hash prefix and the estimator."""
-        return (
-            f"{self.model_name} (weights {self.model_fingerprint[:12]}), "
-            f"estimator {self.estimator}, format {self.answer_format}"
-        )
 
 
 class ManifestEntry(BaseModel):
@@ -238,11 +214,22 @@ class CalibrationProfile(BaseModel):
         *,
         model_name: str = "",
         strict: bool = True,
+        backend: str | None = None,
     ) -> None:
         """Refuse (or, with ``strict=False``, warn about) a profile made for another setting.
 
+        Args:
+            model_fingerprint: The router's model weights fingerprint.
+            estimator: The router's estimator.
+            model_name: The model's name, for the message.
+            strict: Raise (True) or warn (False).
+            backend: The engine the model runs on (``capabilities.backend``); another engine
+                than the profile's is accepted only where the measured confidence shift allows
+                it (:func:`confroute.calibration_transfer.transfer_allowed`). None: not checked.
+
         Raises:
-            ProfileMismatchError: The model weights or the estimator differ and ``strict``.
+            ProfileMismatchError: The model weights or the estimator differ, or the engine
+                differs where the shift was not measured small, and ``strict``.
         """
         problems = []
         if self.fingerprint.model_fingerprint != model_fingerprint:
@@ -252,13 +239,17 @@ class CalibrationProfile(BaseModel):
             )
         if self.fingerprint.estimator != estimator:
             problems.append(f"estimator {estimator!r} vs {self.fingerprint.estimator!r}")
+        engine = engine_problem(self.fingerprint.backend, backend, estimator)
+        if engine is not None:
+            problems.append(engine)
         if not problems:
             return
+        flag = f" --slm-backend {backend}" if engine is not None else ""
         message = (
             "The calibration profile was made for another setting: "
             + "; ".join(problems)
-            + ". Build a profile for this model and estimator with `confroute calibrate`, "
-            "or pass strict=False to use it anyway."
+            + ". Build a profile for this model, estimator and engine with `confroute "
+            f"calibrate{flag}`, or pass strict=False to use it anyway."
         )
         if strict:
             raise ProfileMismatchError(message)

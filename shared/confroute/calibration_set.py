@@ -95,6 +95,7 @@ def profile_from_run(
     fraction: float = 1.0,
     seed: int = 0,
     data: RunData | None = None,
+    backend: str = "transformers",
 ) -> CalibrationProfile:
     """A calibration profile from the SLM answers cached in a bench run (no model is loaded).
 
@@ -118,6 +119,7 @@ def profile_from_run(
         fraction: Share of each bin to keep.
         seed: Sampling seed.
         data: An already loaded run.
+        backend: Engine that computed the cached answers (recorded in the fingerprint).
 
     Raises:
         CalibrationError: Nothing to calibrate on (no such SLM, estimator or datasets).
@@ -178,5 +180,6 @@ def profile_from_run(
         estimator_params=estimator_object.params(),
         prompt_style=f"bench:{prompt_format}",
         confroute_version=confroute.__version__,
+        backend=backend,
     )
     return build_calibration_set(pool, profile_fingerprint, bins=bins, fraction=fraction, seed=seed)

@@ -4,8 +4,9 @@
 ``llama-cpp-python`` (``pip install 'confroute[llamacpp]'``), with no dequantized copy and no
 torch. Its prompts and token ids are the transformers backend's (the same chat template, read
 from the GGUF metadata, rendered the way transformers renders it), and its fingerprint is the
-same sha256, so a calibration profile made on one backend is recognised on the other. The
-decoding loop is :mod:`confroute.llamacpp_decode`.
+same sha256: a calibration profile made on transformers matches these weights, and is used
+where :mod:`confroute.calibration_transfer` measured the engine shift small. The decoding loop
+is :mod:`confroute.llamacpp_decode`; :meth:`LlamaCppModel.close` frees the model.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,10 +27,11 @@ from confroute.backend import Capabilities, check_prompts_fit
 from confroute.errors import CacheCorruptError, ConfigurationError
 from confroute.forced import llama_teacher_forced
 from confroute.generation import Generation, GenerationConfig
+from confroute.llamacpp_binding import LlamaDetokenizer, free_llama, import_llama_cpp, locate_gguf
 from confroute.llamacpp_decode import KeptLlamaPrefix, LlamaEngine, SequenceDecoder, log_softmax
 from confroute.local import FALLBACK_CHAT_TEMPLATE
 from confroute.messages import validate_messages
-from confroute.models import BUNDLED_MODELS, DEFAULT_SLM, bundled_gguf, known_names, sha256_file
+from confroute.models import DEFAULT_SLM, sha256_file
 from confroute.stops import TokenTexts
 from confroute.tools import normalize_tool_calls_for_template
 
@@ -39,43 +42,6 @@ DEFAULT_CONTEXT = 4096
 allocates the key/value cache for the whole window up front (the bundled 0.5B's 32,768
 trained tokens would take 384 MB, the 1.5B's 896 MB); 4096 holds the router's prompts and
 answers, and a longer prompt is escalated as ``context_overflow``. Pass ``n_ctx`` for more."""
-
-
-def _import_llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as error:
-        raise ConfigurationError(
-            "The llama.cpp backend needs llama-cpp-python: pip install 'confroute[llamacpp]'."
-        ) from error
-    return llama_cpp
-
-
-def _locate(model: str | os.PathLike[str]) -> tuple[Path, str, str | None]:
-    """The GGUF file, display name and (for a bundled model) fingerprint of ``model``."""
-    text = os.fspath(model)
-    bundled = BUNDLED_MODELS.get(text)
-    if bundled is not None:
-        return bundled_gguf(bundled), text, bundled.sha256
-    path = Path(text).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
-        return path.resolve(), path.stem, None
-    raise ConfigurationError(
-        f"LlamaCppModel runs a bundled model ({', '.join(known_names())}) or a .gguf file; "
-        f"{text!r} is neither (a missing file, a directory or a hub id). Use the transformers "
-        "LocalModel for model directories and hub ids."
-    )
-
-
-class _Detokenizer:
-    """llama.cpp's detokenizer in the shape :class:`~confroute.stops.TokenTexts` reads."""
-
-    def __init__(self, llama: Any) -> None:
-        self._llama = llama
-
-    def decode(self, token_ids: list[int], skip_special_tokens: bool = False) -> str:
-        raw: bytes = self._llama.detokenize(token_ids, special=not skip_special_tokens)
-        return raw.decode("utf-8", errors="replace")
 
 
 class LlamaCppModel:
@@ -123,8 +89,8 @@ class LlamaCppModel:
                 name nor a ``.gguf`` file.
             CacheCorruptError: llama.cpp cannot read the file.
         """
-        lib = _import_llama_cpp()
-        path, name, fingerprint = _locate(model)
+        lib = import_llama_cpp()
+        path, name, fingerprint = locate_gguf(model)
         if n_ctx is not None and n_ctx < 1:
             raise ConfigurationError(f"n_ctx must be >= 1, got {n_ctx}.")
         try:
@@ -162,7 +128,7 @@ class LlamaCppModel:
         """
         instance = cls.__new__(cls)
         instance._setup(
-            llama, _import_llama_cpp(), name, fingerprint, int(llama.n_ctx()), top_k, seed
+            llama, import_llama_cpp(), name, fingerprint, int(llama.n_ctx()), top_k, seed
         )
         instance.path = str(getattr(llama, "model_path", ""))
         return instance
@@ -180,6 +146,7 @@ class LlamaCppModel:
         if top_k < 1:
             raise ConfigurationError(f"top_k must be >= 1, got {top_k}.")
         self.llama = llama
+        self._finalizer = weakref.finalize(self, free_llama, llama)
         self.name = name
         self.fingerprint = fingerprint
         self.context_window = context_window
@@ -203,7 +170,7 @@ class LlamaCppModel:
         self._template: str = metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
         self._bos = self._token_text(lib, vocab, llama.token_bos())
         self._eos = self._token_text(lib, vocab, llama.token_eos())
-        self._texts = TokenTexts(_Detokenizer(llama))
+        self._texts = TokenTexts(LlamaDetokenizer(llama))
         self._decoder = SequenceDecoder(
             self._engine,
             self._texts,
@@ -229,6 +196,39 @@ class LlamaCppModel:
     def __repr__(self) -> str:
         """Name and file, never weights."""
         return f"LlamaCppModel(name={self.name!r}, path={self.path!r})"
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the llama.cpp model and context now (waits for a running call; idempotent).
+
+        Also done when the object is collected and at interpreter exit, before
+        ``llama_cpp``'s modules are torn down, so no traceback is printed at exit. A model
+        given to :meth:`from_llama` is owned (and freed) by the wrapper.
+        """
+        with self._lock:
+            self._finalizer()
+
+    def __enter__(self) -> LlamaCppModel:
+        """``with LlamaCppModel(...) as slm:`` frees the model at the end of the block."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Free the model (see :meth:`close`)."""
+        self.close()
+
+    @contextmanager
+    def _open(self) -> Iterator[None]:
+        """Hold the lock of a call; refuse a call after :meth:`close`."""
+        with self._lock:
+            self._check_open()
+            yield
+
+    def _check_open(self) -> None:
+        if not self._finalizer.alive:
+            raise ConfigurationError(
+                f"{self!r} was closed; create a new LlamaCppModel to run the model again."
+            )
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -258,6 +258,7 @@ class LlamaCppModel:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a prompt text (special tokens parsed, no BOS added)."""
+        self._check_open()
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def count_tokens(self, messages: Sequence[Mapping[str, Any]]) -> int:
@@ -314,7 +315,7 @@ class LlamaCppModel:
         check_prompts_fit(prompts, config.max_new_tokens, self.context_window, self.name)
         started = time.perf_counter()
         results: list[Generation] = []
-        with self._lock:
+        with self._open():
             rng = self._rng if config.seed is None else np.random.default_rng(config.seed)
             for ids in prompts:
                 prompt = list(ids)
@@ -347,7 +348,7 @@ class LlamaCppModel:
         if not answer_ids:
             raise ConfigurationError("The answer to score is empty; pass the answer's text.")
         check_prompts_fit([[*prompt_ids, *answer_ids]], 0, self.context_window, self.name)
-        with self._lock:
+        with self._open():
             return llama_teacher_forced(
                 self._engine, self._texts, prompt_ids, answer_ids,
                 text=answer, top_k=self.top_k, name=self.name,
@@ -365,7 +366,7 @@ class LlamaCppModel:
         only the rest is evaluated.
         """
         check_prompts_fit([token_ids], 0, self.context_window, self.name)
-        with self._lock:
+        with self._open():
             self.last_follow_up_reused = self._engine.prefill(list(token_ids), prefix)
             return log_softmax(self._engine.logits())
 
@@ -375,7 +376,7 @@ class LlamaCppModel:
         """Greedy continuation of ``token_ids`` (special tokens dropped), reusing ``prefix``."""
         check_prompts_fit([token_ids], max_new_tokens, self.context_window, self.name)
         chosen: list[int] = []
-        with self._lock:
+        with self._open():
             self.last_follow_up_reused = self._engine.prefill(list(token_ids), prefix)
             logits = self._engine.logits()
             for index in range(max_new_tokens):

@@ -56,6 +56,7 @@ def test_cli_escalation_rate_without_a_profile_file() -> None:
         [
             *(sys.executable, "-m", "confroute", "ask", YES_NO, "--escalation-rate", "0.3"),
             *("--max-new-tokens", "8", "--json", "--llm", "none"),
+            *("--slm-backend", "transformers"),  # the shipped profiles' engine
         ],
         capture_output=True,
         text=True,

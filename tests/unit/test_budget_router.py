@@ -133,6 +133,7 @@ def test_serve_keeps_the_policy_state_across_restarts(
     add_serve_parser(parser.add_subparsers(dest="command", required=True))
     path = tmp_path / "policy.json"
     argv = ["serve", "--local-only", "--no-batching", "--escalation-rate", "0.2"]
+    argv += ["--slm-backend", "transformers"]  # the patched LocalModel, the profile's engine
     assert run_serve(parser.parse_args([*argv, "--policy-state", str(path)])) == 0
     assert json.loads(path.read_text())["requests"] == 30
     assert run_serve(parser.parse_args([*argv, "--policy-state", str(path)])) == 0

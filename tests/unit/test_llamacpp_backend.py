@@ -385,3 +385,34 @@ def test_a_bad_model_argument_names_what_is_accepted(name: str) -> None:
 def test_a_directory_is_refused(tmp_path: Any) -> None:
     with pytest.raises(ConfigurationError, match="LocalModel"):
         LlamaCppModel(tmp_path)
+
+
+# -- lifetime ------------------------------------------------------------------------------------
+
+
+def test_close_frees_the_model_once_and_later_calls_are_refused() -> None:
+    llama = FakeLlama(ANSWER)
+    closed: list[int] = []
+    llama.close = lambda: closed.append(1)  # type: ignore[attr-defined]
+    with LlamaCppModel.from_llama(llama, name="fake", fingerprint="f" * 64) as model:
+        [answer] = model.generate([QUESTION], GenerationConfig(max_new_tokens=4))
+        assert answer.text == "Paris."
+    assert closed == [1]
+    model.close()  # idempotent
+    assert closed == [1]
+    with pytest.raises(ConfigurationError, match="was closed; create a new LlamaCppModel"):
+        model.generate([QUESTION])
+    with pytest.raises(ConfigurationError, match="was closed"):
+        model.next_token_logprobs([START])
+
+
+def test_a_collected_model_frees_its_llama() -> None:
+    import gc
+
+    llama = FakeLlama(ANSWER)
+    closed: list[int] = []
+    llama.close = lambda: closed.append(1)  # type: ignore[attr-defined]
+    model = LlamaCppModel.from_llama(llama, name="fake", fingerprint="f" * 64)
+    del model
+    gc.collect()
+    assert closed == [1]

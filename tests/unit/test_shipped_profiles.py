@@ -28,6 +28,7 @@ def test_profile_ships_for_the_model_and_estimator(slm: str, estimator: str) -> 
     assert profile.fingerprint.model_name == slm
     assert profile.fingerprint.model_fingerprint == BUNDLED_MODELS[slm].sha256
     assert profile.fingerprint.estimator == estimator
+    assert profile.fingerprint.backend == "transformers"  # made on it, before it was recorded
     assert profile.fingerprint.estimator_params == get(estimator).params()
     assert profile.correct is not None  # graded on the kit datasets
     formats = profile.formats()
