@@ -10,7 +10,13 @@ short chat prompts and token cap, best wall time of ``--repeats`` runs per promp
 (d) a llama.cpp server (``python -m llama_cpp.server``, same file) reached through the server
     backend (:class:`confroute.server_backend.ServerModel`) with ``perplexity``, and the same
     server called directly through LiteLLM; and 16 requests from 16 concurrent callers, the
-    server's throughput with and without confroute in front (both ask for log-probs).
+    server's throughput with and without confroute in front (both ask for log-probs);
+(e) the decoding loop itself, on the backend's own ``Llama`` and in this process's CPU time
+    (less sensitive than wall time to other load on the machine): plain
+    ``Llama.create_completion`` from an empty cache against ``generate_from_ids``, the prefill
+    split out (the whole prompt, and only what follows the chat template's shared prefix, which
+    (a) reuses from the previous call and (b) evaluates again by design), and the CPU cost of
+    the loop's per-token statistics (:func:`confroute.llamacpp_decode.step`).
 
 Tokens/s is completion tokens over wall time of the whole call (prefill included), summed over
 the prompts. ``overhead_*`` = wall time of (b) over wall time of (a) for the same prompts
@@ -31,7 +37,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,8 +45,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import numpy as np
+
 from confroute import ConfRouter, LocalModel
+from confroute.generation import GenerationConfig
 from confroute.llamacpp import LlamaCppModel
+from confroute.llamacpp_decode import step
 from confroute.models import BUNDLED_MODELS, DEFAULT_LLM, DEFAULT_SLM, bundled_gguf
 from confroute.server_backend import ServerModel
 
@@ -77,6 +87,84 @@ def measure(repeats: int, calls: list[Callable[[], int]]) -> dict[str, float]:
         "tokens": int(tokens),
         "tokens_per_s": round(tokens / wall, 2),
         "latency_s": round(wall / len(calls), 3),
+    }
+
+
+def best_cpu(repeats: int, call: Callable[[], Any]) -> float:
+    """Least CPU seconds of this process over ``repeats`` calls."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        call()
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with (the chat template's system turn)."""
+    count = 0
+    while all(len(p) > count and p[count] == prompts[0][count] for p in prompts):
+        count += 1
+    return count
+
+
+def loop_section(backend: LlamaCppModel, cap: int, repeats: int) -> dict[str, Any]:
+    """(e): the backend's loop against plain llama.cpp on its own ``Llama``, in CPU seconds."""
+    llama = backend.llama
+    prompts = [backend.encode(backend.render(messages(p))) for p in PROMPTS]
+    common = shared_prefix(prompts)
+    config = GenerationConfig(max_new_tokens=cap)
+    plain_cpu = ours_cpu = full_cpu = suffix_cpu = 0.0
+    tokens = 0
+    same = True
+    for ids in prompts:
+
+        def plain(ids: list[int] = ids) -> None:
+            llama.reset()
+            llama.create_completion(ids, max_tokens=cap, temperature=0.0)
+
+        def prefill_full(ids: list[int] = ids) -> None:
+            llama.reset()
+            llama.eval(ids)
+
+        def prefill_suffix(ids: list[int] = ids) -> None:
+            llama.n_tokens = common  # the cache holds the shared prefix after prefill_full
+            llama.eval(ids[common:])
+
+        def ours(ids: list[int] = ids) -> None:
+            backend.generate_from_ids([ids], config)
+
+        plain_cpu += best_cpu(repeats, plain)
+        ours_cpu += best_cpu(repeats, ours)
+        full_cpu += best_cpu(repeats, prefill_full)
+        suffix_cpu += best_cpu(repeats, prefill_suffix)
+        llama.reset()
+        text = llama.create_completion(ids, max_tokens=cap, temperature=0.0)
+        [generation] = backend.generate_from_ids([ids], config)
+        same = same and text["choices"][0]["text"] == generation.text
+        tokens += generation.completion_tokens
+    import llama_cpp
+
+    row = np.ctypeslib.as_array(
+        llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),)
+    ).copy()
+    rounds = 200
+    started = time.process_time()
+    for _ in range(rounds):
+        step(row, backend.top_k)
+    step_ms = (time.process_time() - started) / rounds * 1e3
+    return {
+        "prompt_tokens": sum(len(p) for p in prompts),
+        "shared_prefix_tokens": common,
+        "completion_tokens": tokens,
+        "plain_cpu_s": round(plain_cpu, 3),
+        "backend_cpu_s": round(ours_cpu, 3),
+        "cpu_ratio": round(ours_cpu / plain_cpu, 3),
+        "prefill_full_cpu_s": round(full_cpu, 3),
+        "prefill_after_shared_prefix_cpu_s": round(suffix_cpu, 3),
+        "step_cpu_ms_per_token": round(step_ms, 3),
+        "step_share_of_backend_cpu": round(step_ms * tokens / 1e3 / ours_cpu, 4),
+        "same_text": same,
     }
 
 
@@ -214,6 +302,7 @@ def model_section(name: str, cap: int, repeats: int, with_server: bool) -> dict[
         result[f"llama_cpp_{estimator}"] = measure(
             repeats, [routed(router, p, cap) for p in PROMPTS]
         )
+    result["loop"] = loop_section(backend, cap, repeats)
     del backend
     transformers_router = ConfRouter(LocalModel(name), None)
     routed(transformers_router, PROMPTS[0], cap)()  # warm-up

@@ -92,7 +92,10 @@ def step(logits: np.ndarray, top_k: int, chosen: int | None = None) -> Step:
 
     Three passes over the vocabulary: ``exp`` of the shifted logits, their sum (the
     normaliser) and one dot product for the entropy ``log Z - sum(p * shifted)``; the top-k is
-    an ``argpartition`` and a sort of ``top_k`` values.
+    an ``argpartition`` and a sort of ``top_k`` values. Measured on Qwen's 151,936 tokens: 0.2
+    ms of CPU a step, about 1% of a decoded token (preallocated output buffers gave the same).
+    llama-cpp-python's C samplers (``llama_sampler_init_greedy``) return only the token id,
+    not the normaliser every estimator's log-probability needs, so they would not save a pass.
     """
     shifted = logits - logits.max()
     weights = np.exp(shifted)
@@ -223,7 +226,11 @@ class LlamaEngine:
         return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
 
     def advance(self, token: int) -> np.ndarray:
-        """Evaluate one more token; return the logits after it (a view)."""
+        """Evaluate one more token; return the logits after it (a view).
+
+        ``Llama.eval`` (0.3.36) copies no logits without ``logits_all``; its Python around
+        ``llama_decode`` took 0.1 ms a token under cProfile, so the loop keeps it.
+        """
         self.llama.eval([token])
         return self.logits()
 
