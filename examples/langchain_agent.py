@@ -25,7 +25,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, tool
 from langgraph.graph.state import CompiledStateGraph
 
-from langchain_confroute import DECISION_EVENT, ChatConfRoute
+from langchain_confroute import ChatConfRoute, DecisionCollector
 
 INVENTORY = {"widget": 42, "gadget": 7, "sprocket": 1300}
 
@@ -49,18 +49,6 @@ SYSTEM = (
     "You are an inventory assistant. Use the tools to look facts up; never guess numbers. "
     "Once a tool has answered, reply to the user in one short sentence that states the result."
 )
-
-
-class DecisionCollector(BaseCallbackHandler):
-    """Keeps the ``confroute_decision`` event of every ChatConfRoute call in a run."""
-
-    def __init__(self) -> None:
-        self.decisions: list[dict[str, Any]] = []
-
-    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
-        """Keep the routing decisions; other custom events are not ours."""
-        if name == DECISION_EVENT:
-            self.decisions.append(data)
 
 
 class AgentRun(NamedTuple):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 
-from langchain_confroute import DECISION_EVENT, ChatConfRoute
+from langchain_confroute import ChatConfRoute, DecisionCollector
 from tests.fakes import ScriptedLocalModel, ScriptedProvider
 
 agents = pytest.importorskip("langchain.agents", reason="langchain (create_agent) not installed")
@@ -34,15 +31,6 @@ class Stock(BaseModel):
     units: int = Field(description="Units in stock.")
 
 
-class Decisions(BaseCallbackHandler):
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-
-    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
-        if name == DECISION_EVENT:
-            self.items.append(data)
-
-
 @pytest.fixture
 def llm(scripted_slm: ScriptedLocalModel, provider: ScriptedProvider) -> ChatConfRoute:
     scripted_slm.script["Widgets in stock?"] = (STOCK_CALL, SURE)
@@ -54,7 +42,7 @@ def test_agent_steps_stream_and_each_model_call_is_decided(
 ) -> None:
     provider.answers = ["There are 42 widgets in stock."]
     agent = agents.create_agent(llm, tools=[get_stock_level], system_prompt="Use the tools.")
-    decisions = Decisions()
+    decisions = DecisionCollector()
     inputs = {"messages": [HumanMessage("Widgets in stock?")]}
     steps = [
         (node, update["messages"][-1])
@@ -70,7 +58,7 @@ def test_agent_steps_stream_and_each_model_call_is_decided(
     assert isinstance(result, ToolMessage) and result.content == "42"
     # the scripted SLM repeats its call after the result: the router escalates that step
     assert answer.content == "There are 42 widgets in stock."
-    assert [(d["escalated"], d["reason"]) for d in decisions.items] == [
+    assert [(d["escalated"], d["reason"]) for d in decisions.decisions] == [
         (False, "confident"),
         (True, "repeated_tool_call"),
     ]
@@ -84,12 +72,12 @@ async def test_async_agent_run_reports_decisions(
 ) -> None:
     provider.answers = ["42 widgets."]
     agent = agents.create_agent(llm, tools=[get_stock_level])
-    decisions = Decisions()
+    decisions = DecisionCollector()
     state = await agent.ainvoke(
         {"messages": [HumanMessage("Widgets in stock?")]}, {"callbacks": [decisions]}
     )
     assert state["messages"][-1].content == "42 widgets."
-    assert [d["escalated"] for d in decisions.items] == [False, True]
+    assert [d["escalated"] for d in decisions.decisions] == [False, True]
 
 
 def test_structured_response_through_the_agents_tool_strategy(
