@@ -12,7 +12,7 @@ Reported per agent: successes, tasks where the tool was called, the agent model'
 escalations (from the routing decisions), and tool answers flagged ``would_escalate``.
 
 Usage:
-    python benchmarks/agent_tasks.py [--quick] [--strong none] [--json]
+    python benchmarks/agent_tasks.py [--quick] [--strong none] [--agents llamaindex] [--json]
 """
 
 from __future__ import annotations
@@ -152,12 +152,22 @@ def main(argv: list[str]) -> None:
         default="confroute/qwen2.5-coder-1.5b-instruct",
         help="the agent model's escalation target, or 'none' (default %(default)s)",
     )
+    parser.add_argument(
+        "--agents",
+        choices=["both", "langchain", "llamaindex"],
+        default="both",
+        help="which agents to run (default %(default)s; LangChain first)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     tasks = TASKS[:1] if args.quick else TASKS
     strong = None if args.strong.lower() == "none" else args.strong
     slm = LocalModel(DEFAULT_SLM)
-    results = [run_langchain(slm, strong, tasks), asyncio.run(run_llamaindex(slm, strong, tasks))]
+    results = []
+    if args.agents in ("both", "langchain"):
+        results.append(run_langchain(slm, strong, tasks))
+    if args.agents in ("both", "llamaindex"):
+        results.append(asyncio.run(run_llamaindex(slm, strong, tasks)))
     if args.json:
         print(json.dumps({"strong": strong, "results": results}, indent=2))
         return
