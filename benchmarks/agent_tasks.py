@@ -12,13 +12,14 @@ Reported per agent: successes, tasks where the tool was called, the agent model'
 escalations (from the routing decisions), and tool answers flagged ``would_escalate``.
 
 Usage:
-    python benchmarks/agent_tasks.py [--quick] [--strong none] [--json]
+    python benchmarks/agent_tasks.py [--quick] [--strong none] [--agents llamaindex] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import runpy
@@ -30,11 +31,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from langchain_core.callbacks import BaseCallbackHandler
-
 from confroute import ConfRouter, LocalModel, RoutingDecision
 from confroute.models import DEFAULT_SLM
-from langchain_confroute import DECISION_EVENT, ChatConfRoute
+from langchain_confroute import ChatConfRoute, DecisionCollector
 from llamaindex_confroute import ConfRouteLLM
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -73,15 +72,26 @@ TASKS: list[tuple[str, str, str]] = [
 ]
 
 
-class Decisions(BaseCallbackHandler):
-    """The LangChain agent model's routing decisions (custom events)."""
+def add_task(
+    result: dict[str, Any], ok: bool, tool_calls: int, model: list[bool], tool_unsure: int
+) -> None:
+    """Count one finished task and print a line about it on stderr.
 
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-
-    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
-        if name == DECISION_EVENT:
-            self.items.append(data)
+    ``model`` holds each agent-model call's ``escalated``; the line lets a long run show what
+    it has so far.
+    """
+    result["tasks"] += 1
+    result["success"] += ok
+    result["tool_called"] += bool(tool_calls)
+    result["model_calls"] += len(model)
+    result["model_escalations"] += sum(model)
+    result["tool_would_escalate"] += tool_unsure
+    print(
+        f"[{result['agent']}] task {result['tasks']}: {'ok' if ok else 'failed'}, "
+        f"{sum(model)} of {len(model)} model calls escalated, {result['seconds']:.0f} s so far",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def tally(name: str) -> dict[str, Any]:
@@ -103,19 +113,17 @@ def run_langchain(slm: LocalModel, strong: str | None, tasks: list[Any]) -> dict
     tool = agent["build_tool"](llm)
     result = tally("langchain")
     for notes, question, expected in tasks:
-        decisions = Decisions()
+        decisions = DecisionCollector()
         started = time.perf_counter()
-        answer, transcript = agent["run_agent"](
-            question, llm, tool, config={"callbacks": [decisions]}, notes=notes
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # the example prints its steps
+            answer, transcript = agent["run_agent"](
+                question, llm, tool, config={"callbacks": [decisions]}, notes=notes
+            )
         result["seconds"] += time.perf_counter() - started
         tools = agent["tool_decisions"](transcript)
-        result["tasks"] += 1
-        result["success"] += expected in str(answer.content)
-        result["tool_called"] += bool(tools)
-        result["model_calls"] += len(decisions.items)
-        result["model_escalations"] += sum(d["escalated"] for d in decisions.items)
-        result["tool_would_escalate"] += sum(d["would_escalate"] for d in tools)
+        unsure = sum(d["would_escalate"] for d in tools)
+        escalated = [bool(d["escalated"]) for d in decisions.decisions]
+        add_task(result, expected in str(answer.content), len(tools), escalated, unsure)
     return result
 
 
@@ -131,12 +139,8 @@ async def run_llamaindex(slm: LocalModel, strong: str | None, tasks: list[Any]) 
         answer, tools = await agent["run"](agent["build_agent"](llm), question, notes)
         result["seconds"] += time.perf_counter() - started
         model = [d for d in decisions if d.id not in {t["decision_id"] for t in tools}]
-        result["tasks"] += 1
-        result["success"] += expected in answer
-        result["tool_called"] += bool(tools)
-        result["model_calls"] += len(model)
-        result["model_escalations"] += sum(d.escalated for d in model)
-        result["tool_would_escalate"] += sum(t["would_escalate"] for t in tools)
+        unsure = sum(t["would_escalate"] for t in tools)
+        add_task(result, expected in answer, len(tools), [d.escalated for d in model], unsure)
     return result
 
 
@@ -148,12 +152,22 @@ def main(argv: list[str]) -> None:
         default="confroute/qwen2.5-coder-1.5b-instruct",
         help="the agent model's escalation target, or 'none' (default %(default)s)",
     )
+    parser.add_argument(
+        "--agents",
+        choices=["both", "langchain", "llamaindex"],
+        default="both",
+        help="which agents to run (default %(default)s; LangChain first)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     tasks = TASKS[:1] if args.quick else TASKS
     strong = None if args.strong.lower() == "none" else args.strong
     slm = LocalModel(DEFAULT_SLM)
-    results = [run_langchain(slm, strong, tasks), asyncio.run(run_llamaindex(slm, strong, tasks))]
+    results = []
+    if args.agents in ("both", "langchain"):
+        results.append(run_langchain(slm, strong, tasks))
+    if args.agents in ("both", "llamaindex"):
+        results.append(asyncio.run(run_llamaindex(slm, strong, tasks)))
     if args.json:
         print(json.dumps({"strong": strong, "results": results}, indent=2))
         return

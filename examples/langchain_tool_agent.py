@@ -6,8 +6,9 @@ answers from the notes and reports how sure it is. The tool's ``ToolMessage`` ca
 as content and the decision (confidence, would_escalate, answered_by, cost) as its artifact, so
 the agent (or your code) can decide to check an unsure answer.
 
-The agent is LangChain's own ``langchain.agents.create_agent`` when LangChain 1.x is installed
-(``pip install langchain``); otherwise the same loop is run by hand with ``bind_tools``. The
+The agent is LangChain's own ``langchain.agents.create_agent`` (LangChain 1.x, part of
+``confroute[langchain]``); with only ``langchain-core`` installed the same loop is run by hand
+with ``bind_tools``. The
 agent's model is a ``ChatConfRoute`` here (the bundled 0.5B, escalating to the bundled 1.5B);
 in production it would be your strong model (``ChatOpenAI(...)``, ``ChatAnthropic(...)``).
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from langchain_confroute.chat_model import ChatConfRoute
 from langchain_confroute.events import (
     DECISION_EVENT,
+    DecisionCollector,
     EscalationLogger,
     EscalationLogSummary,
     summarize_escalation_log,
@@ -21,6 +22,7 @@ __all__ = [
     "DECISION_KEY",
     "ChatConfRoute",
     "ConfRouteTool",
+    "DecisionCollector",
     "EscalationLogSummary",
     "EscalationLogger",
     "ToolInputError",

@@ -30,6 +30,7 @@ from confroute.decision import RoutingDecision
 
 __all__ = [
     "DECISION_EVENT",
+    "DecisionCollector",
     "EscalationLogSummary",
     "EscalationLogger",
     "adispatch_decision",
@@ -147,6 +148,27 @@ class EscalationLogger(BaseCallbackHandler):
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         logger.debug("Logged decision %s to %s", decision.id, self.path)
+
+
+class DecisionCollector(BaseCallbackHandler):
+    """Keep the routing decision of every ChatConfRoute call of a run, in order.
+
+    Example:
+        >>> collector = DecisionCollector()
+        >>> agent.invoke(inputs, config={"callbacks": [collector]})  # doctest: +SKIP
+        >>> [d["escalated"] for d in collector.decisions]  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        """Start with no decisions."""
+        super().__init__()
+        self.decisions: list[dict[str, Any]] = []
+        """The ``confroute_decision`` data (the decision dicts), as they arrived."""
+
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        """Keep the decision carried by a ``confroute_decision`` event; ignore other events."""
+        if name == DECISION_EVENT:
+            self.decisions.append(data)
 
 
 class EscalationLogSummary(BaseModel):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import ToolMessage
 
 from langchain_confroute import DECISION_EVENT, ChatConfRoute
@@ -36,19 +37,45 @@ def test_rag_chain_answers_from_the_documents() -> None:
     assert answer.response_metadata["confroute"]["answered_by"] == "qwen2.5-coder-0.5b-instruct"
 
 
-def test_agent_calls_a_tool_and_uses_its_result() -> None:
+class ToolRuns(BaseCallbackHandler):
+    """Counts the tool runs a user's handler in the run's callbacks sees."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def on_tool_start(self, serialized: Any, input_str: str, **kwargs: Any) -> None:
+        self.names.append(str((serialized or {}).get("name")))
+
+
+def test_create_agent_calls_a_tool_streams_its_steps_and_reports_decisions() -> None:
     agent = example("langchain_agent.py")
     llm = ChatConfRoute(**lc_params(max_tokens=64, threshold=0.0))
-    answer, transcript = agent["run_agent"]("How many widgets are in stock?", llm)
-    calls = [c for m in transcript for c in getattr(m, "tool_calls", [])]
+    tools = ToolRuns()
+    streamed: list[str] = []
+    run = agent["run_agent"](
+        "How many widgets are in stock?",
+        llm,
+        config={"callbacks": [tools]},
+        on_step=lambda node, added: streamed.append(node),
+    )
+    calls = [c for m in run.messages for c in getattr(m, "tool_calls", [])]
     assert ("get_stock_level", "widget") in [
         (c["name"], str(c["args"].get("item", "")).lower().rstrip("s")) for c in calls
     ]
-    results = [m.content for m in transcript if isinstance(m, ToolMessage)]
+    results = [m.content for m in run.messages if isinstance(m, ToolMessage)]
     assert "42" in results
-    assert not answer.tool_calls
-    assert "42" in answer.content
-    assert "{" not in answer.content  # a sentence, not a tool call written as text
+    assert "get_stock_level" in tools.names  # the user's handler saw the tool run
+    # steps streamed as they finished: a model step, a tools step, ..., a final model step
+    assert streamed == run.steps
+    assert run.steps[:2] == ["model", "tools"] and run.steps[-1] == "model"
+    assert not run.answer.tool_calls
+    assert "42" in str(run.answer.content)
+    assert "{" not in str(run.answer.content)  # a sentence, not a tool call written as text
+    # one decision per model call, from the run's callbacks; the last one answered
+    assert len(run.decisions) >= run.steps.count("model") >= 2
+    assert all(d["local_model"] == "qwen2.5-coder-0.5b-instruct" for d in run.decisions)
+    answered = run.answer.response_metadata["confroute"]
+    assert run.decisions[-1]["answered_by"] == answered["answered_by"]
 
 
 def test_logging_writes_one_line_per_call(tmp_path: Path) -> None:
