@@ -1,4 +1,4 @@
-"""The router's default ``tool_threshold``: chosen on BFCL's development split, checked on the report.
+"""The router's default ``tool_threshold``: chosen on BFCL's dev split, checked on the report.
 
 Reads the answers ``benchmarks/tool_confidence.py`` cached (same splits: the item ids in the
 seeded hash order, the first ``--dev`` for development, the next ``--report`` to report), scores
@@ -50,12 +50,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="runs/tool_confidence/answers.jsonl")
+    parser.add_argument("--threshold", type=float, default=None, help="check this one instead")
     args = parser.parse_args()
     dev, report = split(load_bfcl(args.data_dir), args.dev, args.report, args.seed)
     answers = answer(dev + report, args)
     dev_calls = [r for r in score(dev, answers) if r["called"] and not r["malformed"]]
     report_calls = [r for r in score(report, answers) if r["called"] and not r["malformed"]]
     threshold = rate_threshold([r[COLUMN] for r in dev_calls], DEFAULT_ESCALATION_RATE)
+    if args.threshold is not None:  # e.g. the rounded default, RouterSettings.tool_threshold
+        threshold = args.threshold
     kept = [r for r in report_calls if r[COLUMN] >= threshold]
     result = {
         "dev_calls": len(dev_calls),
@@ -70,12 +73,12 @@ def main() -> None:
         "report_wrong": sum(not r["correct"] for r in report_calls),
     }
     print(
-        f"{COLUMN}: threshold {threshold:.4f} from {len(dev_calls)} dev calls "
-        f"(escalates {DEFAULT_ESCALATION_RATE:.0%} of them); report: "
+        f"{COLUMN}: threshold {threshold:.4f} ({len(dev_calls)} dev calls; chosen to escalate "
+        f"{DEFAULT_ESCALATION_RATE:.0%} of them unless --threshold); report: "
         f"{result['report_escalated_share']:.1%} of {len(report_calls)} calls escalated, "
         f"{result['report_escalated_wrong']} of {result['report_wrong']} wrong ones; "
         f"accuracy of calls {result['report_call_accuracy']:.3f}, kept "
-        f"{result['report_kept_accuracy']}"
+        f"{result['report_kept_accuracy']:.3f}"
     )
     print(json.dumps(result))
 
