@@ -75,7 +75,11 @@ def build_chain(llm: BaseChatModel | None = None, k: int = 2) -> Runnable[str, A
     """question -> retrieved context -> prompt -> ChatConfRoute."""
     store = InMemoryVectorStore.from_texts(DOCUMENTS, MiniLMEmbeddings())
     retriever = store.as_retriever(search_kwargs={"k": k})
-    model = llm or ChatConfRoute(max_tokens=64)
+    # grounded_answer scores the answer against the retrieved context in the prompt: how
+    # much of it is copied from the documents, how sure the 0.5B was where it copied from,
+    # and how sure it was of the words it did not copy. A "confident" decision means the
+    # answer is grounded in the retrieved documents; one the model made up escalates.
+    model = llm or ChatConfRoute(max_tokens=64, estimator="grounded_answer")
     return (
         {"context": retriever | format_documents, "question": RunnablePassthrough()}
         | PROMPT
@@ -89,7 +93,8 @@ def main(argv: list[str]) -> None:
     decision = answer.response_metadata["confroute"]
     print(f"Q: {question}\nA: {answer.content}")
     print(
-        f"answered by {decision['answered_by']} (confidence {decision['confidence']:.2f}, "
+        f"answered by {decision['answered_by']} ({decision['estimator']} confidence "
+        f"{decision['confidence']}, "
         f"threshold {decision['threshold']:.2f}, escalated: {decision['escalated']})"
     )
 

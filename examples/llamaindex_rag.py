@@ -43,7 +43,8 @@ class PrintDecisions(BaseEventHandler):
         if isinstance(event, RoutingDecisionEvent):
             d = event.decision
             route = f"escalated to {d.answered_by}" if d.escalated else "kept local"
-            print(f"   [{route}] confidence={d.confidence:.3f} threshold={d.threshold}")
+            confidence = "n/a" if d.confidence is None else f"{d.confidence:.3f}"
+            print(f"   [{route}] {d.estimator} confidence={confidence} threshold={d.threshold}")
 
 
 def build_query_engine(llm: ConfRouteLLM, embed_model: TransformersEmbedding) -> BaseQueryEngine:
@@ -55,7 +56,12 @@ def build_query_engine(llm: ConfRouteLLM, embed_model: TransformersEmbedding) ->
 
 def main() -> None:
     get_dispatcher().add_event_handler(PrintDecisions())
-    llm = ConfRouteLLM(max_tokens=48)
+    # grounded_answer scores a free-text answer against the retrieved passages in the prompt:
+    # the share of the answer copied from them, how sure the 0.5B was where it copied from,
+    # and how sure it was of the words it did not copy. "confident" means the answer is
+    # mostly copied from the passages with sure choices; an answer the model made up (low
+    # probability, not in the passages) falls below the threshold and goes to the 1.5B.
+    llm = ConfRouteLLM(max_tokens=48, estimator="grounded_answer")
     Settings.llm, Settings.embed_model = llm, TransformersEmbedding()
     engine = build_query_engine(llm, Settings.embed_model)
     for question in QUESTIONS:

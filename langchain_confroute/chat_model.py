@@ -109,6 +109,10 @@ class ChatConfRoute(BaseChatModel):
     below must be left unset (configure the router instead)."""
     estimator: str | Estimator = setting("estimator")
     """The uncertainty estimator, by name or instance."""
+    tool_estimator: str | None = setting("tool_estimator")
+    """The estimator that decides an answer which is a tool call (None: ``estimator`` does)."""
+    tool_threshold: float = setting("tool_threshold")
+    """Escalate a tool call whose ``tool_estimator`` confidence is below this."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """Escalate when confidence is below this (default: the engine's, 0.8 on perplexity)."""
     escalation_rate: float | None = Field(default=None, ge=0.0, le=1.0)

@@ -233,6 +233,8 @@ def router_fields(router: ConfRouter) -> dict[str, Any]:
             else None
         ),
         "escalation_rate": getattr(policy, "escalation_rate", None),
+        "tool_estimator": settings.tool_estimator,
+        "tool_threshold": settings.tool_threshold,
         "api_base": source.api_base if escalation is not None else None,
         "timeout": source.timeout,
         "max_retries": source.max_retries,

@@ -117,6 +117,14 @@ class ConfRouteLLM(FunctionCallingLLM):
         description="LiteLLM model string of the strong model; None routes locally only.",
     )
     estimator: str = Field(default=setting("estimator"), description="Uncertainty estimator name.")
+    tool_estimator: str | None = Field(
+        default=setting("tool_estimator"),
+        description="Estimator that decides an answer which is a tool call (None: estimator).",
+    )
+    tool_threshold: float = Field(
+        default=setting("tool_threshold"),
+        description="Escalate a tool call whose tool_estimator confidence is below it.",
+    )
     threshold: float | None = Field(
         default=None, description="Escalate when confidence is below it (router default if None)."
     )

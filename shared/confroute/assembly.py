@@ -36,6 +36,7 @@ from confroute.settings import (
     settings_from,
 )
 from confroute.target import EscalationTarget
+from confroute.tool_routing import ToolCallRouting
 
 __all__ = [
     "check_capabilities",
@@ -47,6 +48,7 @@ __all__ = [
     "router_settings",
     "servable",
     "threshold_policy",
+    "tool_call_routing",
 ]
 
 logger = logging.getLogger(__name__)
@@ -341,3 +343,22 @@ def check_policy(policy: RoutingPolicy) -> RoutingPolicy:
             "`def decide(self, confidence, answer_format=None) -> Verdict`."
         )
     return policy
+
+
+def tool_call_routing(
+    settings: RouterSettings, estimators: Sequence[Estimator]
+) -> ToolCallRouting | None:
+    """The tool estimator and threshold that decide tool-call answers (None: turned off).
+
+    The estimator is the chosen one of that name when it is among ``estimators`` (its
+    confidence is computed once); when it is the primary estimator, the router's policy
+    decides calls too (one estimator, one threshold), so None is returned.
+
+    Raises:
+        ConfigurationError: ``settings.tool_estimator`` is not a registered estimator.
+    """
+    name = settings.tool_estimator
+    if name is None or (estimators and estimators[0].name == name):
+        return None
+    chosen = next((e for e in estimators if e.name == name), None)
+    return ToolCallRouting(chosen or get(name), settings.tool_threshold)

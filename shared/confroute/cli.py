@@ -11,7 +11,12 @@ from collections.abc import Sequence
 from confroute.bench.cli import add_bench_parser, run_bench
 from confroute.calibrate_cli import add_parsers as add_calibration_parsers
 from confroute.calibrate_cli import run_calibrate, run_profile
-from confroute.cli_args import add_slm_backend_arguments, slm_backend_settings
+from confroute.cli_args import (
+    add_slm_backend_arguments,
+    add_tool_estimator_arguments,
+    slm_backend_settings,
+    tool_estimator_settings,
+)
 from confroute.errors import ConfRouteError
 from confroute.mcp_server import add_mcp_parser, run_mcp
 from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
@@ -71,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=estimators.available(),
         help="uncertainty estimator (default %(default)s)",
     )
+    add_tool_estimator_arguments(ask, estimators.available())
     ask.add_argument("--max-new-tokens", type=int, default=256, help="local answer length cap")
     ask.add_argument("--system", default=None, help="a system prompt")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
@@ -90,6 +96,7 @@ def _ask(args: argparse.Namespace) -> int:
         args.slm,
         None if args.llm.lower() == "none" else args.llm,
         **slm_backend_settings(args),
+        **tool_estimator_settings(args),
         estimator=args.estimator,
         threshold=args.threshold,
         escalation_rate=args.escalation_rate,

@@ -6,9 +6,14 @@ import argparse
 import os
 from typing import Any
 
-from confroute.settings import Environment
+from confroute.settings import Environment, RouterSettings
 
-__all__ = ["add_slm_backend_arguments", "slm_backend_settings"]
+__all__ = [
+    "add_slm_backend_arguments",
+    "add_tool_estimator_arguments",
+    "slm_backend_settings",
+    "tool_estimator_settings",
+]
 
 
 def add_slm_backend_arguments(parser: argparse.ArgumentParser, env: Environment) -> None:
@@ -42,3 +47,28 @@ def slm_backend_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.slm_api_key_env:
         settings["local_api_key"] = os.environ.get(args.slm_api_key_env)
     return settings
+
+
+def add_tool_estimator_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """``--tool-estimator`` and ``--tool-threshold`` (ask and serve): who decides tool calls."""
+    fields = RouterSettings.model_fields
+    parser.add_argument(
+        "--tool-estimator",
+        default=fields["tool_estimator"].default,
+        choices=[*names, "none"],
+        help="estimator that decides an answer which is a tool call, against --tool-threshold; "
+        "'none': --estimator decides every answer (default %(default)s)",
+    )
+    parser.add_argument(
+        "--tool-threshold",
+        type=float,
+        default=fields["tool_threshold"].default,
+        help="escalate a tool call whose --tool-estimator confidence is below this (default "
+        "%(default)s, chosen on BFCL's development split)",
+    )
+
+
+def tool_estimator_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The router settings of the tool estimator arguments."""
+    name = None if args.tool_estimator == "none" else args.tool_estimator
+    return {"tool_estimator": name, "tool_threshold": args.tool_threshold}

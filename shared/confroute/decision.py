@@ -47,9 +47,11 @@ class RoutingDecision(BaseModel):
     created_at: datetime = Field(default_factory=_now)
     """When the request arrived (UTC)."""
     estimator: str
-    """Name of the uncertainty estimator."""
+    """Name of the estimator whose confidence decided: the primary one, or the tool estimator
+    (``RouterSettings.tool_estimator``) when the local answer was a well-formed tool call."""
     confidence: float | None
-    """Confidence of the local answer in [0, 1]; None when it could not be computed."""
+    """Confidence of the local answer in [0, 1] by :attr:`estimator`; None when it could not
+    be computed."""
     threshold: float
     """The threshold the confidence was compared with."""
     escalated: bool
@@ -83,4 +85,5 @@ class RoutingDecision(BaseModel):
     error: str | None = None
     """What went wrong: the escalation's failure, or the local backend's (``local_failed``)."""
     confidences: dict[str, float | None] = Field(default_factory=dict)
-    """Every computed estimator's confidence (the primary one and any extra ones)."""
+    """Every computed estimator's confidence (the primary one, any extra ones, and the tool
+    estimator for a tool-call answer)."""

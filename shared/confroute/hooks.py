@@ -63,6 +63,8 @@ class ScoredAnswer:
         parsed: The local answer's tool calls, when tools were offered.
         confidences: Every chosen estimator's confidence, by name.
         local_error: Why the local backend gave no answer (its server failed), else None.
+        decided_by: Name of the estimator whose confidence is :attr:`confidence` (the tool
+            estimator for a tool-call answer; "" when nothing was scored).
     """
 
     messages: list[Message]
@@ -74,6 +76,7 @@ class ScoredAnswer:
     parsed: ParsedToolCalls | None = None
     confidences: dict[str, float | None] = field(default_factory=dict)
     local_error: str | None = None
+    decided_by: str = ""
 
     @property
     def escalate(self) -> bool:
@@ -87,8 +90,11 @@ class ScoredAnswer:
 
     @property
     def estimator(self) -> str:
-        """Name of the primary estimator ("" when nothing was scored: the prompt did not fit)."""
-        return next(iter(self.confidences), "")
+        """Name of the estimator that decided: :attr:`decided_by`, else the primary one.
+
+        "" when nothing was scored (the prompt did not fit).
+        """
+        return self.decided_by or next(iter(self.confidences), "")
 
 
 ScoreObserver = Callable[[ScoredAnswer], "Verdict | None"]

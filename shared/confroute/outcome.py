@@ -47,7 +47,7 @@ class Outcome:
     """Builds and reports decisions for one router.
 
     Attributes:
-        estimator: Name of the primary estimator.
+        estimator: Name of the primary estimator (reported when nothing was scored).
         local_model: Name of the local model.
         context_window: The local model's context window (for the overflow error).
         hooks: Decision hooks, called once per decision.
@@ -74,7 +74,7 @@ class Outcome:
         """The decision record of ``answer`` (never a secret: errors are already redacted)."""
         generation = answer.generation
         return RoutingDecision(
-            estimator=self.estimator,
+            estimator=answer.estimator or self.estimator,
             confidence=answer.confidence,
             threshold=answer.verdict.threshold,
             escalated=answer.verdict.escalate and self.can_escalate,

@@ -26,6 +26,7 @@ from confroute.assembly import (
     local_backend,
     router_settings,
     threshold_policy,
+    tool_call_routing,
 )
 from confroute.backend import LocalBackend
 from confroute.calibration import CalibrationProfile
@@ -149,16 +150,17 @@ class ConfRouter:
             raise ConfigurationError("Pass redact= to the Escalation you built, not to ConfRouter.")
         self.estimator = estimator_registry.get(estimator or self.settings.estimator)
         self.extra_estimators = [estimator_registry.get(e) for e in extra_estimators]
-        self.defaults = generation_defaults(self.settings, self.estimators)
+        self.tool_routing = tool_call_routing(self.settings, self.estimators)
+        self.defaults = generation_defaults(self.settings, self.computed_estimators)
         self.escalation = escalation_target(self.settings, strong_model, redact)
         self.hooks: list[DecisionHook] = list(hooks)
         self.observers: list[ScoreObserver] = list(observers)
         self.tracers: list[Tracer] = list(tracers)
-        self.local = local_backend(self.settings, local_model, self.estimators)
+        self.local = local_backend(self.settings, local_model, self.computed_estimators)
         self.policy = check_policy(
             policy or threshold_policy(self.settings, self.local, self.estimator, profile)
         )
-        for chosen_estimator in self.estimators:
+        for chosen_estimator in self.computed_estimators:
             chosen_estimator.prepare(self.local)
 
     def with_hooks(
@@ -189,6 +191,12 @@ class ConfRouter:
         """The primary estimator followed by the extra ones."""
         return [self.estimator, *self.extra_estimators]
 
+    @property
+    def computed_estimators(self) -> list[Estimator]:
+        """:attr:`estimators` and the tool estimator (which decides tool-call answers)."""
+        tool = self.tool_routing.estimator if self.tool_routing is not None else None
+        return [*self.estimators, *(() if tool is None or tool in self.estimators else (tool,))]
+
     def __repr__(self) -> str:
         """Models, estimator and policy; never a key."""
         return (
@@ -215,6 +223,7 @@ class ConfRouter:
             tuple(self.observers),
             tuple(self.tracers),
             can_escalate=self.escalation is not None,
+            tool_routing=self.tool_routing,
         )
 
     def _outcome(self) -> Outcome:

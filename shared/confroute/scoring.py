@@ -28,6 +28,7 @@ from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message
 from confroute.policies import RoutingPolicy, Verdict, forced_verdict
 from confroute.settings import MAX_ANSWER_TOKENS
+from confroute.tool_routing import ToolCallRouting
 from confroute.tools import parse_tool_calls, repeated_tool_calls
 
 __all__ = ["Pipeline", "call_config", "check_tools", "escalation_options", "stop_sequences"]
@@ -169,6 +170,8 @@ class Pipeline:
         tracers: Tracers whose ``local_generation`` span wraps the batched generation.
         can_escalate: Whether a strong model is configured (otherwise a would-be escalation is
             reported as ``local_only``).
+        tool_routing: The tool estimator and its threshold, which decide an answer that is a
+            well-formed tool call (None: the primary estimator decides every answer).
     """
 
     local: LocalBackend
@@ -177,6 +180,7 @@ class Pipeline:
     observers: Sequence[ScoreObserver] = ()
     tracers: Sequence[Tracer] = ()
     can_escalate: bool = True
+    tool_routing: ToolCallRouting | None = None
 
     @property
     def prompt_estimator(self) -> Estimator | None:
@@ -290,7 +294,8 @@ class Pipeline:
             }
         finally:
             generation.extras.pop("prefix", None)  # free the key/value cache
-        confidence = confidences[self.estimators[0].name]
+        decided_by = self.estimators[0].name
+        confidence = confidences[decided_by]
         changer = self.prompt_estimator
         if changer is not None:
             generation = replace(generation, text=changer.clean_answer(generation.text))
@@ -303,12 +308,17 @@ class Pipeline:
             # echoes it instead of answering from the result (an agent would loop)
             logger.debug("Local answer repeats an answered tool call; escalating.")
             verdict = self._forced(messages, "repeated_tool_call")
+        elif parsed is not None and parsed.calls and self.tool_routing is not None:
+            tool = self.tool_routing.estimator  # a call: its own estimator and threshold
+            if tool.name not in confidences:
+                confidences[tool.name] = self._confidence(tool, generation, context)
+            confidence, decided_by = confidences[tool.name], tool.name
+            verdict = self.tool_routing.decide(confidence, self.policy, detect_format(messages).key)
         else:
             verdict = self.policy.decide(confidence, answer_format=detect_format(messages).key)
         elapsed = local_latency_s + time.perf_counter() - started
-        answer = ScoredAnswer(
-            messages, generation, confidence, verdict, verdict.reason, elapsed, parsed, confidences
-        )
+        answer = ScoredAnswer(messages, generation, confidence, verdict, verdict.reason, elapsed)
+        answer = replace(answer, parsed=parsed, confidences=confidences, decided_by=decided_by)
         return self._observed(answer)
 
     def score_given(

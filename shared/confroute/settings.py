@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_LLM",
     "DEFAULT_SLM",
     "DEFAULT_THRESHOLD",
+    "DEFAULT_TOOL_THRESHOLD",
     "LOCAL_PROVIDER",
     "MAX_ANSWER_TOKENS",
     "BackendName",
@@ -51,6 +52,12 @@ DEFAULT_THRESHOLD = 0.8
 DEFAULT_ESCALATION_RATE = 0.3
 """Escalation rate when no rate, threshold or policy is chosen and a shipped calibration
 profile matches the local model and estimator (the bundled models)."""
+DEFAULT_TOOL_THRESHOLD = 0.44
+"""Threshold of the tool estimator (``tool_call``, product of the parts) for an answer that is a
+tool call: on BFCL's development split (40 items, 33 calls, bundled 0.5B) it escalates the least
+confident 30% of the calls (``DEFAULT_ESCALATION_RATE``); on the report split (92 calls) it
+escalated 26% of them, 20 of the 31 wrong ones, and the kept calls were right 84% of the time
+against 66% for all calls (``benchmarks/tool_threshold.py``, BENCHMARKS.md)."""
 BackendName = Literal["auto", "transformers", "llama.cpp", "server"]
 """The local engines by name (``"auto"`` chooses by the rule in :mod:`confroute.backend_choice`)."""
 MAX_ANSWER_TOKENS = 1 << 20
@@ -82,6 +89,14 @@ class RouterSettings(BaseModel):
     """The LiteLLM model string escalations go to; None keeps everything local."""
     estimator: str = "perplexity"
     """Name of the uncertainty estimator whose confidence drives the decision."""
+    tool_estimator: str | None = "tool_call"
+    """Name of the estimator that decides an answer which is a well-formed tool call (tools
+    were offered): computed on the same generation (no extra model call) and compared with
+    ``tool_threshold``; other answers keep ``estimator``. None: ``estimator`` decides all."""
+    tool_threshold: float = Field(default=DEFAULT_TOOL_THRESHOLD, ge=0.0, le=1.0)
+    """Escalate a tool-call answer when the tool estimator's confidence is below it (its own
+    threshold: the tool estimator's scale is not the primary one's; see
+    :data:`DEFAULT_TOOL_THRESHOLD` for where the default comes from)."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """Escalate when confidence is below it. None, with no rate or policy either: the default
     policy, :data:`DEFAULT_ESCALATION_RATE` held on the traffic when a shipped profile matches
@@ -156,6 +171,7 @@ def settings_from(base: RouterSettings | None = None, **changes: Any) -> RouterS
 
 _REQUIREMENTS = {
     "threshold": "in [0, 1]",
+    "tool_threshold": "in [0, 1]",
     "escalation_rate": "in [0, 1]",
     "max_escalation_rate": "in [0, 1] (a share of budget_window requests)",
     "budget_window": "an integer >= 1 (requests)",

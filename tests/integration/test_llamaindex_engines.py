@@ -42,7 +42,8 @@ async def test_function_agent_calls_a_tool_and_uses_its_result(
     li_slm: LocalModel, li_recorder: DecisionRecorder
 ) -> None:
     agent_example = load_example("llamaindex_agent")
-    llm = ConfRouteLLM(li_slm, STRONG, threshold=0.0, max_tokens=48)
+    # tool_threshold=0.0 keeps the 0.5B's call local, as threshold=0.0 keeps its text
+    llm = ConfRouteLLM(li_slm, STRONG, threshold=0.0, tool_threshold=0.0, max_tokens=48)
     agent = FunctionAgent(
         tools=agent_example.TOOLS, llm=llm, system_prompt=agent_example.SYSTEM_PROMPT
     )
@@ -59,3 +60,9 @@ async def test_function_agent_calls_a_tool_and_uses_its_result(
         (True, STRONG),
     ]
     assert decisions[1].reason in ("repeated_tool_call", "malformed_tool_call")
+    # the call was decided by the tool estimator, on the same generation, beside perplexity
+    call = decisions[0]
+    assert call.estimator == "tool_call" and call.threshold == 0.0
+    assert set(call.confidences) == {"perplexity", "tool_call"}
+    assert call.confidence == call.confidences["tool_call"]
+    assert call.confidence is not None and 0.0 < call.confidence <= 1.0

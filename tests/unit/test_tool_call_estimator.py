@@ -75,7 +75,7 @@ def _context() -> EstimationContext:
 def test_each_part_is_the_joint_probability_of_its_tokens() -> None:
     generation = _generation(CALL_TOKENS, [("I", 0.05), ("{", 0.03)])
     context = _context()
-    confidence = ToolCallConfidence().confidence(generation, context)
+    confidence = ToolCallConfidence("min").confidence(generation, context)
     parts = context.extras["tool_call_parts"]
     assert parts["called"] is True
     assert parts["decision"] == pytest.approx(0.9 + 0.03)  # "<tool_call>" and "{" open a call
@@ -86,10 +86,12 @@ def test_each_part_is_the_joint_probability_of_its_tokens() -> None:
     assert confidence == pytest.approx(0.3)
 
 
-def test_the_product_rule_multiplies_the_parts() -> None:
+def test_the_product_rule_multiplies_the_parts_and_is_the_default() -> None:
     generation = _generation(CALL_TOKENS)
     confidence = ToolCallConfidence("product").confidence(generation, _context())
     assert confidence == pytest.approx(0.9 * 0.4 * 0.54 * 0.3)
+    assert ToolCallConfidence().combine == "product"  # the BFCL development split's choice
+    assert ToolCallConfidence().confidence(generation, _context()) == pytest.approx(confidence)
 
 
 def test_a_bare_json_call_is_scored_from_its_first_token() -> None:
@@ -102,7 +104,7 @@ def test_a_bare_json_call_is_scored_from_its_first_token() -> None:
     generation = _generation(pieces, [("The", 0.2), ("```", 0.05)])
     context = _context()
     # the value's opening quote is in the token before it, which is part of the value's span
-    assert ToolCallConfidence().confidence(generation, context) == pytest.approx(0.95 * 0.4)
+    assert ToolCallConfidence("min").confidence(generation, context) == pytest.approx(0.95 * 0.4)
     parts = context.extras["tool_call_parts"]
     assert parts["decision"] == pytest.approx(0.75)
     assert parts["name"] == pytest.approx(0.95)
@@ -160,10 +162,12 @@ def test_the_router_escalates_a_call_with_one_unsure_value_that_perplexity_keeps
     call = '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
     probs = [0.05 if i == call.index("2") else 0.99 for i in range(len(call))]  # one per char
     slm = ScriptedLocalModel(script={"add 1 2": (call, probs), "hi": ("hello", (0.9,) * 5)})
-    by_perplexity = ConfRouter(slm, "scripted/strong", threshold=0.5, max_retries=0)
+    by_perplexity = ConfRouter(
+        slm, "scripted/strong", threshold=0.5, max_retries=0, tool_estimator=None
+    )
     assert not by_perplexity.route("add 1 2", tools=ADD).decision.escalated
     router = ConfRouter(slm, "scripted/strong", estimator="tool_call", threshold=0.5, max_retries=0)
     routed = router.route("add 1 2", tools=ADD)
-    assert routed.decision.escalated and routed.decision.confidence == pytest.approx(0.05)
+    assert routed.decision.escalated and routed.decision.confidence < 0.05
     plain = router.route("hi", tools=ADD)  # not a call: perplexity
     assert not plain.decision.escalated and plain.decision.confidence == pytest.approx(0.9)

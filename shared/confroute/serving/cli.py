@@ -15,7 +15,12 @@ from typing import Any
 from pydantic import SecretStr
 
 from confroute.backend import LocalBackend
-from confroute.cli_args import add_slm_backend_arguments, slm_backend_settings
+from confroute.cli_args import (
+    add_slm_backend_arguments,
+    add_tool_estimator_arguments,
+    slm_backend_settings,
+    tool_estimator_settings,
+)
 from confroute.errors import ConfigurationError
 from confroute.settings import RouterSettings, environment, settings_from
 
@@ -102,6 +107,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=estimators.available(),
         help="uncertainty estimator (default %(default)s)",
     )
+    add_tool_estimator_arguments(serve, estimators.available())
     serve.add_argument(
         "--max-new-tokens",
         type=int,
@@ -187,6 +193,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(
         None,
         **slm_backend_settings(args),
+        **tool_estimator_settings(args),
         estimator=args.estimator,
         threshold=args.threshold,
         escalation_rate=args.escalation_rate,
