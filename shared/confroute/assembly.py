@@ -21,6 +21,7 @@ from confroute.escalation import Escalation, Redactor
 from confroute.estimators import PROBE_LAYER, Estimator, Requirement, available, get
 from confroute.generation import GenerationConfig
 from confroute.policies import (
+    ConversationPolicy,
     EscalationCap,
     FixedThreshold,
     RoutingPolicy,
@@ -45,6 +46,7 @@ __all__ = [
     "local_backend",
     "router_settings",
     "servable",
+    "sticky_policy",
     "threshold_policy",
 ]
 
@@ -325,3 +327,21 @@ def check_policy(policy: RoutingPolicy) -> RoutingPolicy:
             "`def decide(self, confidence, answer_format=None) -> Verdict`."
         )
     return policy
+
+
+def sticky_policy(settings: RouterSettings, policy: RoutingPolicy) -> RoutingPolicy:
+    """``policy`` in a :class:`~confroute.policies.ConversationPolicy` when ``sticky_turns`` > 0.
+
+    Raises:
+        ConfigurationError: ``policy`` is a ConversationPolicy already (set its turns instead).
+    """
+    if settings.sticky_turns == 0:
+        return policy
+    if isinstance(policy, ConversationPolicy):
+        raise ConfigurationError(
+            "policy= is a ConversationPolicy already and sticky_turns= is set too: give one "
+            "(the policy's own turns, or sticky_turns= on a plain policy)."
+        )
+    return ConversationPolicy(
+        policy, settings.sticky_turns, release_confidence=settings.sticky_release_confidence
+    )

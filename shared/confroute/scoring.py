@@ -19,6 +19,7 @@ from typing import Any
 
 from confroute.answer_format import detect_format
 from confroute.backend import LocalBackend, prompt_fits
+from confroute.conversation import Turn, turn_of
 from confroute.decision import DecisionReason
 from confroute.errors import ConfigurationError, LocalBackendError
 from confroute.estimators import EstimationContext, Estimator, Requirement, shared_confidence
@@ -26,7 +27,7 @@ from confroute.forced import AnswerScoring
 from confroute.generation import Generation, GenerationConfig
 from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message
-from confroute.policies import RoutingPolicy, Verdict, forced_verdict
+from confroute.policies import RoutingPolicy, Verdict, forced_verdict, turn_verdict
 from confroute.settings import MAX_ANSWER_TOKENS
 from confroute.tools import parse_tool_calls, repeated_tool_calls
 
@@ -169,6 +170,10 @@ class Pipeline:
         tracers: Tracers whose ``local_generation`` span wraps the batched generation.
         can_escalate: Whether a strong model is configured (otherwise a would-be escalation is
             reported as ``local_only``).
+        conversation_id: The call's conversation key (``None``: derived from each
+            conversation's messages, see :mod:`confroute.conversation`).
+        follows_conversations: Whether turns are told to a conversation-aware policy (False
+            for :meth:`~confroute.router.ConfRouter.score`, which is no turn).
     """
 
     local: LocalBackend
@@ -177,6 +182,8 @@ class Pipeline:
     observers: Sequence[ScoreObserver] = ()
     tracers: Sequence[Tracer] = ()
     can_escalate: bool = True
+    conversation_id: str | None = None
+    follows_conversations: bool = True
 
     @property
     def prompt_estimator(self) -> Estimator | None:
@@ -304,7 +311,9 @@ class Pipeline:
             logger.debug("Local answer repeats an answered tool call; escalating.")
             verdict = self._forced(messages, "repeated_tool_call")
         else:
-            verdict = self.policy.decide(confidence, answer_format=detect_format(messages).key)
+            verdict = turn_verdict(
+                self.policy, self.turn(messages), confidence, detect_format(messages).key
+            )
         elapsed = local_latency_s + time.perf_counter() - started
         answer = ScoredAnswer(
             messages, generation, confidence, verdict, verdict.reason, elapsed, parsed, confidences
@@ -347,8 +356,12 @@ class Pipeline:
 
     def _forced(self, messages: list[Message], reason: DecisionReason) -> Verdict:
         """Escalate for ``reason`` whatever the confidence; a budget policy counts it."""
-        threshold = forced_verdict(self.policy, detect_format(messages).key).threshold
-        return Verdict(True, threshold, reason)
+        verdict = forced_verdict(self.policy, detect_format(messages).key, self.turn(messages))
+        return Verdict(True, verdict.threshold, reason)
+
+    def turn(self, messages: list[Message]) -> Turn | None:
+        """The request's place in its conversation (None when turns are not followed)."""
+        return turn_of(messages, self.conversation_id) if self.follows_conversations else None
 
     @staticmethod
     def _confidence(

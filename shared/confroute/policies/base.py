@@ -7,11 +7,22 @@ Every policy compares a confidence with a threshold through :func:`compare`, so 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from confroute.decision import DecisionReason
 
-__all__ = ["CountsForcedEscalations", "RoutingPolicy", "Verdict", "compare", "forced_verdict"]
+if TYPE_CHECKING:
+    from confroute.conversation import Turn
+
+__all__ = [
+    "CountsForcedEscalations",
+    "FollowsConversations",
+    "RoutingPolicy",
+    "Verdict",
+    "compare",
+    "forced_verdict",
+    "turn_verdict",
+]
 
 
 @dataclass(frozen=True)
@@ -61,8 +72,40 @@ class CountsForcedEscalations(Protocol):
         ...
 
 
-def forced_verdict(policy: RoutingPolicy, answer_format: str | None) -> Verdict:
+@runtime_checkable
+class FollowsConversations(Protocol):
+    """A policy that decides by conversation (see :class:`~confroute.policies.ConversationPolicy`).
+
+    The router hands it each request's :class:`~confroute.conversation.Turn` (its conversation's
+    key, and whether it is a tool step of an agent run) beside the confidence.
+    """
+
+    def decide_turn(
+        self, turn: Turn, confidence: float | None, answer_format: str | None = None
+    ) -> Verdict:
+        """Like :meth:`RoutingPolicy.decide`, for one turn of a known conversation."""
+        ...
+
+    def forced_turn(self, turn: Turn, answer_format: str | None = None) -> Verdict:
+        """Like :func:`forced_verdict`: this turn escalates whatever the confidence."""
+        ...
+
+
+def turn_verdict(
+    policy: RoutingPolicy, turn: Turn | None, confidence: float | None, answer_format: str | None
+) -> Verdict:
+    """The policy's verdict on one request: by conversation where the policy follows them."""
+    if turn is not None and isinstance(policy, FollowsConversations):
+        return policy.decide_turn(turn, confidence, answer_format)
+    return policy.decide(confidence, answer_format=answer_format)
+
+
+def forced_verdict(
+    policy: RoutingPolicy, answer_format: str | None, turn: Turn | None = None
+) -> Verdict:
     """The policy's verdict for a request the router escalates whatever the confidence."""
+    if turn is not None and isinstance(policy, FollowsConversations):
+        return policy.forced_turn(turn, answer_format)
     if isinstance(policy, CountsForcedEscalations):
         return policy.forced(answer_format)
     return policy.decide(None, answer_format=answer_format)
