@@ -292,3 +292,30 @@ def test_sticky_turns_off_by_default_and_no_double_wrapping(
         ConfRouter(scripted_slm, None, threshold=0.5, sticky_turns=-1)
     with pytest.raises(ConfigurationError, match="conversation_id"):
         plain.route("sure?", conversation_id="")
+
+
+def test_the_server_keys_conversations_by_header_or_user_field(
+    scripted_slm: ScriptedLocalModel, provider: ScriptedProvider
+) -> None:
+    import openai
+
+    from confroute.serving import BackgroundServer
+
+    router, _ = sticky_router(scripted_slm)
+    with BackgroundServer(router) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+
+        def reason(question: str, **extra: Any) -> str:
+            raw = client.chat.completions.with_raw_response.create(
+                model="confroute", messages=[user(question)], **extra
+            )
+            return raw.headers["x-confroute-reason"]
+
+        header = {"extra_headers": {"X-Conversation-Id": "h1"}}
+        assert reason("unsure?", **header) == "low_confidence"
+        assert reason("sure?", **header) == "sticky"
+        assert reason("unsure?", user="u1") == "low_confidence"
+        assert reason("sure?", user="u1") == "sticky"
+        assert reason("sure?", user="u2") == "confident"
+        with pytest.raises(openai.BadRequestError, match="conversation_id"):
+            reason("sure?", user="")
