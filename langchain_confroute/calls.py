@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,6 +33,8 @@ __all__ = [
     "aroute_batch",
     "batch_requests",
     "build_request",
+    "in_config_thread",
+    "in_thread",
     "route_batch",
     "take_answer",
 ]
@@ -40,9 +42,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CALL_OPTIONS = frozenset(
-    {"tools", "tool_choice", "temperature", "max_tokens", "stream", "ls_structured_output_format"}
+    {
+        "tools",
+        "tool_choice",
+        "temperature",
+        "max_tokens",
+        "stream",
+        "ls_structured_output_format",
+        "conversation_id",
+    }
 )
 """Per-call keyword arguments the chat model understands (besides ``stop``); others are refused."""
+THREAD_KEY = "thread_id"
+"""The run metadata key of a conversation: LangGraph copies ``configurable.thread_id`` there."""
 
 _answers: ContextVar[dict[str, list[ItemResult]] | None] = ContextVar(
     "confroute_batch_answers", default=None
@@ -55,17 +67,21 @@ class RoutedRequest:
 
     Attributes:
         messages: The conversation in the OpenAI shape.
-        options: ``max_new_tokens``, ``temperature``, ``stop`` and ``tools`` for the router.
+        options: ``max_new_tokens``, ``temperature``, ``stop``, ``tools`` and
+            ``conversation_id`` for the router.
     """
 
     messages: list[dict[str, Any]]
     options: dict[str, Any]
 
     def key(self, owner: object) -> str:
-        """Identifies the request of one model; equal requests share a key."""
-        return f"{id(owner)}:" + json.dumps(
-            [self.messages, self.options], sort_keys=True, default=str
-        )
+        """Identifies the request of one model; equal requests share a key.
+
+        The conversation id is not part of it: a batch is answered before each input's run
+        (and its ``thread_id``) exists.
+        """
+        options = {k: v for k, v in self.options.items() if k != "conversation_id"}
+        return f"{id(owner)}:" + json.dumps([self.messages, options], sort_keys=True, default=str)
 
 
 def build_request(
@@ -94,7 +110,7 @@ def build_request(
     if unknown:
         raise InvalidRequestError(
             f"ChatConfRoute does not understand {', '.join(unknown)}; it accepts tools, "
-            "tool_choice, temperature, max_tokens and stop."
+            "tool_choice, temperature, max_tokens, stop and conversation_id."
         )
     tools = kwargs.get("tools") or None
     choice = check_tool_choice(kwargs.get("tool_choice"), tools or [])
@@ -104,8 +120,22 @@ def build_request(
         "temperature": kwargs.get("temperature", temperature),
         "stop": list(stop_sequences(stop)) or None,
         "tools": offered,
+        "conversation_id": kwargs.get("conversation_id"),
     }
     return RoutedRequest(conversation, options)
+
+
+def in_thread(request: RoutedRequest, metadata: Mapping[str, Any] | None) -> RoutedRequest:
+    """``request`` keyed by the run's ``thread_id`` when no ``conversation_id`` was passed.
+
+    LangGraph (and so ``langchain.agents.create_agent``) copies ``configurable.thread_id``
+    into the metadata of each model call; outside a graph, pass
+    ``config={"metadata": {"thread_id": ...}}`` or ``conversation_id=``.
+    """
+    thread = (metadata or {}).get(THREAD_KEY)
+    if request.options.get("conversation_id") is not None or thread is None:
+        return request
+    return RoutedRequest(request.messages, {**request.options, "conversation_id": str(thread)})
 
 
 def batch_requests(
@@ -189,3 +219,18 @@ def take_answer(owner: object, request: RoutedRequest) -> ItemResult | None:
         return None
     answers = store.get(request.key(owner))
     return answers.pop(0) if answers else None
+
+
+def in_config_thread(config: Mapping[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A stream's call options with the config's ``thread_id`` as ``conversation_id``.
+
+    ``BaseChatModel.stream`` gives ``_stream`` no run manager, so the thread is read from the
+    config there: its ``metadata``, else ``configurable``.
+    """
+    if kwargs.get("conversation_id") is not None:
+        return kwargs
+    for part in ("metadata", "configurable"):
+        thread = (config.get(part) or {}).get(THREAD_KEY)
+        if thread is not None:
+            return {**kwargs, "conversation_id": str(thread)}
+    return kwargs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,8 @@ from langchain_confroute.calls import (
     aroute_batch,
     batch_requests,
     build_request,
+    in_config_thread,
+    in_thread,
     route_batch,
 )
 from langchain_confroute.engine import (
@@ -206,7 +209,10 @@ class ChatConfRoute(BaseChatModel):
         kwargs: dict[str, Any],
         run_manager: RunManager | None,
     ) -> CallPlan:
-        return CallPlan.for_call(self, self._request(messages, stop, kwargs), run_manager)
+        plan = CallPlan.for_call(self, self._request(messages, stop, kwargs), run_manager)
+        # the run's metadata holds LangGraph's thread_id (a stream's run is the reporter's)
+        metadata = plan.reporter.metadata if plan.reporter is not None else None
+        return replace(plan, request=in_thread(plan.request, metadata))
 
     def _generate_with_cache(
         self,
@@ -330,7 +336,9 @@ class ChatConfRoute(BaseChatModel):
         """Stream the answer; the local one once scored, an escalated one token by token."""
         config = ensure_config(config)
         try:
-            for chunk in super().stream(input, config, stop=stop, **kwargs):
+            for chunk in super().stream(
+                input, config, stop=stop, **in_config_thread(config, kwargs)
+            ):
                 dispatch_for_config(self, config, chunk)
                 yield chunk
         except EscalationError as error:
@@ -348,7 +356,9 @@ class ChatConfRoute(BaseChatModel):
         """Async form of :meth:`stream`."""
         config = ensure_config(config)
         try:
-            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            async for chunk in super().astream(
+                input, config, stop=stop, **in_config_thread(config, kwargs)
+            ):
                 await adispatch_for_config(self, config, chunk)
                 yield chunk
         except EscalationError as error:

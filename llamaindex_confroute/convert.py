@@ -178,8 +178,9 @@ def tool_selections(message: ChatMessage) -> list[ToolSelection]:
     ]
 
 
-CALL_OPTIONS = ("max_tokens", "temperature", "stop", "tools")
-"""The options ``ConfRouteLLM`` accepts per call."""
+CALL_OPTIONS = ("max_tokens", "temperature", "stop", "tools", "conversation_id")
+"""The options ``ConfRouteLLM`` accepts per call (``conversation_id``: the chat session, for a
+conversation-aware policy; without it the key is derived from the chat history)."""
 
 
 def call_options(
@@ -208,6 +209,7 @@ def call_options(
         "temperature": temperature if chosen is None else chosen,
         "stop": kwargs.get("stop"),
         "tools": tools,
+        "conversation_id": kwargs.get("conversation_id"),
     }
 
 

@@ -22,6 +22,7 @@ from confroute.escalation import Escalation, Redactor
 from confroute.estimators import PROBE_LAYER, Estimator, Requirement, available, get
 from confroute.generation import GenerationConfig
 from confroute.policies import (
+    ConversationPolicy,
     EscalationCap,
     FixedThreshold,
     RoutingPolicy,
@@ -47,6 +48,7 @@ __all__ = [
     "local_backend",
     "router_settings",
     "servable",
+    "sticky_policy",
     "threshold_policy",
     "tool_call_routing",
 ]
@@ -362,3 +364,21 @@ def tool_call_routing(
         return None
     chosen = next((e for e in estimators if e.name == name), None)
     return ToolCallRouting(chosen or get(name), settings.tool_threshold)
+
+
+def sticky_policy(settings: RouterSettings, policy: RoutingPolicy) -> RoutingPolicy:
+    """``policy`` in a :class:`~confroute.policies.ConversationPolicy` when ``sticky_turns`` > 0.
+
+    Raises:
+        ConfigurationError: ``policy`` is a ConversationPolicy already (set its turns instead).
+    """
+    if settings.sticky_turns == 0:
+        return policy
+    if isinstance(policy, ConversationPolicy):
+        raise ConfigurationError(
+            "policy= is a ConversationPolicy already and sticky_turns= is set too: give one "
+            "(the policy's own turns, or sticky_turns= on a plain policy)."
+        )
+    return ConversationPolicy(
+        policy, settings.sticky_turns, release_confidence=settings.sticky_release_confidence
+    )

@@ -20,6 +20,7 @@ DecisionReason = Literal[
     "local_only",
     "local_failed",
     "budget_exhausted",
+    "sticky",
 ]
 """Why a request was kept local or escalated."""
 

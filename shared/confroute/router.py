@@ -25,11 +25,13 @@ from confroute.assembly import (
     generation_defaults,
     local_backend,
     router_settings,
+    sticky_policy,
     threshold_policy,
     tool_call_routing,
 )
 from confroute.backend import LocalBackend
 from confroute.calibration import CalibrationProfile
+from confroute.conversation import check_conversation_id
 from confroute.errors import ConfigurationError
 from confroute.escalation import Redactor
 from confroute.estimators import Estimator
@@ -67,12 +69,16 @@ class CallOptions(TypedDict, total=False):
         temperature: Temperature of this call (both models).
         stop: Strings that end the answer.
         tools: OpenAI-shaped tool definitions offered to both models.
+        conversation_id: The conversation the call belongs to, for a conversation-aware
+            policy (``sticky_turns``); without it the key is derived from the messages (see
+            :mod:`confroute.conversation`). In a batch it keys every item.
     """
 
     max_new_tokens: int | None
     temperature: float | None
     stop: str | Sequence[str] | None
     tools: Tools
+    conversation_id: str | None
 
 
 _FROM_SETTINGS: Any = object()
@@ -157,8 +163,11 @@ class ConfRouter:
         self.observers: list[ScoreObserver] = list(observers)
         self.tracers: list[Tracer] = list(tracers)
         self.local = local_backend(self.settings, local_model, self.computed_estimators)
-        self.policy = check_policy(
-            policy or threshold_policy(self.settings, self.local, self.estimator, profile)
+        self.policy = sticky_policy(
+            self.settings,
+            check_policy(
+                policy or threshold_policy(self.settings, self.local, self.estimator, profile)
+            ),
         )
         for chosen_estimator in self.computed_estimators:
             chosen_estimator.prepare(self.local)
@@ -215,7 +224,8 @@ class ConfRouter:
         """The local generation settings of one call: :attr:`defaults` with these overrides."""
         return call_config(self.defaults, max_new_tokens, temperature, stop)
 
-    def _pipeline(self) -> Pipeline:
+    def _pipeline(self, options: CallOptions | None = None) -> Pipeline:
+        """The call's pipeline; without ``options`` (``score``) it is no conversation's turn."""
         return Pipeline(
             self.local,
             self.estimators,
@@ -224,6 +234,8 @@ class ConfRouter:
             tuple(self.tracers),
             can_escalate=self.escalation is not None,
             tool_routing=self.tool_routing,
+            conversation_id=check_conversation_id((options or {}).get("conversation_id")),
+            follows_conversations=options is not None,
         )
 
     def _outcome(self) -> Outcome:
@@ -299,7 +311,7 @@ class ConfRouter:
             EscalationError: An item failed and ``return_exceptions`` is False.
         """
         conversations, config, escalation, tools = self._request(prompts, options)
-        answers = self._pipeline().run(conversations, config, tools)
+        answers = self._pipeline(options).run(conversations, config, tools)
         finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), escalation)
         return settle(finish.run_all(answers, max_concurrency), return_exceptions)
 
@@ -335,7 +347,7 @@ class ConfRouter:
     ) -> list[RoutedResponse] | list[ItemResult]:
         """Async form of :meth:`route_batch`; escalations run concurrently."""
         conversations, config, escalation, tools = self._request(prompts, options)
-        answers = await asyncio.to_thread(self._pipeline().run, conversations, config, tools)
+        answers = await asyncio.to_thread(self._pipeline(options).run, conversations, config, tools)
         finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), escalation)
         return settle(await finish.arun_all(answers), return_exceptions)
 
@@ -348,7 +360,7 @@ class ConfRouter:
         its end still reports its decision (with an error saying so).
         """
         conversations, config, escalation, tools = self._request([prompt], options)
-        [answer] = self._pipeline().run(conversations, config, tools)
+        [answer] = self._pipeline(options).run(conversations, config, tools)
         plan = StreamPlan(self._outcome(), answer, self.escalation)
         yield from plan.run(escalation, self.tracers)
 
@@ -357,7 +369,8 @@ class ConfRouter:
     ) -> AsyncIterator[RoutedChunk]:
         """Async form of :meth:`stream`."""
         conversations, config, escalation, tools = self._request([prompt], options)
-        [answer] = await asyncio.to_thread(self._pipeline().run, conversations, config, tools)
+        pipeline = self._pipeline(options)
+        [answer] = await asyncio.to_thread(pipeline.run, conversations, config, tools)
         plan = StreamPlan(self._outcome(), answer, self.escalation)
         async with aclosing(plan.arun(escalation, self.tracers)) as chunks:
             async for chunk in chunks:

@@ -8,10 +8,7 @@ piece but its hooks.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import numbers
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +16,8 @@ from typing import Any
 
 from confroute.answer_format import detect_format
 from confroute.backend import LocalBackend, prompt_fits
+from confroute.call_options import call_config, check_tools, escalation_options, stop_sequences
+from confroute.conversation import Turn, turn_of
 from confroute.decision import DecisionReason
 from confroute.errors import ConfigurationError, LocalBackendError
 from confroute.estimators import EstimationContext, Estimator, Requirement, shared_confidence
@@ -26,135 +25,13 @@ from confroute.forced import AnswerScoring
 from confroute.generation import Generation, GenerationConfig
 from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message
-from confroute.policies import RoutingPolicy, Verdict, forced_verdict
-from confroute.settings import MAX_ANSWER_TOKENS
+from confroute.policies import RoutingPolicy, Verdict, forced_verdict, turn_verdict
 from confroute.tool_routing import ToolCallRouting
 from confroute.tools import parse_tool_calls, repeated_tool_calls
 
 __all__ = ["Pipeline", "call_config", "check_tools", "escalation_options", "stop_sequences"]
 
 logger = logging.getLogger(__name__)
-
-
-def stop_sequences(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Stop sequences as a tuple; a single string is one sequence, not its characters.
-
-    Raises:
-        ConfigurationError: ``stop`` is not a string or a list of strings, or holds an empty
-            string (which would cut every answer before its first character).
-    """
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    if isinstance(stop, (bytes, bytearray)) or not isinstance(stop, Sequence):
-        raise ConfigurationError(
-            f"stop must be a string or a list of strings, got {type(stop).__name__} {stop!r}."
-        )
-    if not all(isinstance(s, str) for s in stop):
-        raise ConfigurationError(f"stop must be a string or a list of strings, got {stop!r}.")
-    if "" in stop:
-        raise ConfigurationError(
-            f"stop holds an empty string ({list(stop)!r}): it would cut every answer before "
-            "its first character. Leave it out."
-        )
-    return tuple(stop)
-
-
-def check_tools(tools: Sequence[Mapping[str, Any]] | None) -> None:
-    """Refuse tools that are not a list of OpenAI tool dicts in valid JSON and Unicode.
-
-    Raises:
-        ConfigurationError: ``tools`` is a string, not a list, holds something other than
-            dicts, or cannot be written as UTF-8 JSON (a lone surrogate, NaN, an object).
-    """
-    if tools is None:
-        return
-    if (
-        isinstance(tools, (str, bytes))
-        or not isinstance(tools, Sequence)
-        or not all(isinstance(t, Mapping) for t in tools)
-    ):
-        raise ConfigurationError(
-            "tools must be a list of OpenAI tool dicts ({'type': 'function', 'function': "
-            f"{{...}}}}); got {tools!r:.200}."
-        )
-    try:
-        json.dumps(list(tools), ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError, RecursionError) as error:
-        raise ConfigurationError(
-            "tools must be plain JSON (strings in valid Unicode, finite numbers, nesting a "
-            f"JSON encoder can write) to be shown to the models; it is not: {error}."
-        ) from None
-
-
-def _answer_cap(max_new_tokens: Any) -> int:
-    """A per-call answer length cap, checked like the ``max_new_tokens`` setting."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
-        raise ConfigurationError(
-            f"max_new_tokens must be an integer number of tokens >= 1, got {max_new_tokens!r}."
-        )
-    cap = int(max_new_tokens)
-    if cap < 1:
-        raise ConfigurationError(
-            f"max_new_tokens must be an integer number of tokens >= 1, got {cap} "
-            "(leave it out to use the router's default)."
-        )
-    if cap > MAX_ANSWER_TOKENS:
-        raise ConfigurationError(
-            f"max_new_tokens must be at most {MAX_ANSWER_TOKENS} tokens (more than any model's "
-            f"context window), got {cap}."
-        )
-    return cap
-
-
-def _temperature(temperature: Any) -> float:
-    """A per-call temperature, checked like the ``temperature`` setting."""
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(temperature)
-        or temperature < 0
-    ):
-        raise ConfigurationError(f"temperature must be a finite number >= 0, got {temperature!r}.")
-    return float(temperature)
-
-
-def call_config(
-    defaults: GenerationConfig,
-    max_new_tokens: int | None,
-    temperature: float | None,
-    stop: str | Sequence[str] | None,
-) -> GenerationConfig:
-    """The local generation settings of one call: ``defaults`` with the call's overrides.
-
-    An override of None keeps the default; any other value is checked like the setting.
-
-    Raises:
-        ConfigurationError: ``max_new_tokens`` is not an integer in [1,
-            :data:`~confroute.settings.MAX_ANSWER_TOKENS`], ``temperature`` is not a finite
-            number >= 0, or ``stop`` is not a list of non-empty strings.
-    """
-    return replace(
-        defaults,
-        max_new_tokens=(
-            defaults.max_new_tokens if max_new_tokens is None else _answer_cap(max_new_tokens)
-        ),
-        temperature=defaults.temperature if temperature is None else _temperature(temperature),
-        stop=stop_sequences(stop),
-    )
-
-
-def escalation_options(
-    config: GenerationConfig, tools: Sequence[Mapping[str, Any]] | None
-) -> dict[str, Any]:
-    """The keyword arguments of the escalation call matching one call's local settings."""
-    return {
-        "temperature": config.temperature,
-        "max_tokens": config.max_new_tokens,
-        "stop": list(config.stop) or None,
-        "tools": tools,
-    }
 
 
 @dataclass(frozen=True)
@@ -172,6 +49,10 @@ class Pipeline:
             reported as ``local_only``).
         tool_routing: The tool estimator and its threshold, which decide an answer that is a
             well-formed tool call (None: the primary estimator decides every answer).
+        conversation_id: The call's conversation key (``None``: derived from each
+            conversation's messages, see :mod:`confroute.conversation`).
+        follows_conversations: Whether turns are told to a conversation-aware policy (False
+            for :meth:`~confroute.router.ConfRouter.score`, which is no turn).
     """
 
     local: LocalBackend
@@ -181,6 +62,8 @@ class Pipeline:
     tracers: Sequence[Tracer] = ()
     can_escalate: bool = True
     tool_routing: ToolCallRouting | None = None
+    conversation_id: str | None = None
+    follows_conversations: bool = True
 
     @property
     def prompt_estimator(self) -> Estimator | None:
@@ -313,9 +196,17 @@ class Pipeline:
             if tool.name not in confidences:
                 confidences[tool.name] = self._confidence(tool, generation, context)
             confidence, decided_by = confidences[tool.name], tool.name
-            verdict = self.tool_routing.decide(confidence, self.policy, detect_format(messages).key)
+            verdict = turn_verdict(
+                self.policy,
+                self.turn(messages),
+                confidence,
+                detect_format(messages).key,
+                decide=self.tool_routing.decider(self.policy),
+            )
         else:
-            verdict = self.policy.decide(confidence, answer_format=detect_format(messages).key)
+            verdict = turn_verdict(
+                self.policy, self.turn(messages), confidence, detect_format(messages).key
+            )
         elapsed = local_latency_s + time.perf_counter() - started
         answer = ScoredAnswer(messages, generation, confidence, verdict, verdict.reason, elapsed)
         answer = replace(answer, parsed=parsed, confidences=confidences, decided_by=decided_by)
@@ -357,8 +248,12 @@ class Pipeline:
 
     def _forced(self, messages: list[Message], reason: DecisionReason) -> Verdict:
         """Escalate for ``reason`` whatever the confidence; a budget policy counts it."""
-        threshold = forced_verdict(self.policy, detect_format(messages).key).threshold
-        return Verdict(True, threshold, reason)
+        verdict = forced_verdict(self.policy, detect_format(messages).key, self.turn(messages))
+        return Verdict(True, verdict.threshold, reason)
+
+    def turn(self, messages: list[Message]) -> Turn | None:
+        """The request's place in its conversation (None when turns are not followed)."""
+        return turn_of(messages, self.conversation_id) if self.follows_conversations else None
 
     @staticmethod
     def _confidence(

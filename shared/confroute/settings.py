@@ -33,6 +33,10 @@ __all__ = [
     "DEFAULT_TOOL_THRESHOLD",
     "LOCAL_PROVIDER",
     "MAX_ANSWER_TOKENS",
+    "STICKY_CONVERSATIONS",
+    "STICKY_RELEASE_CONFIDENCE",
+    "STICKY_TTL_S",
+    "STICKY_TURNS",
     "BackendName",
     "Environment",
     "RouterSettings",
@@ -63,6 +67,15 @@ BackendName = Literal["auto", "transformers", "llama.cpp", "server"]
 MAX_ANSWER_TOKENS = 1 << 20
 """The largest answer length cap accepted (1,048,576 tokens: above any model's output limit
 and context window in use), for the setting and for each call."""
+STICKY_TURNS = 3
+"""User turns a conversation stays escalated after an escalation (``sticky_turns``)."""
+STICKY_RELEASE_CONFIDENCE = 0.95
+"""A sticky conversation returns to the local model early when a turn's local confidence is at
+least this (``sticky_release_confidence``)."""
+STICKY_CONVERSATIONS = 10_000
+"""Conversations a sticky policy remembers; the least recently seen are forgotten first."""
+STICKY_TTL_S = 3600.0
+"""Seconds a conversation nobody continued is remembered by a sticky policy."""
 
 
 class RouterSettings(BaseModel):
@@ -114,6 +127,17 @@ class RouterSettings(BaseModel):
     requests (a refused escalation is kept local, ``reason="budget_exhausted"``)."""
     budget_window: int = Field(default=100, ge=1)
     """Requests per window of ``max_escalation_rate`` and of the rate's window guarantee."""
+    sticky_turns: int = Field(default=0, ge=0)
+    """Conversation-aware routing: once a conversation escalates, its next this many user turns
+    escalate too (``reason="sticky"``) unless the local confidence reaches
+    ``sticky_release_confidence``; tool steps of an escalated agent run stay escalated. 0 (the
+    default) decides each request alone. :data:`STICKY_TURNS` is the usual choice; see
+    :class:`~confroute.policies.ConversationPolicy`."""
+    sticky_release_confidence: float | None = Field(
+        default=STICKY_RELEASE_CONFIDENCE, ge=0.0, le=1.0
+    )
+    """With ``sticky_turns``: a turn this confident returns the conversation to the local model
+    (None: only the turn count releases it)."""
     api_base: SecretURL | None = None
     """Base URL of the strong model's OpenAI-compatible server (its userinfo is a secret)."""
     api_key: SecretStr | None = None
@@ -175,6 +199,8 @@ _REQUIREMENTS = {
     "escalation_rate": "in [0, 1]",
     "max_escalation_rate": "in [0, 1] (a share of budget_window requests)",
     "budget_window": "an integer >= 1 (requests)",
+    "sticky_turns": "an integer >= 0 (user turns; 0 turns stickiness off)",
+    "sticky_release_confidence": "in [0, 1], or None",
     "timeout": "a finite number of seconds > 0",
     "max_retries": "an integer >= 0",
     "fallbacks": "a list of LiteLLM model strings",

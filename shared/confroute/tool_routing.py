@@ -14,6 +14,7 @@ Budget policies still pay for these escalations: an escalated call is counted th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confroute.estimators import Estimator
@@ -53,3 +54,11 @@ class ToolCallRouting:
         if verdict.escalate and isinstance(policy, CountsForcedEscalations):
             policy.forced(answer_format)
         return verdict
+
+    def decider(self, policy: RoutingPolicy) -> Callable[[float | None, str | None], Verdict]:
+        """:meth:`decide` bound to ``policy``.
+
+        A conversation policy asks it where no sticky rule holds for the turn (a sticky rule
+        escalates a call whatever its confidence).
+        """
+        return lambda confidence, answer_format: self.decide(confidence, policy, answer_format)

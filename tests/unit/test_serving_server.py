@@ -331,7 +331,8 @@ def test_request_parsing_reads_the_supported_fields() -> None:
     assert (chat.max_tokens, chat.temperature, chat.stop) == (9, 0.5, ("END",))
     assert chat.tools is None  # tool_choice "none" offers no tools
     assert (chat.logprobs, chat.top_logprobs) == (True, 2)
-    assert chat.ignored == ("seed", "user")
+    assert chat.ignored == ("seed",)
+    assert chat.conversation_id == "someone"  # the OpenAI user field keys the conversation
 
 
 def test_create_app_checks_its_settings(scripted) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,8 @@ compares through :func:`compare`.
   on shifting traffic).
 - :class:`EscalationCap`: a hard ceiling on any policy's escalations per window
   (``reason="budget_exhausted"``).
+- :class:`ConversationPolicy`: keeps an escalated conversation (or agent run) on the strong
+  model for the next turns (``reason="sticky"``).
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from __future__ import annotations
 from confroute.bounds import check_unit_interval
 from confroute.policies.base import (
     CountsForcedEscalations,
+    FollowsConversations,
     RoutingPolicy,
     Verdict,
     compare,
     forced_verdict,
+    turn_verdict,
 )
 from confroute.policies.budget import OnlineBudget, ks_statistic
 from confroute.policies.cap import EscalationCap, SlidingCap, check_cap
+from confroute.policies.conversation import ConversationPolicy, ToolSteps
 from confroute.policies.fixed import FixedThreshold
 from confroute.policies.risk import RiskControlledThreshold, clopper_pearson_upper
 from confroute.policies.streaming import HELD_RATE, StreamingQuantile, held_rate
@@ -37,15 +42,18 @@ from confroute.policies.target_rate import TargetEscalationRate
 
 __all__ = [
     "HELD_RATE",
+    "ConversationPolicy",
     "CountsForcedEscalations",
     "EscalationCap",
     "FixedThreshold",
+    "FollowsConversations",
     "OnlineBudget",
     "RiskControlledThreshold",
     "RoutingPolicy",
     "SlidingCap",
     "StreamingQuantile",
     "TargetEscalationRate",
+    "ToolSteps",
     "Verdict",
     "check_cap",
     "check_unit_interval",
@@ -54,4 +62,5 @@ __all__ = [
     "forced_verdict",
     "held_rate",
     "ks_statistic",
+    "turn_verdict",
 ]

@@ -6,12 +6,25 @@ Every policy compares a confidence with a threshold through :func:`compare`, so 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from confroute.decision import DecisionReason
 
-__all__ = ["CountsForcedEscalations", "RoutingPolicy", "Verdict", "compare", "forced_verdict"]
+if TYPE_CHECKING:
+    from confroute.conversation import Turn
+
+__all__ = [
+    "CountsForcedEscalations",
+    "Decide",
+    "FollowsConversations",
+    "RoutingPolicy",
+    "Verdict",
+    "compare",
+    "forced_verdict",
+    "turn_verdict",
+]
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,10 @@ class Verdict:
     escalate: bool
     threshold: float
     reason: DecisionReason
+
+
+Decide = Callable[[float | None, str | None], Verdict]
+"""A verdict rule: ``(confidence, answer_format) -> Verdict`` (a policy's ``decide``, unbound)."""
 
 
 @runtime_checkable
@@ -61,8 +78,58 @@ class CountsForcedEscalations(Protocol):
         ...
 
 
-def forced_verdict(policy: RoutingPolicy, answer_format: str | None) -> Verdict:
+@runtime_checkable
+class FollowsConversations(Protocol):
+    """A policy that decides by conversation (see :class:`~confroute.policies.ConversationPolicy`).
+
+    The router hands it each request's :class:`~confroute.conversation.Turn` (its conversation's
+    key, and whether it is a tool step of an agent run) beside the confidence.
+    """
+
+    def decide_turn(
+        self,
+        turn: Turn,
+        confidence: float | None,
+        answer_format: str | None = None,
+        decide: Decide | None = None,
+    ) -> Verdict:
+        """Like :meth:`RoutingPolicy.decide`, for one turn of a known conversation.
+
+        ``decide`` gives the verdict where no conversation rule holds (default: the inner
+        policy's); the router passes the tool estimator's rule for an answer that is a call.
+        """
+        ...
+
+    def forced_turn(self, turn: Turn, answer_format: str | None = None) -> Verdict:
+        """Like :func:`forced_verdict`: this turn escalates whatever the confidence."""
+        ...
+
+
+def turn_verdict(
+    policy: RoutingPolicy,
+    turn: Turn | None,
+    confidence: float | None,
+    answer_format: str | None,
+    decide: Decide | None = None,
+) -> Verdict:
+    """The policy's verdict on one request: by conversation where the policy follows them.
+
+    ``decide`` replaces ``policy.decide`` where no conversation rule holds (the tool
+    estimator's rule for an answer that is a call).
+    """
+    if turn is not None and isinstance(policy, FollowsConversations):
+        return policy.decide_turn(turn, confidence, answer_format, decide)
+    if decide is not None:
+        return decide(confidence, answer_format)
+    return policy.decide(confidence, answer_format=answer_format)
+
+
+def forced_verdict(
+    policy: RoutingPolicy, answer_format: str | None, turn: Turn | None = None
+) -> Verdict:
     """The policy's verdict for a request the router escalates whatever the confidence."""
+    if turn is not None and isinstance(policy, FollowsConversations):
+        return policy.forced_turn(turn, answer_format)
     if isinstance(policy, CountsForcedEscalations):
         return policy.forced(answer_format)
     return policy.decide(None, answer_format=answer_format)

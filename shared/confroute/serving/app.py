@@ -34,6 +34,7 @@ from confroute.router import ConfRouter, RoutedChunk, RoutedResponse
 from confroute.serving.batcher import MicroBatcher
 from confroute.serving.limits import ServerLimits
 from confroute.serving.openai_format import (
+    CONVERSATION_HEADER,
     ChatRequest,
     completion_body,
     decision_headers,
@@ -169,12 +170,13 @@ def _route_kwargs(chat: ChatRequest) -> dict[str, Any]:
         "temperature": chat.temperature,
         "stop": list(chat.stop) or None,
         "tools": chat.tools,
+        "conversation_id": chat.conversation_id,
     }
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json_body(request, request.app[_LIMITS].body_timeout)
-    chat = parse_chat_request(body)
+    chat = parse_chat_request(body, request.headers.get(CONVERSATION_HEADER))
     if chat.model != request.app[_MODEL]:
         return _model_not_found(request.app, chat.model)
     router = request.app[_ROUTER]

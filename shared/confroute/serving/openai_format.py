@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from confroute.conversation import check_conversation_id
 from confroute.decision import RoutingDecision
-from confroute.errors import InvalidRequestError
+from confroute.errors import ConfigurationError, InvalidRequestError
 from confroute.response import RoutedResponse
 
 __all__ = [
@@ -24,7 +25,10 @@ __all__ = [
     "stream_chunk",
 ]
 
-_IGNORED = frozenset({"user", "seed", "metadata", "store", "parallel_tool_calls", "service_tier"})
+CONVERSATION_HEADER = "X-Conversation-Id"
+"""The request header that names a conversation (it wins over the body's ``user`` field)."""
+
+_IGNORED = frozenset({"seed", "metadata", "store", "parallel_tool_calls", "service_tier"})
 """Fields that are accepted and do not change the answer."""
 
 _FIELDS = frozenset(
@@ -46,6 +50,7 @@ _FIELDS = frozenset(
         "presence_penalty",
         "frequency_penalty",
         "response_format",
+        "user",
     }
     | _IGNORED
 )
@@ -66,6 +71,8 @@ class ChatRequest:
         tools: OpenAI tool definitions offered to the model.
         logprobs: Whether to return log-probabilities.
         top_logprobs: Alternatives per token to return (None: none, as OpenAI does).
+        conversation_id: The conversation (the :data:`CONVERSATION_HEADER` header, else the
+            ``user`` field), for a conversation-aware policy; None: derived from the messages.
     """
 
     model: str
@@ -79,6 +86,7 @@ class ChatRequest:
     logprobs: bool = False
     top_logprobs: int | None = None
     ignored: tuple[str, ...] = field(default=())
+    conversation_id: str | None = None
 
 
 def _fail(message: str, param: str | None = None) -> InvalidRequestError:
@@ -152,8 +160,21 @@ def _check_messages(messages: list[Any]) -> None:
                 raise _fail(f"'{where}.{key}' must be a string.", f"{where}.{key}")
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
+def _conversation_id(header: str | None, user: Any) -> str | None:
+    """The request's conversation key: the header, else the ``user`` field, checked."""
+    where = "user" if header is None else CONVERSATION_HEADER
+    try:
+        return check_conversation_id(header if header is not None else user)
+    except ConfigurationError as error:
+        raise _fail(str(error), where) from None
+
+
+def parse_chat_request(body: Any, conversation_header: str | None = None) -> ChatRequest:
     """Check a request body and return what the router needs.
+
+    Args:
+        body: The decoded JSON body.
+        conversation_header: The :data:`CONVERSATION_HEADER` value sent, if any.
 
     Raises:
         InvalidRequestError: A field is unknown, malformed, or asks for something this server
@@ -231,6 +252,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         logprobs=bool(body.get("logprobs", False)) or top_logprobs is not None,
         top_logprobs=top_logprobs,
         ignored=tuple(sorted(set(body) & _IGNORED)),
+        conversation_id=_conversation_id(conversation_header, body.get("user")),
     )
 
 
