@@ -13,7 +13,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, TypedDict, cast, overload
 
 from typing_extensions import Unpack
 
@@ -29,6 +29,7 @@ from confroute.assembly import (
 )
 from confroute.backend import LocalBackend
 from confroute.calibration import CalibrationProfile
+from confroute.cascade import TierInput, build_cascade
 from confroute.errors import ConfigurationError
 from confroute.escalation import Redactor
 from confroute.estimators import Estimator
@@ -90,7 +91,7 @@ class ConfRouter:
     def __init__(
         self,
         local_model: str | os.PathLike[str] | LocalBackend | None = None,
-        strong_model: str | EscalationTarget | None = _FROM_SETTINGS,
+        strong_model: str | EscalationTarget | Sequence[TierInput] | None = _FROM_SETTINGS,
         *,
         settings: RouterSettings | None = None,
         estimator: str | Estimator | None = None,
@@ -116,6 +117,10 @@ class ConfRouter:
                 :class:`~confroute.target.EscalationTarget` (an :class:`Escalation`), or None
                 for local-only routing (would-be escalations are reported with reason
                 ``local_only``). Default ``settings.strong_model``, the bundled 1.5B in process.
+                A list is a cascade of tiers after the local model (:mod:`confroute.cascade`):
+                each scored tier (a local or log-prob backend, or a
+                :class:`~confroute.cascade.Tier`) answers or hands on under its own policy; a
+                hosted last tier answers.
             settings: The :class:`~confroute.settings.RouterSettings` to start from.
             estimator: Name of an uncertainty estimator, or an instance; its confidence drives
                 the decision (default ``settings.estimator``).
@@ -145,16 +150,23 @@ class ConfRouter:
             settings, strong_model, changes, from_settings=strong_model is _FROM_SETTINGS
         )
         check_choices(self.settings, policy, profile, (*hooks, *observers))
-        if strong_model is not None and not isinstance(strong_model, str) and redact is not None:
+        tiers = strong_model if isinstance(strong_model, (list, tuple)) else None
+        plain = strong_model is None or isinstance(strong_model, (str, list, tuple))
+        if not plain and redact is not None:
             raise ConfigurationError("Pass redact= to the Escalation you built, not to ConfRouter.")
         self.estimator = estimator_registry.get(estimator or self.settings.estimator)
         self.extra_estimators = [estimator_registry.get(e) for e in extra_estimators]
         self.defaults = generation_defaults(self.settings, self.estimators)
-        self.escalation = escalation_target(self.settings, strong_model, redact)
+        single = None if tiers is not None else cast("str | EscalationTarget | None", strong_model)
+        self.escalation = escalation_target(self.settings, single, redact)
         self.hooks: list[DecisionHook] = list(hooks)
         self.observers: list[ScoreObserver] = list(observers)
         self.tracers: list[Tracer] = list(tracers)
         self.local = local_backend(self.settings, local_model, self.estimators)
+        if tiers is not None:
+            self.escalation = build_cascade(
+                self.settings, tiers, redact, local_model=self.local.name
+            )
         self.policy = check_policy(
             policy or threshold_policy(self.settings, self.local, self.estimator, profile)
         )
