@@ -55,12 +55,7 @@ def records_for(model: str, items: list[BenchItem], cache_dir: Path) -> dict[str
     ones computed and appended)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = cache_dir / f"{model}.jsonl"
-    done: dict[str, dict[str, Any]] = {}
-    if cache.exists():
-        for line in cache.read_text().splitlines():
-            row = json.loads(line)
-            if row["model"] == model:
-                done[row["key"]] = row
+    done = cached(model, cache_dir)
     todo = [i for i in items if f"{i.dataset}/{i.item_id}" not in done]
     if todo:
         router = ConfRouter(model, None, threshold=0.5, local_backend="llama.cpp")
@@ -85,6 +80,13 @@ def records_for(model: str, items: list[BenchItem], cache_dir: Path) -> dict[str
             f"{model}: {len(todo)} items in {time.perf_counter() - started:.0f}s", file=sys.stderr
         )
     return done
+
+
+def cached(model: str, cache_dir: Path) -> dict[str, dict[str, Any]]:
+    """The records ``model`` already has in ``cache_dir``."""
+    path = cache_dir / f"{model}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return {row["key"]: row for row in rows}
 
 
 def is_dev(key: str) -> bool:
@@ -190,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only", choices=(SMALL, LARGE), help="only answer with this model (run two at once)"
     )
     parser.add_argument("--json", action="store_true", help="print the full table as JSON")
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="simulate on the items both models already answered (compute nothing)",
+    )
     args = parser.parse_args(argv)
     items = [
         item
@@ -200,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         records_for(args.only, items, cache)
         return 0
-    small = records_for(SMALL, items, cache)
-    large = records_for(LARGE, items, cache)
+    if args.cached_only:
+        small, large = (cached(m, cache) for m in (SMALL, LARGE))
+        items = [i for i in items if f"{i.dataset}/{i.item_id}" in small.keys() & large.keys()]
+    else:
+        small = records_for(SMALL, items, cache)
+        large = records_for(LARGE, items, cache)
     pairs = [(small[k], large[k]) for k in (f"{i.dataset}/{i.item_id}" for i in items)]
     dev = [p for p in pairs if is_dev(p[0]["key"])]
     test = [p for p in pairs if not is_dev(p[0]["key"])]
