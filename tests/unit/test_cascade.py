@@ -69,7 +69,9 @@ class DownModel(ScriptedLocalModel):
     """A scored tier whose server is down."""
 
     def generate_from_ids(self, prompts: Any, config: Any) -> Any:
-        raise LocalBackendError("middle: connection refused", model=self.name, attempts=1, errors=[])
+        raise LocalBackendError(
+            "middle: connection refused", model=self.name, attempts=1, errors=[]
+        )
 
 
 def first() -> ScriptedLocalModel:
