@@ -103,10 +103,11 @@ class ChatConfRoute(BaseChatModel):
     ``CONFROUTE_SLM_API_BASE``)."""
     local_api_key: SecretStr | None = Field(default_factory=from_environment("slm_api_key"))
     """Key of the SLM's server (env ``CONFROUTE_SLM_API_KEY``); never logged or reported."""
-    strong_model: str | Escalation | None = setting("strong_model")
+    strong_model: str | Escalation | list[Any] | None = setting("strong_model")
     """The escalation target: a LiteLLM model string (``"openai/gpt-4o-mini"``), an
-    :class:`~confroute.escalation.Escalation`, or None to stay local (would-be escalations are
-    reported with reason ``local_only``). The default is the bundled 1.5B, in process."""
+    :class:`~confroute.escalation.Escalation`, a list of cascade tiers (see
+    :mod:`confroute.cascade`), or None to stay local (would-be escalations are reported with
+    reason ``local_only``). The default is the bundled 1.5B, in process."""
     router: ConfRouter | None = Field(default=None, exclude=True)
     """A ready :class:`~confroute.router.ConfRouter`; when given, the engine fields above and
     below must be left unset (configure the router instead)."""

@@ -124,12 +124,21 @@ def local_name(model: ChatConfRoute) -> str:
     return local.name if isinstance(local, LocalBackend) else str(local)
 
 
+def _strong_name(strong: object) -> str | None:
+    """The strong model's name: a string, a target's ``model``, a cascade's tiers joined."""
+    if strong is None or isinstance(strong, str):
+        return strong
+    if isinstance(strong, list):
+        return " -> ".join(str(_strong_name(t) or getattr(t, "name", t)) for t in strong)
+    return str(getattr(strong, "model", strong))
+
+
 def identifying_params(model: ChatConfRoute) -> dict[str, Any]:
     """What distinguishes this chat model in traces and caches; never the key."""
     strong = model.router.escalation if model.router is not None else model.strong_model
     return {
         "local_model": local_name(model),
-        "strong_model": strong if strong is None or isinstance(strong, str) else strong.model,
+        "strong_model": _strong_name(strong),
         "estimator": getattr(model.estimator, "name", model.estimator),
         "threshold": model.threshold,
         "escalation_rate": model.escalation_rate,

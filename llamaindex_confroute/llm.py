@@ -112,9 +112,10 @@ class ConfRouteLLM(FunctionCallingLLM):
         exclude=True,
         description="Key of the SLM's server (env CONFROUTE_SLM_API_KEY); never serialised.",
     )
-    strong_model: str | None = Field(
+    strong_model: str | list[str] | None = Field(
         default=DEFAULT_STRONG_MODEL,
-        description="LiteLLM model string of the strong model; None routes locally only.",
+        description="LiteLLM model string of the strong model, a list of cascade tiers "
+        "(confroute.cascade), or None to route locally only.",
     )
     estimator: str = Field(default=setting("estimator"), description="Uncertainty estimator name.")
     tool_estimator: str | None = Field(
@@ -179,7 +180,7 @@ class ConfRouteLLM(FunctionCallingLLM):
     def __init__(
         self,
         local_model: str | os.PathLike[str] | LocalBackend = _DEFAULT_LOCAL_MODEL,
-        strong_model: str | None = DEFAULT_STRONG_MODEL,
+        strong_model: str | Sequence[str] | None = DEFAULT_STRONG_MODEL,
         *,
         estimator: str | Estimator = _DEFAULT_ESTIMATOR,
         policy: RoutingPolicy | None = None,
@@ -195,7 +196,9 @@ class ConfRouteLLM(FunctionCallingLLM):
             local_model: A :class:`~confroute.backend.LocalBackend` (a
                 :class:`~confroute.local.LocalModel`), or what to load (bundled name,
                 directory, ``.gguf`` file or hub id).
-            strong_model: LiteLLM model string of the strong model, or None for local only.
+            strong_model: LiteLLM model string of the strong model, a list of cascade tiers
+                (bundled names, ``.gguf`` files, prefixed strings, a LiteLLM string last;
+                see :mod:`confroute.cascade`), or None for local only.
             estimator: Name of an uncertainty estimator, or an instance.
             policy: A routing policy (instead of ``threshold``), e.g. a target escalation rate.
             router: A ready router; give it alone (its options come from it).
@@ -224,7 +227,9 @@ class ConfRouteLLM(FunctionCallingLLM):
             local_model=local_model.name
             if isinstance(local_model, LocalBackend)
             else os.fspath(local_model),
-            strong_model=strong_model,
+            strong_model=strong_model
+            if strong_model is None or isinstance(strong_model, str)
+            else list(strong_model),
             estimator=estimator if isinstance(estimator, str) else estimator.name,
             **fields,
         )
@@ -236,7 +241,9 @@ class ConfRouteLLM(FunctionCallingLLM):
             return instrument(
                 ConfRouter(
                     local_model,
-                    strong_model,
+                    strong_model
+                    if strong_model is None or isinstance(strong_model, str)
+                    else list(strong_model),
                     settings=settings,
                     estimator=estimator,
                     policy=policy,

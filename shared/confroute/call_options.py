@@ -11,13 +11,47 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypedDict
 
 from confroute.errors import ConfigurationError
 from confroute.generation import GenerationConfig
 from confroute.settings import MAX_ANSWER_TOKENS
 
-__all__ = ["call_config", "check_tools", "escalation_options", "stop_sequences"]
+__all__ = [
+    "CallOptions",
+    "PromptInput",
+    "Tools",
+    "call_config",
+    "check_tools",
+    "escalation_options",
+    "stop_sequences",
+]
+
+
+PromptInput = str | Sequence[Mapping[str, Any]]
+"""A plain question, or a conversation of OpenAI-shaped messages."""
+Tools = Sequence[Mapping[str, Any]] | None
+"""OpenAI-shaped tool definitions offered with a request, or None."""
+
+
+class CallOptions(TypedDict, total=False):
+    """The keyword options of every routing call (``route``, ``aroute``, ``stream``, ...).
+
+    Attributes:
+        max_new_tokens: Answer length cap of this call (both models).
+        temperature: Temperature of this call (both models).
+        stop: Strings that end the answer.
+        tools: OpenAI-shaped tool definitions offered to both models.
+        conversation_id: The conversation the call belongs to, for a conversation-aware
+            policy (``sticky_turns``); without it the key is derived from the messages (see
+            :mod:`confroute.conversation`). In a batch it keys every item.
+    """
+
+    max_new_tokens: int | None
+    temperature: float | None
+    stop: str | Sequence[str] | None
+    tools: Tools
+    conversation_id: str | None
 
 
 def stop_sequences(stop: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--llm",
         default=env.llm,
-        help="strong model as a LiteLLM model string, or 'none' to stay local (env "
+        help="strong model as a LiteLLM model string, a comma-separated cascade of tiers "
+        "(e.g. qwen2.5-coder-1.5b-instruct,openai/gpt-4o-mini), or 'none' to stay local (env "
         "CONFROUTE_LLM; default %(default)s)",
     )
     ask.add_argument("--api-base", default=None, help="base URL of the strong model's server")
@@ -88,13 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _strong_model(text: str) -> str | list[str] | None:
+    """``--llm``: 'none', one model string, or a comma-separated cascade of tiers."""
+    if text.lower() == "none":
+        return None
+    tiers = [tier.strip() for tier in text.split(",")]
+    return tiers if len(tiers) > 1 else text
+
+
 def _ask(args: argparse.Namespace) -> int:
     from confroute.router import ConfRouter
 
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     router = ConfRouter(
         args.slm,
-        None if args.llm.lower() == "none" else args.llm,
+        _strong_model(args.llm),
         **slm_backend_settings(args),
         **tool_estimator_settings(args),
         estimator=args.estimator,

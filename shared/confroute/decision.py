@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DecisionReason", "RoutingDecision"]
+__all__ = ["DecisionReason", "RoutingDecision", "TierAttempt"]
 
 DecisionReason = Literal[
     "confident",
@@ -31,6 +31,41 @@ def _new_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class TierAttempt(BaseModel):
+    """One tier of a cascade tried for a request (see :mod:`confroute.cascade`).
+
+    A scored tier (a local or log-prob backend) has a confidence, the threshold its policy
+    compared it with, and ``escalated`` when it handed the request on; the hosted last tier
+    has no confidence. A tier that failed has ``error`` set (secrets redacted) and the next
+    tier was tried.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    """Name of the tier's model."""
+    backend: str
+    """The engine (``"transformers"``, ``"llama.cpp"``, ``"server"``) or ``"litellm"``."""
+    confidence: float | None = None
+    """The tier's confidence in its answer; None for a hosted tier or when not computed."""
+    threshold: float | None = None
+    """The threshold the tier's policy compared the confidence with (scored tiers)."""
+    escalated: bool = False
+    """Whether the tier handed the request on to the next tier."""
+    reason: str | None = None
+    """Why a scored tier kept or passed on the request (a :data:`DecisionReason`)."""
+    latency_s: float = 0.0
+    """Wall time of the tier's answer (and its scoring)."""
+    cost_usd: float | None = 0.0
+    """Cost of the tier's answer (0 for local models, None when unknown)."""
+    prompt_tokens: int | None = None
+    """Prompt tokens the tier read (billed ones for a hosted tier), when known."""
+    completion_tokens: int | None = None
+    """Tokens the tier wrote, when known."""
+    error: str | None = None
+    """Why the tier gave no answer, when it failed."""
 
 
 class RoutingDecision(BaseModel):
@@ -88,3 +123,6 @@ class RoutingDecision(BaseModel):
     confidences: dict[str, float | None] = Field(default_factory=dict)
     """Every computed estimator's confidence (the primary one, any extra ones, and the tool
     estimator for a tool-call answer)."""
+    tiers: list[TierAttempt] = Field(default_factory=list)
+    """Each tier tried, in order, when the request escalated into a cascade (the local model
+    first); empty for a two-tier route, whose fields above already say everything."""

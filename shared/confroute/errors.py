@@ -64,6 +64,8 @@ class EscalationError(ConfRouteError):
         self.errors = errors
         self.decision: Any = None
         """The :class:`~confroute.decision.RoutingDecision` reported for the failed request."""
+        self.tiers: list[Any] = []
+        """The :class:`~confroute.decision.TierAttempt` of each cascade tier tried, if any."""
 
 
 class LocalBackendError(ConfRouteError):

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from confroute.decision import RoutingDecision
+from confroute.decision import RoutingDecision, TierAttempt
 from confroute.errors import ContextOverflowError, EscalationError, LocalBackendError
 from confroute.hooks import DecisionHook, ScoredAnswer, Tracer, spans
 from confroute.response import RoutedChunk, RoutedResponse
@@ -93,7 +93,27 @@ class Outcome:
             attempts=remote.attempts if remote else error.attempts if error else 0,
             error=str(error) if error else answer.local_error,
             confidences=dict(answer.confidences),
+            tiers=self.tiers(answer, remote.tiers if remote else error.tiers if error else []),
         )
+
+    def tiers(self, answer: ScoredAnswer, later: Sequence[TierAttempt]) -> list[TierAttempt]:
+        """The local tier followed by a cascade's ``later`` tiers (none: a two-tier route)."""
+        if not later:
+            return []
+        generation = answer.generation
+        first = TierAttempt(
+            model=self.local_model,
+            backend=self.local_backend,
+            confidence=answer.confidence,
+            threshold=answer.verdict.threshold,
+            escalated=True,
+            reason=answer.reason,
+            latency_s=answer.local_latency_s,
+            prompt_tokens=generation.prompt_tokens if generation else None,
+            completion_tokens=generation.completion_tokens if generation else None,
+            error=answer.local_error,
+        )
+        return [first, *later]
 
     def emit(self, decision: RoutingDecision) -> None:
         """Log the decision at DEBUG and call every hook (a hook that raises is logged)."""

@@ -13,7 +13,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, cast, overload
 
 from typing_extensions import Unpack
 
@@ -31,6 +31,8 @@ from confroute.assembly import (
 )
 from confroute.backend import LocalBackend
 from confroute.calibration import CalibrationProfile
+from confroute.call_options import CallOptions, PromptInput, Tools
+from confroute.cascade import TierInput, build_cascade
 from confroute.conversation import check_conversation_id
 from confroute.errors import ConfigurationError
 from confroute.escalation import Redactor
@@ -55,32 +57,6 @@ __all__ = [
     "RoutedResponse",
 ]
 
-PromptInput = str | Sequence[Mapping[str, Any]]
-"""A plain question, or a conversation of OpenAI-shaped messages."""
-Tools = Sequence[Mapping[str, Any]] | None
-"""OpenAI-shaped tool definitions offered with a request, or None."""
-
-
-class CallOptions(TypedDict, total=False):
-    """The keyword options of every routing call (``route``, ``aroute``, ``stream``, ...).
-
-    Attributes:
-        max_new_tokens: Answer length cap of this call (both models).
-        temperature: Temperature of this call (both models).
-        stop: Strings that end the answer.
-        tools: OpenAI-shaped tool definitions offered to both models.
-        conversation_id: The conversation the call belongs to, for a conversation-aware
-            policy (``sticky_turns``); without it the key is derived from the messages (see
-            :mod:`confroute.conversation`). In a batch it keys every item.
-    """
-
-    max_new_tokens: int | None
-    temperature: float | None
-    stop: str | Sequence[str] | None
-    tools: Tools
-    conversation_id: str | None
-
-
 _FROM_SETTINGS: Any = object()
 """Marks ``strong_model`` as not given: it comes from the settings."""
 
@@ -97,7 +73,7 @@ class ConfRouter:
     def __init__(
         self,
         local_model: str | os.PathLike[str] | LocalBackend | None = None,
-        strong_model: str | EscalationTarget | None = _FROM_SETTINGS,
+        strong_model: str | EscalationTarget | Sequence[TierInput] | None = _FROM_SETTINGS,
         *,
         settings: RouterSettings | None = None,
         estimator: str | Estimator | None = None,
@@ -123,6 +99,10 @@ class ConfRouter:
                 :class:`~confroute.target.EscalationTarget` (an :class:`Escalation`), or None
                 for local-only routing (would-be escalations are reported with reason
                 ``local_only``). Default ``settings.strong_model``, the bundled 1.5B in process.
+                A list is a cascade of tiers after the local model (:mod:`confroute.cascade`):
+                each scored tier (a local or log-prob backend, or a
+                :class:`~confroute.cascade.Tier`) answers or hands on under its own policy; a
+                hosted last tier answers.
             settings: The :class:`~confroute.settings.RouterSettings` to start from.
             estimator: Name of an uncertainty estimator, or an instance; its confidence drives
                 the decision (default ``settings.estimator``).
@@ -152,17 +132,24 @@ class ConfRouter:
             settings, strong_model, changes, from_settings=strong_model is _FROM_SETTINGS
         )
         check_choices(self.settings, policy, profile, (*hooks, *observers))
-        if strong_model is not None and not isinstance(strong_model, str) and redact is not None:
+        tiers = strong_model if isinstance(strong_model, (list, tuple)) else None
+        plain = strong_model is None or isinstance(strong_model, (str, list, tuple))
+        if not plain and redact is not None:
             raise ConfigurationError("Pass redact= to the Escalation you built, not to ConfRouter.")
         self.estimator = estimator_registry.get(estimator or self.settings.estimator)
         self.extra_estimators = [estimator_registry.get(e) for e in extra_estimators]
         self.tool_routing = tool_call_routing(self.settings, self.estimators)
         self.defaults = generation_defaults(self.settings, self.computed_estimators)
-        self.escalation = escalation_target(self.settings, strong_model, redact)
+        single = None if tiers is not None else cast("str | EscalationTarget | None", strong_model)
+        self.escalation = escalation_target(self.settings, single, redact)
         self.hooks: list[DecisionHook] = list(hooks)
         self.observers: list[ScoreObserver] = list(observers)
         self.tracers: list[Tracer] = list(tracers)
         self.local = local_backend(self.settings, local_model, self.computed_estimators)
+        if tiers is not None:
+            self.escalation = build_cascade(
+                self.settings, tiers, redact, local_model=self.local.name
+            )
         self.policy = sticky_policy(
             self.settings,
             check_policy(

@@ -98,8 +98,9 @@ class RouterSettings(BaseModel):
     """Base URL of the SLM's server (``local_backend="server"``); its userinfo is a secret."""
     local_api_key: SecretStr | None = None
     """Key of the SLM's server; never logged or reported."""
-    strong_model: str | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
-    """The LiteLLM model string escalations go to; None keeps everything local."""
+    strong_model: str | list[str] | None = f"{LOCAL_PROVIDER}/{DEFAULT_LLM}"
+    """The LiteLLM model string escalations go to; None keeps everything local. A list is a
+    cascade of tiers (see :mod:`confroute.cascade`)."""
     estimator: str = "perplexity"
     """Name of the uncertainty estimator whose confidence drives the decision."""
     tool_estimator: str | None = "tool_call"

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from confroute.decision import TierAttempt
+
 __all__ = ["EscalationResult", "EscalationTarget", "StreamDelta"]
 
 
@@ -30,6 +32,7 @@ class EscalationResult:
         logprobs: ``choices[0].logprobs`` in the OpenAI shape, when the provider returned them.
         finish_reason: The provider's finish reason.
         errors: Failures met before success (one line each, secrets redacted).
+        tiers: Each tier a :class:`~confroute.cascade.Cascade` tried (empty otherwise).
     """
 
     text: str
@@ -43,6 +46,7 @@ class EscalationResult:
     logprobs: dict[str, Any] | None = None
     finish_reason: str | None = None
     errors: list[str] = field(default_factory=list)
+    tiers: list[TierAttempt] = field(default_factory=list)
 
 
 @dataclass
