@@ -62,7 +62,9 @@ def test_langchain_agent_delegates_to_the_tool(loop: str) -> None:
     if loop == "auto" and not HAS_CREATE_AGENT:
         pytest.skip("langchain (create_agent) is not installed; the loop by hand is tested")
     agent = example("langchain_tool_agent.py")
-    llm = ChatConfRoute(**lc_params(max_tokens=96, threshold=0.0, strong_model=None))
+    llm = ChatConfRoute(
+        **lc_params(max_tokens=96, threshold=0.0, tool_threshold=0.0, strong_model=None)
+    )
     tool = agent["build_tool"](llm)
     events = EventRecorder()
     config: RunnableConfig = {"callbacks": [events]}

@@ -49,7 +49,7 @@ class ToolRuns(BaseCallbackHandler):
 
 def test_create_agent_calls_a_tool_streams_its_steps_and_reports_decisions() -> None:
     agent = example("langchain_agent.py")
-    llm = ChatConfRoute(**lc_params(max_tokens=64, threshold=0.0))
+    llm = ChatConfRoute(**lc_params(max_tokens=64, threshold=0.0, tool_threshold=0.0))
     tools = ToolRuns()
     streamed: list[str] = []
     run = agent["run_agent"](
