@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from confroute.backend import Capabilities
 from confroute.generation import Generation, GenerationConfig, TokenAlternative
 from confroute.local import LocalModel
+from confroute.target import EscalationResult, StreamDelta
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -354,3 +355,38 @@ def install_scripted_provider(behaviour: ScriptedProvider) -> Callable[[], None]
         litellm.custom_provider_map.remove(entry)
 
     return remove
+
+
+class ListTarget:
+    """An EscalationTarget (not an Escalation) that answers with fixed pieces."""
+
+    model = "list/strong"
+
+    def __init__(self, pieces: Sequence[str] = ("str", "ong")) -> None:
+        self.pieces = list(pieces)
+        self.calls: list[str] = []
+
+    def _result(self) -> EscalationResult:
+        return EscalationResult(text="".join(self.pieces), model=self.model, attempts=1)
+
+    def complete(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> EscalationResult:
+        self.calls.append("complete")
+        return self._result()
+
+    async def acomplete(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> EscalationResult:
+        self.calls.append("acomplete")
+        return self._result()
+
+    def stream(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> Iterator[StreamDelta]:
+        self.calls.append("stream")
+        for piece in self.pieces:
+            yield StreamDelta(text=piece)
+        yield StreamDelta(result=self._result())
+
+    async def astream(
+        self, messages: Sequence[Mapping[str, Any]], **_: Any
+    ) -> AsyncIterator[StreamDelta]:
+        self.calls.append("astream")
+        for piece in self.pieces:
+            yield StreamDelta(text=piece)
+        yield StreamDelta(result=self._result())

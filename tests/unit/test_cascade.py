@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,14 +12,14 @@ import pytest
 from confroute import ConfRouter, EscalationError, RoutingDecision
 from confroute.cascade import Cascade, Tier, is_scored
 from confroute.errors import ConfigurationError, LocalBackendError
-from confroute.target import EscalationResult, StreamDelta
-from tests.fakes import ScriptedLocalModel
+from confroute.target import EscalationResult
+from tests.fakes import ListTarget, ScriptedLocalModel
 
 SURE = (0.99, 0.98, 0.97)
 UNSURE = (0.2, 0.3, 0.4)
 
 
-class FakeHost:
+class FakeHost(ListTarget):
     """A hosted last tier: fixed pieces, optional failure, records its calls."""
 
     model = "fake/host"
@@ -41,28 +41,6 @@ class FakeHost:
             latency_s=0.25,
             attempts=1,
         )
-
-    def complete(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> EscalationResult:
-        self.calls.append("complete")
-        return self._result()
-
-    async def acomplete(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> EscalationResult:
-        self.calls.append("acomplete")
-        return self._result()
-
-    def stream(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> Iterator[StreamDelta]:
-        self.calls.append("stream")
-        for piece in self.pieces:
-            yield StreamDelta(text=piece)
-        yield StreamDelta(result=self._result())
-
-    async def astream(
-        self, messages: Sequence[Mapping[str, Any]], **_: Any
-    ) -> AsyncIterator[StreamDelta]:
-        self.calls.append("astream")
-        for piece in self.pieces:
-            yield StreamDelta(text=piece)
-        yield StreamDelta(result=self._result())
 
 
 class DownModel(ScriptedLocalModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -14,43 +14,8 @@ from confroute import ConfRouter, EscalationError, RoutingDecision
 from confroute.errors import ConfigurationError
 from confroute.hooks import EscalationCall, ScoredAnswer
 from confroute.policies import Verdict
-from confroute.target import EscalationResult, EscalationTarget, StreamDelta
-from tests.fakes import SCRIPTED_CAPABILITIES, ScriptedLocalModel
-
-
-class ListTarget:
-    """An EscalationTarget (not an Escalation) that answers with fixed pieces."""
-
-    model = "list/strong"
-
-    def __init__(self, pieces: Sequence[str] = ("str", "ong")) -> None:
-        self.pieces = list(pieces)
-        self.calls: list[str] = []
-
-    def _result(self) -> EscalationResult:
-        return EscalationResult(text="".join(self.pieces), model=self.model, attempts=1)
-
-    def complete(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> EscalationResult:
-        self.calls.append("complete")
-        return self._result()
-
-    async def acomplete(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> EscalationResult:
-        self.calls.append("acomplete")
-        return self._result()
-
-    def stream(self, messages: Sequence[Mapping[str, Any]], **_: Any) -> Iterator[StreamDelta]:
-        self.calls.append("stream")
-        for piece in self.pieces:
-            yield StreamDelta(text=piece)
-        yield StreamDelta(result=self._result())
-
-    async def astream(
-        self, messages: Sequence[Mapping[str, Any]], **_: Any
-    ) -> AsyncIterator[StreamDelta]:
-        self.calls.append("astream")
-        for piece in self.pieces:
-            yield StreamDelta(text=piece)
-        yield StreamDelta(result=self._result())
+from confroute.target import EscalationTarget, StreamDelta
+from tests.fakes import SCRIPTED_CAPABILITIES, ListTarget, ScriptedLocalModel
 
 
 class RecordingTracer:
