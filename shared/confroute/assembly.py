@@ -270,7 +270,12 @@ def threshold_policy(
             found = CalibrationProfile.load(default_path)
             engine = local.capabilities.backend
             if found.fingerprint.model_fingerprint == local.fingerprint:
-                problem = engine_problem(found.fingerprint.backend, engine, estimator.name)
+                problem = engine_problem(
+                    found.fingerprint.backend,
+                    engine,
+                    estimator.name,
+                    adaptive=settings.adapt_to_traffic,
+                )
                 if problem is None:
                     rate, profile = DEFAULT_ESCALATION_RATE, found
                 else:
@@ -295,12 +300,17 @@ def threshold_policy(
     loaded = (
         profile if isinstance(profile, CalibrationProfile) else CalibrationProfile.load(profile)
     )
+    engine: str | None = local.capabilities.backend
+    if engine is not None and settings.adapt_to_traffic:
+        made_on = loaded.fingerprint.backend  # a start point the held rate corrects
+        if engine_problem(made_on, engine, estimator.name, adaptive=True) is None:
+            engine = None
     loaded.check_compatible(
         local.fingerprint,
         estimator.name,
         model_name=local.name,
         strict=settings.strict_profile,
-        backend=local.capabilities.backend,
+        backend=engine,
     )
     per_format = settings.per_format_thresholds
     if settings.adapt_to_traffic:

@@ -87,12 +87,20 @@ def transfer_allowed(made_on: str, used_on: str, estimator: str) -> bool:
     return shift is not None and shift.small
 
 
-def engine_problem(made_on: str, used_on: str | None, estimator: str) -> str | None:
+def engine_problem(
+    made_on: str, used_on: str | None, estimator: str, *, adaptive: bool = False
+) -> str | None:
     """Why a profile made on ``made_on`` may not be used on ``used_on`` (None: it may).
 
-    ``used_on`` None means the engine is not checked.
+    ``used_on`` None means the engine is not checked. ``adaptive``: the profile only starts
+    a policy that follows the traffic (:func:`~confroute.policies.held_rate`, the default),
+    which corrects its threshold from the confidences it sees within its window, as it does
+    for a shift between datasets; then any measured engine pair is allowed, and only a pair
+    never measured (the ``server`` engine) is refused.
     """
     if used_on is None or transfer_allowed(made_on, used_on, estimator):
+        return None
+    if adaptive and measured_shift(made_on, used_on, estimator) is not None:
         return None
     shift = measured_shift(made_on, used_on, estimator)
     if shift is None:

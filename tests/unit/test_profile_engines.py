@@ -19,7 +19,7 @@ from confroute.calibration_transfer import TransferShift, engine_problem, transf
 from confroute.errors import ProfileMismatchError
 from confroute.estimators import get
 from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
-from confroute.policies import FixedThreshold
+from confroute.policies import FixedThreshold, TargetEscalationRate
 from confroute.settings import RouterSettings
 
 SMALL = TransferShift(rate_shift=0.01, flip_share=0.02, max_abs_diff=0.03, mean_abs_diff=0.004)
@@ -105,19 +105,34 @@ def _local(backend: str) -> Any:
 def test_the_shipped_profile_is_used_on_another_engine_only_by_rule(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = RouterSettings()
+    settings = RouterSettings(adapt_to_traffic=False)  # a static threshold: the strict rule
     kept = threshold_policy(settings, _local("llama.cpp"), get("perplexity"), None)
-    assert not isinstance(kept, FixedThreshold)  # the shipped profile's rate is held
+    assert isinstance(kept, TargetEscalationRate)  # the shipped profile's rate is held
     with caplog.at_level(logging.WARNING, logger="confroute.assembly"):
         fixed = threshold_policy(settings, _local("llama.cpp"), get("p_true"), None)
-    assert isinstance(fixed, FixedThreshold)
+    assert type(fixed) is FixedThreshold
     assert "--slm-backend llama.cpp" in caplog.text and "p_true" in caplog.text
     with pytest.raises(ProfileMismatchError, match=r"--slm-backend llama\.cpp"):
         threshold_policy(
-            RouterSettings(escalation_rate=0.3), _local("llama.cpp"), get("p_true"), None
+            RouterSettings(escalation_rate=0.3, adapt_to_traffic=False),
+            _local("llama.cpp"),
+            get("p_true"),
+            None,
         )
     own = threshold_policy(settings, _local("transformers"), get("p_true"), None)
-    assert not isinstance(own, FixedThreshold)
+    assert isinstance(own, TargetEscalationRate)
+
+
+@pytest.mark.usefixtures("measured")
+def test_a_held_rate_starts_from_a_measured_engine_pair_and_refuses_an_unmeasured_one() -> None:
+    held = threshold_policy(RouterSettings(), _local("llama.cpp"), get("p_true"), None)
+    assert not isinstance(held, FixedThreshold)  # the traffic corrects the start point
+    rate = threshold_policy(
+        RouterSettings(escalation_rate=0.3), _local("llama.cpp"), get("p_true"), None
+    )
+    assert not isinstance(rate, FixedThreshold)
+    with pytest.raises(ProfileMismatchError, match="never measured"):
+        threshold_policy(RouterSettings(escalation_rate=0.3), _local("server"), get("p_true"), None)
 
 
 def test_the_measured_table_agrees_with_its_own_rule() -> None:
