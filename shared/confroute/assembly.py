@@ -300,17 +300,17 @@ def threshold_policy(
     loaded = (
         profile if isinstance(profile, CalibrationProfile) else CalibrationProfile.load(profile)
     )
-    engine: str | None = local.capabilities.backend
-    if engine is not None and settings.adapt_to_traffic:
+    checked: str | None = local.capabilities.backend
+    if checked is not None and settings.adapt_to_traffic:
         made_on = loaded.fingerprint.backend  # a start point the held rate corrects
-        if engine_problem(made_on, engine, estimator.name, adaptive=True) is None:
-            engine = None
+        if engine_problem(made_on, checked, estimator.name, adaptive=True) is None:
+            checked = None
     loaded.check_compatible(
         local.fingerprint,
         estimator.name,
         model_name=local.name,
         strict=settings.strict_profile,
-        backend=engine,
+        backend=checked,
     )
     per_format = settings.per_format_thresholds
     if settings.adapt_to_traffic:
