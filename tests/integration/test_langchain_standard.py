@@ -1,8 +1,8 @@
 """LangChain's conformance suite for ChatConfRoute with the real bundled models.
 
-The bundled 0.5B answers. The threshold is 0, so the suite's ~20 calls stay on the 0.5B (each
-escalation to the in-process 1.5B costs tens of seconds of CPU here); escalation, including an
-escalated stream, runs on the real 1.5B in ``test_langchain_escalation.py``.
+The bundled 0.5B answers. The thresholds (text and tool calls) are 0, so the suite's ~20 calls
+stay on the 0.5B (each escalation to the in-process 1.5B costs tens of seconds of CPU here);
+escalation, including an escalated stream, runs on the real 1.5B in ``test_langchain_escalation.py``.
 
 The whole suite runs, tool calling and structured output included; ``CONFROUTE_LC_FULL_SUITE=0``
 switches those parts off (through the suite's own ``has_tool_calling`` /
@@ -44,7 +44,10 @@ class TestChatConfRouteIntegration(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return lc_params(max_tokens=64, threshold=0.0) if FULL_SUITE else lc_params(threshold=0.0)
+        # tool_threshold=0.0 keeps the suite's tool calls on the 0.5B too (the router decides a
+        # call with the tool estimator against its own threshold)
+        keep_local = {"threshold": 0.0, "tool_threshold": 0.0}
+        return lc_params(max_tokens=64, **keep_local) if FULL_SUITE else lc_params(**keep_local)
 
     @property
     def has_tool_calling(self) -> bool:

@@ -43,7 +43,7 @@ TOOLS = [FunctionTool.from_defaults(fn=multiply), FunctionTool.from_defaults(fn=
 async def test_function_agent_calls_a_tool_and_answers_with_its_result(
     li_slm: LocalModel, li_recorder: DecisionRecorder
 ) -> None:
-    llm = ConfRouteLLM(li_slm, STRONG, threshold=0.0, max_tokens=32)
+    llm = ConfRouteLLM(li_slm, STRONG, threshold=0.0, tool_threshold=0.0, max_tokens=32)
     agent = FunctionAgent(tools=TOOLS, llm=llm, system_prompt=SYSTEM_PROMPT)
     handler = agent.run(user_msg="What is 12 times 34?", max_iterations=4)
     results = [e async for e in handler.stream_events() if isinstance(e, ToolCallResult)]
@@ -84,7 +84,7 @@ async def test_function_agent_calls_a_tool_and_answers_with_its_result(
 async def test_react_agent_calls_a_tool_and_answers_with_its_result(
     li_slm: LocalModel, li_recorder: DecisionRecorder
 ) -> None:
-    llm = ConfRouteLLM(li_slm, STRONG, threshold=0.0, max_tokens=64)
+    llm = ConfRouteLLM(li_slm, STRONG, threshold=0.0, tool_threshold=0.0, max_tokens=64)
     agent = ReActAgent(tools=TOOLS, llm=llm, streaming=False)
     handler = agent.run(user_msg="What is 12 times 34?", max_iterations=4)
     results = [e async for e in handler.stream_events() if isinstance(e, ToolCallResult)]
