@@ -2,7 +2,8 @@
 
 The bundled 0.5B answers. The thresholds (text and tool calls) are 0, so the suite's ~20 calls
 stay on the 0.5B (each escalation to the in-process 1.5B costs tens of seconds of CPU here);
-escalation, including an escalated stream, runs on the real 1.5B in ``test_langchain_escalation.py``.
+escalation, including an escalated stream, runs on the real 1.5B in
+``test_langchain_escalation.py``.
 
 The whole suite runs, tool calling and structured output included; ``CONFROUTE_LC_FULL_SUITE=0``
 switches those parts off (through the suite's own ``has_tool_calling`` /
