@@ -12,7 +12,7 @@ import os
 # LiteLLM imported earlier has already decided (warn_if_cost_map_fetched, below, tells).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from confroute.decision import RoutingDecision
+from confroute.decision import RoutingDecision, TierAttempt
 from confroute.errors import (
     CacheCorruptError,
     ConfigurationError,
@@ -31,10 +31,11 @@ from confroute.hooks import ScoredAnswer
 from confroute.llamacpp import LlamaCppModel
 from confroute.local import GenerationConfig, LocalModel
 from confroute.models import DEFAULT_LLM, DEFAULT_SLM
-from confroute.policies import FixedThreshold, RoutingPolicy, Verdict
+from confroute.policies import ConversationPolicy, FixedThreshold, RoutingPolicy, Verdict
 from confroute.router import CallOptions, ConfRouter, RoutedChunk, RoutedResponse
 from confroute.server_backend import ServerModel
 from confroute.target import EscalationResult
+from confroute.tiers import Tier
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "ConfRouter",
     "ConfigurationError",
     "ContextOverflowError",
+    "ConversationPolicy",
     "Escalation",
     "EscalationError",
     "EscalationResult",
@@ -67,6 +69,8 @@ __all__ = [
     "RoutingPolicy",
     "ScoredAnswer",
     "ServerModel",
+    "Tier",
+    "TierAttempt",
     "TokenAlternative",
     "Verdict",
     "WeightsNotInstalledError",
