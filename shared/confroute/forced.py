@@ -22,7 +22,7 @@ from confroute.errors import ConfigurationError
 from confroute.generation import Generation, TokenAlternative
 
 if TYPE_CHECKING:
-    from confroute.llamacpp_decode import LlamaEngine
+    from confroute.llamacpp_cache import LlamaEngine
     from confroute.local import LocalModel
     from confroute.stops import TokenTexts
 
@@ -127,14 +127,14 @@ def llama_teacher_forced(
 ) -> Generation:
     """The llama.cpp form of :func:`teacher_forced_ids`: one token at a time, last row only.
 
-    The prompt is prefilled in full (as answers are, see
-    :meth:`~confroute.llamacpp.LlamaCppModel.generate_from_ids`); then each answer token is
+    The prompt is prefilled as answers are (see
+    :meth:`~confroute.llamacpp_cache.LlamaEngine.prefill_answer`); then each answer token is
     scored on the logits before it and evaluated, so the statistics are those the decoding
     loop would have recorded had the model chosen these tokens. The caller holds the lock.
     """
     from confroute.llamacpp_decode import step, steps_generation
 
-    engine.prefill(list(prompt_ids), reuse=False)
+    engine.prefill_answer(list(prompt_ids))
     logits = engine.logits()
     steps = []
     for index, token in enumerate(answer_ids):

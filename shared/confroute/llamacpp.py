@@ -28,7 +28,8 @@ from confroute.errors import CacheCorruptError, ConfigurationError
 from confroute.forced import llama_teacher_forced
 from confroute.generation import Generation, GenerationConfig
 from confroute.llamacpp_binding import LlamaDetokenizer, free_llama, import_llama_cpp, locate_gguf
-from confroute.llamacpp_decode import KeptLlamaPrefix, LlamaEngine, SequenceDecoder, log_softmax
+from confroute.llamacpp_cache import KeptLlamaPrefix, LlamaEngine
+from confroute.llamacpp_decode import SequenceDecoder, log_softmax
 from confroute.local import FALLBACK_CHAT_TEMPLATE
 from confroute.messages import validate_messages
 from confroute.models import DEFAULT_SLM, sha256_file
@@ -154,11 +155,11 @@ class LlamaCppModel:
         self.path = ""
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
-        self._engine = LlamaEngine(llama, lib)
         vocab = lib.llama_model_get_vocab(llama.model)
         count = int(llama.n_vocab())
         control = int(lib.LLAMA_TOKEN_ATTR_CONTROL)
         self._eos_ids = frozenset(i for i in range(count) if lib.llama_vocab_is_eog(vocab, i))
+        self._engine = LlamaEngine(llama, lib, turn_ends=self._eos_ids)
         self._special_ids = self._eos_ids | frozenset(
             i for i in range(count) if int(lib.llama_vocab_get_attr(vocab, i)) & control
         )
@@ -306,11 +307,11 @@ class LlamaCppModel:
     ) -> list[Generation]:
         """Answer already tokenised prompts (see :meth:`generate`).
 
-        Each prompt is prefilled in full, once; with ``num_samples`` > 1 every sample decodes
-        from that prefill. The cache is not reused for answers, so that an answer and its
-        confidence never depend on what ran before: evaluating a prompt's last token on its own
-        after a cached prefix, as ``Llama.generate`` does, moved the first token's log-prob by
-        0.02 nats on the bundled 0.5B and flipped a near-tie greedy token.
+        Each prompt is prefilled once (:meth:`LlamaEngine.prefill_answer
+        <confroute.llamacpp_cache.LlamaEngine.prefill_answer>`: its system turn read from the
+        cache when the last prompt shared it, computed the same way either way, so an answer
+        and its confidence never depend on what ran before); with ``num_samples`` > 1 every
+        sample decodes from that prefill.
         """
         check_prompts_fit(prompts, config.max_new_tokens, self.context_window, self.name)
         started = time.perf_counter()
@@ -319,13 +320,13 @@ class LlamaCppModel:
             rng = self._rng if config.seed is None else np.random.default_rng(config.seed)
             for ids in prompts:
                 prompt = list(ids)
-                self._engine.prefill(prompt, reuse=False)
+                self._engine.prefill_answer(prompt)
                 first = self._engine.logits().copy()
                 for sample in range(config.num_samples):
                     if sample and self._engine.truncatable:
                         self._engine.rewind(len(prompt))
                     elif sample:
-                        self._engine.prefill(prompt, reuse=False)
+                        self._engine.prefill_answer(prompt)
                     generation, kept = self._decoder.decode(prompt, first, config, rng, sample)
                     if kept is not None:
                         generation.extras["prefix"] = kept

@@ -1,4 +1,4 @@
-"""The per-token loop behind :class:`~confroute.llamacpp.LlamaCppModel`, and its key/value cache.
+"""The per-token loop behind :class:`~confroute.llamacpp.LlamaCppModel`.
 
 Why a loop of our own and not ``Llama.create_completion(logprobs=...)`` (checked against
 llama-cpp-python 0.3.36): the binding's log-prob path needs ``logits_all=True``, which keeps
@@ -8,32 +8,22 @@ the logits of every position (prompt included) and post-processes them all; issu
 few numpy passes over the vocabulary (no Python loop over it): the log-softmax normaliser,
 the chosen token's log-probability, the entropy and the top-k (``argpartition``).
 
-The key/value cache is llama.cpp's own. ``Llama.eval`` keeps the first ``Llama.n_tokens``
-positions and drops the rest, so a prompt that shares a prefix with what the cache holds
-evaluates only the new tokens (as ``Llama.generate`` does), the samples of one prompt share
-its prefill, and a follow-up turn reuses the answer it follows. A kept prefix that another
-call is about to overwrite is first saved with ``llama_state_seq_get_data`` (the binding's
-``Llama.save_state`` would also copy its whole ``n_batch x vocabulary`` score buffer, 311 MB
-for Qwen's 151,936 tokens, which this loop never fills).
+The key/value cache the loop runs on is :class:`~confroute.llamacpp_cache.LlamaEngine`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from confroute.errors import ConfigurationError
 from confroute.generation import Generation, GenerationConfig, TokenAlternative
+from confroute.llamacpp_cache import KeptLlamaPrefix, LlamaEngine
 from confroute.stops import StopScanner, TokenTexts, kept_answer
 
 __all__ = [
-    "KeptLlamaPrefix",
-    "LlamaEngine",
     "SequenceDecoder",
     "Step",
     "log_softmax",
@@ -170,141 +160,6 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
     cumulative = np.cumsum(weights)
     index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
     return min(index, len(weights) - 1)
-
-
-@dataclass(eq=False)
-class KeptLlamaPrefix:
-    """The tokens of one generation's prompt and answer that llama.cpp's cache held at its end.
-
-    Kept in ``Generation.extras["prefix"]`` with ``GenerationConfig.keep_cache``. While the
-    cache still holds them a follow-up reads them in place; before another call overwrites
-    them they are saved in :attr:`state`.
-
-    Attributes:
-        token_ids: The tokens held, prompt first.
-        state: llama.cpp's saved sequence state (None while the live cache holds them).
-    """
-
-    token_ids: tuple[int, ...]
-    state: bytes | None = field(default=None, repr=False)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    count = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        count += 1
-    return count
-
-
-class LlamaEngine:
-    """One llama.cpp context: its key/value cache, the last row of logits, saved prefixes.
-
-    Not thread-safe: the model holds a lock around every call.
-    """
-
-    def __init__(self, llama: Any, lib: Any) -> None:
-        """Args: llama: a ``llama_cpp.Llama``; lib: the ``llama_cpp`` module."""
-        self.llama = llama
-        self._lib = lib
-        self._n_vocab = int(llama.n_vocab())
-        model = llama.model
-        # recurrent and hybrid models cannot drop the tail of their memory: prefill in full
-        self.truncatable = not (
-            lib.llama_model_is_recurrent(model) or lib.llama_model_is_hybrid(model)
-        )
-        self._unsaved: weakref.WeakSet[KeptLlamaPrefix] = weakref.WeakSet()
-
-    def live(self) -> list[int]:
-        """The tokens the cache holds."""
-        return [int(t) for t in self.llama.input_ids[: self.llama.n_tokens]]
-
-    def logits(self) -> np.ndarray:
-        """The logits after the last evaluated token (a view, valid until the next eval)."""
-        pointer = self._lib.llama_get_logits_ith(self.llama.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
-
-    def advance(self, token: int) -> np.ndarray:
-        """Evaluate one more token; return the logits after it (a view).
-
-        ``Llama.eval`` (0.3.36) copies no logits without ``logits_all``; its Python around
-        ``llama_decode`` took 0.1 ms a token under cProfile, so the loop keeps it.
-        """
-        self.llama.eval([token])
-        return self.logits()
-
-    def prefill(
-        self, ids: Sequence[int], prefix: KeptLlamaPrefix | None = None, *, reuse: bool = True
-    ) -> int:
-        """Make the cache hold ``ids``, evaluating only what it lacks; return the tokens reused.
-
-        The logits after the last token are then :meth:`logits`. ``prefix`` (a kept
-        generation) is restored first when the cache no longer holds it. With ``reuse`` False
-        every token is evaluated again (see :meth:`LlamaCppModel.generate_from_ids
-        <confroute.llamacpp.LlamaCppModel.generate_from_ids>` for why answers do).
-        """
-        if not ids:
-            raise ConfigurationError("A llama.cpp prompt needs at least one token.")
-        if not reuse:
-            self.rewind(0)
-            self.llama.eval(list(ids))
-            return 0
-        live = self.live()
-        kept = prefix.token_ids if prefix is not None and prefix.state is not None else ()
-        if prefix is not None and _common_prefix(kept, ids) > _common_prefix(live, ids):
-            self._restore(prefix)
-            live = list(prefix.token_ids)
-        reused = min(_common_prefix(live, ids), len(ids) - 1) if self.truncatable else 0
-        self.rewind(reused)
-        self.llama.eval(list(ids[reused:]))
-        return reused
-
-    def rewind(self, length: int) -> None:
-        """Keep only the first ``length`` tokens of the cache (the next eval drops the rest)."""
-        self._protect(length)
-        if length == 0 or not self.truncatable:
-            self.llama.reset()  # a recurrent model starts over: the caller prefills again
-            return
-        self.llama.n_tokens = length
-
-    def keep(self) -> KeptLlamaPrefix:
-        """A handle on what the cache holds now, saved before anything overwrites it."""
-        handle = KeptLlamaPrefix(tuple(self.live()))
-        self._unsaved.add(handle)
-        return handle
-
-    def _protect(self, length: int) -> None:
-        """Save every kept prefix longer than ``length`` that the cache still holds."""
-        live: list[int] | None = None
-        for handle in list(self._unsaved):
-            if len(handle.token_ids) <= length:
-                continue
-            self._unsaved.discard(handle)
-            live = self.live() if live is None else live
-            if tuple(live[: len(handle.token_ids)]) == handle.token_ids:
-                handle.state = self._snapshot()
-            # else the Llama was used directly in between: the handle is lost, and a
-            # follow-up on it prefills in full
-
-    def _snapshot(self) -> bytes:
-        ctx = self.llama.ctx
-        size = int(self._lib.llama_state_seq_get_size(ctx, 0))
-        buffer = (ctypes.c_uint8 * size)()
-        written = int(self._lib.llama_state_seq_get_data(ctx, buffer, size, 0))
-        return bytes(buffer)[:written]
-
-    def _restore(self, handle: KeptLlamaPrefix) -> None:
-        assert handle.state is not None
-        self._protect(0)
-        state = handle.state
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        self.llama.reset()
-        if int(self._lib.llama_state_seq_set_data(self.llama.ctx, buffer, len(state), 0)) == 0:
-            raise ConfigurationError("llama.cpp could not restore a kept prefix.")
-        count = len(handle.token_ids)
-        self.llama.input_ids[:count] = handle.token_ids
-        self.llama.n_tokens = count
 
 
 class SequenceDecoder:

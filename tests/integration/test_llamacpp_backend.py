@@ -179,3 +179,15 @@ async def test_async_and_streaming_routes_agree_with_sync(llama: LlamaCppModel) 
     final = chunks[-1].response
     assert final is not None and "".join(c.text for c in chunks) == sync.text
     assert final.decision.confidence == sync.decision.confidence
+
+
+def test_an_answer_after_another_equals_the_answer_alone(llama: LlamaCppModel) -> None:
+    """The shared system turn is read from the cache, computed as it is from an empty one."""
+    config = GenerationConfig(max_new_tokens=12)
+    question = [{"role": "user", "content": "Name a prime number above 10."}]
+    llama.generate([[{"role": "user", "content": PROMPTS[0]}]], config)
+    [after_other] = llama.generate([question], config)
+    llama.generate([[{"role": "system", "content": "Answer in French."}, *question]], config)
+    [after_a_new_system_turn] = llama.generate([question], config)
+    assert after_other.token_ids == after_a_new_system_turn.token_ids
+    assert after_other.logprobs == after_a_new_system_turn.logprobs

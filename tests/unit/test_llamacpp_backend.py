@@ -50,6 +50,8 @@ class FakeLlama:
         self.input_ids = np.zeros(n_ctx, dtype=np.intc)
         self.kv: list[int] = []
         self.evaluated = 0
+        self.batches: list[tuple[int, ...]] = []
+        """Each eval's (start position, *tokens): which batches computed which positions."""
         self.metadata = {"tokenizer.chat_template": TEMPLATE}
         self.model = self
         self.ctx = self
@@ -74,6 +76,7 @@ class FakeLlama:
 
     def eval(self, tokens: Sequence[int]) -> None:
         self.kv = self.kv[: self.n_tokens] + list(tokens)
+        self.batches.append((self.n_tokens, *tokens))
         self.input_ids[self.n_tokens : self.n_tokens + len(tokens)] = tokens
         self.n_tokens += len(tokens)
         self.evaluated += len(tokens)
@@ -293,6 +296,44 @@ async def test_agenerate_matches_generate() -> None:
     assert asynchronous.text == sync.text and asynchronous.logprobs == sync.logprobs
     results = await asyncio.gather(*(model.agenerate([QUESTION], config) for _ in range(3)))
     assert all(r[0].logprobs == sync.logprobs for r in results)
+
+
+def _batches_behind(llama: FakeLlama) -> list[tuple[int, ...]]:
+    """The evals whose positions the cache still holds, each cut to what it still holds."""
+    held: list[tuple[int, ...]] = []
+    for start, *tokens in llama.batches:
+        held = [b for b in held if b[0] < start]
+        held = [(b[0], *b[1 : 1 + start - b[0]]) for b in held]
+        held.append((start, *tokens))
+    return [b for b in held if len(b) > 1 and b[0] < llama.n_tokens]
+
+
+def test_answers_reuse_a_shared_system_turn_computed_as_when_alone() -> None:
+    system = {"role": "system", "content": "Be brief."}
+    first, second = [system, *QUESTION], [system, {"role": "user", "content": "Again?"}]
+    model = backend()
+    config = GenerationConfig(max_new_tokens=4)
+    model.generate([first], config)
+    ids = model.encode(model.render(second))
+    split = ids.index(END) + 1  # after the system turn's end
+    before = model.llama.evaluated
+    [after_other] = model.generate([second], config)
+    prompt_batches = [b for b in _batches_behind(model.llama) if b[0] < len(ids)]
+    fresh = backend()
+    [alone] = fresh.generate([second], config)
+    assert model.llama.evaluated - before == fresh.llama.evaluated - split  # the turn reused
+    assert prompt_batches == [b for b in _batches_behind(fresh.llama) if b[0] < len(ids)]
+    assert prompt_batches[:2] == [(0, *ids[:split]), (split, *ids[split:])]
+    assert after_other.logprobs == alone.logprobs and after_other.text == alone.text
+
+
+def test_a_prompt_without_a_turn_end_is_prefilled_in_one_batch() -> None:
+    model = backend()
+    ids = model.encode("Capital?")
+    assert END not in ids
+    model.generate_from_ids([ids], GenerationConfig(max_new_tokens=2))
+    model.generate_from_ids([ids], GenerationConfig(max_new_tokens=2))
+    assert sum(1 for b in model.llama.batches if b == (0, *ids)) == 2
 
 
 def test_a_prompt_that_does_not_fit_is_refused() -> None:
