@@ -5,14 +5,16 @@ LangChain agent (``examples/langchain_tool_agent.py``: ``create_agent`` when Lan
 installed, else its loop by hand) and the LlamaIndex ``FunctionAgent``
 (``examples/llamaindex_tool_agent.py``) run each task with the bundled models: the agent's
 model is the router itself (0.5B, escalating to the in-process 1.5B, or ``--strong none``), and
-the tool ``ask_local`` answers with the 0.5B only. A task succeeds when the agent's final answer
-contains the expected text.
+the tool ``ask_local`` answers with the 0.5B only. Both models run on llama.cpp where it is
+installed (``--backend transformers`` for the 0.5B on transformers). A task succeeds when
+the agent's final answer contains the expected text.
 
 Reported per agent: successes, tasks where the tool was called, the agent model's calls and
 escalations (from the routing decisions), and tool answers flagged ``would_escalate``.
 
 Usage:
-    python benchmarks/agent_tasks.py [--quick] [--strong none] [--agents llamaindex] [--json]
+    python benchmarks/agent_tasks.py [--quick] [--strong none] [--agents llamaindex]
+        [--backend auto|llama.cpp|transformers] [--json]
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from confroute import ConfRouter, LocalModel, RoutingDecision
+from confroute import ConfRouter, RoutingDecision
+from confroute.backend import LocalBackend
+from confroute.backend_choice import choose_backend, load_backend
 from confroute.models import DEFAULT_SLM
+from confroute.settings import RouterSettings
 from langchain_confroute import ChatConfRoute, DecisionCollector
 from llamaindex_confroute import ConfRouteLLM
 
@@ -107,7 +112,7 @@ def tally(name: str) -> dict[str, Any]:
     }
 
 
-def run_langchain(slm: LocalModel, strong: str | None, tasks: list[Any]) -> dict[str, Any]:
+def run_langchain(slm: LocalBackend, strong: str | None, tasks: list[Any]) -> dict[str, Any]:
     agent = runpy.run_path(str(EXAMPLES / "langchain_tool_agent.py"), run_name="bench")
     llm = ChatConfRoute(local_model=slm, strong_model=strong, max_tokens=96)
     tool = agent["build_tool"](llm)
@@ -127,7 +132,7 @@ def run_langchain(slm: LocalModel, strong: str | None, tasks: list[Any]) -> dict
     return result
 
 
-async def run_llamaindex(slm: LocalModel, strong: str | None, tasks: list[Any]) -> dict[str, Any]:
+async def run_llamaindex(slm: LocalBackend, strong: str | None, tasks: list[Any]) -> dict[str, Any]:
     agent = runpy.run_path(str(EXAMPLES / "llamaindex_tool_agent.py"), run_name="bench")
     decisions: list[RoutingDecision] = []
     router = ConfRouter(slm, strong, max_new_tokens=96, hooks=[decisions.append])
@@ -158,18 +163,26 @@ def main(argv: list[str]) -> None:
         default="both",
         help="which agents to run (default %(default)s; LangChain first)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "llama.cpp", "transformers"],
+        default="auto",
+        help="the 0.5B's engine (default %(default)s: llama.cpp where it is installed)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     tasks = TASKS[:1] if args.quick else TASKS
     strong = None if args.strong.lower() == "none" else args.strong
-    slm = LocalModel(DEFAULT_SLM)
+    slm = load_backend(choose_backend(DEFAULT_SLM, args.backend), RouterSettings())
     results = []
     if args.agents in ("both", "langchain"):
         results.append(run_langchain(slm, strong, tasks))
     if args.agents in ("both", "llamaindex"):
         results.append(asyncio.run(run_llamaindex(slm, strong, tasks)))
     if args.json:
-        print(json.dumps({"strong": strong, "results": results}, indent=2))
+        print(
+            json.dumps({"backend": slm.capabilities.backend, "strong": strong, "results": results})
+        )
         return
     print(f"agent model: {DEFAULT_SLM} -> {strong}; tool: ask_local ({DEFAULT_SLM}, local mode)")
     print("agent       tasks success tool_called model_calls escalations tool_unsure seconds")
