@@ -10,8 +10,10 @@ from confroute.settings import Environment, RouterSettings
 
 __all__ = [
     "add_slm_backend_arguments",
+    "add_sticky_arguments",
     "add_tool_estimator_arguments",
     "slm_backend_settings",
+    "sticky_settings",
     "tool_estimator_settings",
 ]
 
@@ -72,3 +74,33 @@ def tool_estimator_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The router settings of the tool estimator arguments."""
     name = None if args.tool_estimator == "none" else args.tool_estimator
     return {"tool_estimator": name, "tool_threshold": args.tool_threshold}
+
+
+def add_sticky_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sticky-turns`` and ``--sticky-release-confidence``: conversation-aware routing."""
+    fields = RouterSettings.model_fields
+    parser.add_argument(
+        "--sticky-turns",
+        type=int,
+        default=fields["sticky_turns"].default,
+        metavar="K",
+        help="once a conversation escalates, escalate its next K user turns too "
+        "(reason 'sticky'; conversations keyed by X-Conversation-Id or the request's 'user'; "
+        "default %(default)s: each request alone)",
+    )
+    parser.add_argument(
+        "--sticky-release-confidence",
+        type=float,
+        default=fields["sticky_release_confidence"].default,
+        metavar="C",
+        help="with --sticky-turns: a turn whose local confidence reaches C returns the "
+        "conversation to the local model early (default %(default)s)",
+    )
+
+
+def sticky_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The router settings of the sticky arguments."""
+    return {
+        "sticky_turns": args.sticky_turns,
+        "sticky_release_confidence": args.sticky_release_confidence,
+    }

@@ -119,3 +119,20 @@ def test_a_missing_key_variable_is_an_error(served: dict[str, Any]) -> None:
         run_serve(_parse("--local-only", "--server-key-env", "NOT_SET_ANYWHERE"))
     with pytest.raises(ConfigurationError, match="max-batch"):
         run_serve(_parse("--local-only", "--max-batch", "0"))
+
+
+def test_sticky_options_wrap_the_policy_in_a_conversation_policy(served: dict[str, Any]) -> None:
+    from confroute.policies import ConversationPolicy
+
+    assert run_serve(_parse("--local-only")) == 0
+    assert not isinstance(served["router"].policy, ConversationPolicy)
+    args = _parse("--local-only", "--sticky-turns", "2", "--sticky-release-confidence", "0.9")
+    assert run_serve(args) == 0
+    router = served["router"]
+    assert isinstance(router.policy, ConversationPolicy)
+    assert (router.settings.sticky_turns, router.settings.sticky_release_confidence) == (2, 0.9)
+
+
+def test_a_negative_sticky_turn_count_is_refused(served: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match="sticky_turns"):
+        run_serve(_parse("--local-only", "--sticky-turns", "-1"))

@@ -17,8 +17,10 @@ from pydantic import SecretStr
 from confroute.backend import LocalBackend
 from confroute.cli_args import (
     add_slm_backend_arguments,
+    add_sticky_arguments,
     add_tool_estimator_arguments,
     slm_backend_settings,
+    sticky_settings,
     tool_estimator_settings,
 )
 from confroute.errors import ConfigurationError
@@ -108,6 +110,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="uncertainty estimator (default %(default)s)",
     )
     add_tool_estimator_arguments(serve, estimators.available())
+    add_sticky_arguments(serve)
     serve.add_argument(
         "--max-new-tokens",
         type=int,
@@ -194,6 +197,7 @@ def run_serve(args: argparse.Namespace) -> int:
         None,
         **slm_backend_settings(args),
         **tool_estimator_settings(args),
+        **sticky_settings(args),
         estimator=args.estimator,
         threshold=args.threshold,
         escalation_rate=args.escalation_rate,
