@@ -8,8 +8,10 @@ confidence with the tool estimator's own threshold (``RouterSettings.tool_thresh
 two estimators' confidences are on different scales, so one threshold cannot serve both.
 Plain-text answers keep the primary estimator and the router's policy.
 
-Budget policies still pay for these escalations: an escalated call is counted through
-:func:`~confroute.policies.forced_verdict`, as a malformed call is (counted, never refused).
+Budget policies hold these decisions to their budget (:func:`~confroute.policies.admitted`): a
+hard cap (``max_escalation_rate``) or a held rate counts each call answer and refuses its
+escalation when the budget is spent (``reason="budget_exhausted"``); a malformed call is still
+escalated regardless (counted, never refused: its answer is unusable).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from confroute.estimators import Estimator
-from confroute.policies import CountsForcedEscalations, RoutingPolicy, Verdict, compare
+from confroute.policies import RoutingPolicy, Verdict, admitted, compare
 
 __all__ = ["ToolCallRouting"]
 
@@ -38,22 +40,18 @@ class ToolCallRouting:
     def decide(
         self, confidence: float | None, policy: RoutingPolicy, answer_format: str | None = None
     ) -> Verdict:
-        """Compare ``confidence`` with :attr:`threshold`; a budget ``policy`` counts an escalation.
+        """Compare ``confidence`` with :attr:`threshold`; a budget ``policy`` holds it to budget.
 
         Args:
             confidence: The tool estimator's confidence in the call (None: the lowest).
-            policy: The router's policy; one that keeps a budget
-                (:class:`~confroute.policies.CountsForcedEscalations`) is told of an
-                escalation, so the spent budget stays true.
+            policy: The router's policy; one that keeps a budget counts the request and may
+                refuse its escalation (:func:`~confroute.policies.admitted`).
             answer_format: The request's answer format key (passed to the budget policy).
 
         Returns:
-            The verdict, carrying :attr:`threshold`.
+            The verdict, carrying :attr:`threshold` (reason ``budget_exhausted`` if refused).
         """
-        verdict = compare(confidence, self.threshold)
-        if verdict.escalate and isinstance(policy, CountsForcedEscalations):
-            policy.forced(answer_format)
-        return verdict
+        return admitted(policy, compare(confidence, self.threshold), answer_format)
 
     def decider(self, policy: RoutingPolicy) -> Callable[[float | None, str | None], Verdict]:
         """:meth:`decide` bound to ``policy``.

@@ -103,7 +103,20 @@ def test_an_escalated_call_is_counted_by_a_rate_policy(provider: ScriptedProvide
     assert router.route("unsure", tools=TOOLS).decision.escalated
     assert (policy.requests, policy.escalated) == (1, 1)
     assert router.route("sure", tools=TOOLS).decision.reason == "confident"
-    assert policy.requests == 1  # a kept call is not one of the policy's decisions
+    assert (policy.requests, policy.escalated) == (2, 1)  # a kept call is a request too
+    assert len(policy.state()["windows"].get("any", [])) == 0  # its confidence is not mixed in
+
+
+def test_a_cap_refuses_a_call_escalation_once_the_window_is_spent(
+    provider: ScriptedProvider,
+) -> None:
+    router, _ = _router(threshold=0.5, max_escalation_rate=0.5, budget_window=2)
+    assert router.route("unsure", tools=TOOLS).decision.escalated
+    refused = router.route("unsure", tools=TOOLS).decision
+    assert not refused.escalated and refused.reason == "budget_exhausted"
+    assert refused.estimator == "tool_call" and refused.answered_by == refused.local_model
+    cap = getattr(router.policy, "cap")  # noqa: B009 (EscalationCap's public attribute)
+    assert cap.state() == [0]  # the refused call was counted as kept
 
 
 def test_teacher_forced_scoring_of_a_call_names_the_tool_estimator(tiny_lm: LocalModel) -> None:

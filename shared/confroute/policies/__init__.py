@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from confroute.bounds import check_unit_interval
 from confroute.policies.base import (
+    AdmitsVerdicts,
     CountsForcedEscalations,
     FollowsConversations,
     RoutingPolicy,
     Verdict,
+    admitted,
     compare,
     forced_verdict,
     turn_verdict,
@@ -42,6 +44,7 @@ from confroute.policies.target_rate import TargetEscalationRate
 
 __all__ = [
     "HELD_RATE",
+    "AdmitsVerdicts",
     "ConversationPolicy",
     "CountsForcedEscalations",
     "EscalationCap",
@@ -55,6 +58,7 @@ __all__ = [
     "TargetEscalationRate",
     "ToolSteps",
     "Verdict",
+    "admitted",
     "check_cap",
     "check_unit_interval",
     "clopper_pearson_upper",

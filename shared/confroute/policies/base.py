@@ -16,11 +16,13 @@ if TYPE_CHECKING:
     from confroute.conversation import Turn
 
 __all__ = [
+    "AdmitsVerdicts",
     "CountsForcedEscalations",
     "Decide",
     "FollowsConversations",
     "RoutingPolicy",
     "Verdict",
+    "admitted",
     "compare",
     "forced_verdict",
     "turn_verdict",
@@ -79,6 +81,21 @@ class CountsForcedEscalations(Protocol):
 
 
 @runtime_checkable
+class AdmitsVerdicts(Protocol):
+    """A budget policy that holds a verdict decided elsewhere to its budget.
+
+    The router decides a tool-call answer with the tool estimator's own threshold
+    (:class:`~confroute.tool_routing.ToolCallRouting`); a policy with this method counts that
+    request and refuses its escalation (``reason="budget_exhausted"``) when the budget is
+    spent, so a hard cap holds on agent traffic too.
+    """
+
+    def admit(self, verdict: Verdict, answer_format: str | None = None) -> Verdict:
+        """Count one request decided elsewhere; ``verdict``, or its refusal."""
+        ...
+
+
+@runtime_checkable
 class FollowsConversations(Protocol):
     """A policy that decides by conversation (see :class:`~confroute.policies.ConversationPolicy`).
 
@@ -133,6 +150,19 @@ def forced_verdict(
     if isinstance(policy, CountsForcedEscalations):
         return policy.forced(answer_format)
     return policy.decide(None, answer_format=answer_format)
+
+
+def admitted(policy: RoutingPolicy, verdict: Verdict, answer_format: str | None) -> Verdict:
+    """``verdict``, decided outside ``policy``, held to the policy's budget where it keeps one.
+
+    A policy without :meth:`AdmitsVerdicts.admit` that counts forced escalations is told of
+    an escalation (counted, never refused); any other policy is left alone.
+    """
+    if isinstance(policy, AdmitsVerdicts):
+        return policy.admit(verdict, answer_format)
+    if verdict.escalate and isinstance(policy, CountsForcedEscalations):
+        policy.forced(answer_format)
+    return verdict
 
 
 def compare(confidence: float | None, threshold: float) -> Verdict:

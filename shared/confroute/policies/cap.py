@@ -14,7 +14,7 @@ from typing import Any
 
 from confroute.bounds import check_unit_interval
 from confroute.errors import ConfigurationError
-from confroute.policies.base import RoutingPolicy, Verdict
+from confroute.policies.base import RoutingPolicy, Verdict, admitted
 
 __all__ = ["EscalationCap", "SlidingCap", "check_cap"]
 
@@ -159,6 +159,18 @@ class EscalationCap:
         with self._lock:
             self.cap.record(True)
         return Verdict(True, self.threshold, "low_confidence")
+
+    def admit(self, verdict: Verdict, answer_format: str | None = None) -> Verdict:
+        """A verdict decided elsewhere (a tool call's), refused when the window's budget is spent.
+
+        The wrapped policy is told of it first (:func:`~confroute.policies.admitted`).
+        """
+        with self._lock:
+            if verdict.escalate and not self.cap.admits():
+                verdict = Verdict(False, verdict.threshold, "budget_exhausted")
+            verdict = admitted(self.policy, verdict, answer_format)
+            self.cap.record(verdict.escalate)
+            return verdict
 
     def __repr__(self) -> str:
         """The cap and the wrapped policy."""

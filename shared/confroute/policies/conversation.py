@@ -38,7 +38,14 @@ from typing import Literal
 from confroute.bounds import check_unit_interval
 from confroute.conversation import Turn
 from confroute.errors import ConfigurationError
-from confroute.policies.base import Decide, RoutingPolicy, Verdict, compare, forced_verdict
+from confroute.policies.base import (
+    Decide,
+    RoutingPolicy,
+    Verdict,
+    admitted,
+    compare,
+    forced_verdict,
+)
 from confroute.settings import (
     STICKY_CONVERSATIONS,
     STICKY_RELEASE_CONFIDENCE,
@@ -141,6 +148,10 @@ class ConversationPolicy:
     def forced(self, answer_format: str | None = None) -> Verdict:
         """A request of no known conversation escalated regardless: the inner policy counts it."""
         return forced_verdict(self.inner, answer_format)
+
+    def admit(self, verdict: Verdict, answer_format: str | None = None) -> Verdict:
+        """A verdict decided elsewhere: the inner policy holds it to its budget."""
+        return admitted(self.inner, verdict, answer_format)
 
     def decide_turn(
         self,

@@ -243,6 +243,22 @@ class StreamingQuantile:
             self._count(True)
         return Verdict(True, threshold, "low_confidence")
 
+    def admit(self, verdict: Verdict, answer_format: str | None = None) -> Verdict:
+        """A verdict decided elsewhere (a tool call's) held to the budget.
+
+        The debt, the band and the cap count the request; its escalation is refused
+        (``reason="budget_exhausted"``) when the cap or the band's ceiling is spent. The
+        confidence windows are left alone (the confidence is on another estimator's scale).
+        """
+        with self._lock:
+            limits = [limit for limit in (self.band, self.cap) if limit is not None]
+            if verdict.escalate and not all(limit.admits() for limit in limits):
+                verdict = Verdict(False, verdict.threshold, "budget_exhausted")
+            for limit in limits:
+                limit.record(verdict.escalate)
+            self._count(verdict.escalate)
+        return verdict
+
     def _count(self, escalated: bool) -> None:
         """Add one request to the counts and the debt (the lock is held)."""
         self.requests += 1
