@@ -99,6 +99,21 @@ def test_escalation_holds_for_k_turns_then_the_inner_policy_decides() -> None:
     assert policy.turns_left("c") == 0
 
 
+def test_a_cap_inside_refuses_sticky_turns_once_its_window_is_spent() -> None:
+    cap = EscalationCap(FixedThreshold(0.5), max_escalation_rate=0.5, window=4)
+    policy = ConversationPolicy(cap, turns=3, release_confidence=None)
+    turn = turn_of([user("q")], "c")
+    verdicts = [policy.decide_turn(turn, c) for c in (0.2, 0.7, 0.7, 0.7)]
+    assert [v.reason for v in verdicts] == [
+        "low_confidence",
+        "sticky",
+        "budget_exhausted",
+        "budget_exhausted",
+    ]
+    assert [v.escalate for v in verdicts] == [True, True, False, False]
+    assert cap.cap.state() == [1, 0, 0]  # 2 of 4 allowed; the refused turns counted as kept
+
+
 def test_a_confident_turn_clears_the_release_bar() -> None:
     policy = ConversationPolicy(FixedThreshold(0.5), turns=3, release_confidence=0.9)
     turn = turn_of([user("q")], "c")

@@ -39,6 +39,7 @@ from confroute.bounds import check_unit_interval
 from confroute.conversation import Turn
 from confroute.errors import ConfigurationError
 from confroute.policies.base import (
+    AdmitsVerdicts,
     Decide,
     RoutingPolicy,
     Verdict,
@@ -240,12 +241,19 @@ class ConversationPolicy:
         """Escalate a turn because its conversation is escalated; the inner policy counts it.
 
         Where the inner threshold would have escalated the turn anyway, the inner reason is
-        kept and the count starts again.
+        kept and the count starts again. An inner budget policy that can refuse
+        (:class:`~confroute.policies.AdmitsVerdicts`: a cap, a held rate) keeps the turn local
+        with ``reason="budget_exhausted"`` when its budget is spent.
         """
-        counted = forced_verdict(self.inner, answer_format)
-        alone = compare(confidence, counted.threshold)
+        if isinstance(self.inner, AdmitsVerdicts):
+            threshold = self.threshold
+        else:
+            threshold = forced_verdict(self.inner, answer_format).threshold
+        alone = compare(confidence, threshold)
         state.run_escalated = True
-        if alone.escalate:
+        verdict = Verdict(True, threshold, alone.reason if alone.escalate else "sticky")
+        if isinstance(self.inner, AdmitsVerdicts):
+            verdict = self.inner.admit(verdict, answer_format)
+        if alone.escalate and verdict.escalate:
             state.turns_left = self.turns
-            return Verdict(True, counted.threshold, alone.reason)
-        return Verdict(True, counted.threshold, "sticky")
+        return verdict
