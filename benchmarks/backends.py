@@ -1,7 +1,8 @@
 """Speed of the local engines side by side, in one run, on the same GGUF weights.
 
 For each bundled model (the 0.5B, and the 1.5B unless ``--quick``), batch 1, greedy, the same
-short chat prompts and token cap, best wall time of ``--repeats`` runs per prompt:
+short chat prompts and token cap, best wall time of ``--repeats`` rounds per prompt (each round
+runs the prompts in turn, so no call follows its own prompt):
 
 (a) plain llama.cpp: ``llama_cpp.Llama.create_chat_completion`` (no log-probs);
 (b) confroute's llama.cpp backend (:class:`confroute.llamacpp.LlamaCppModel`) through
@@ -15,7 +16,7 @@ short chat prompts and token cap, best wall time of ``--repeats`` runs per promp
     (less sensitive than wall time to other load on the machine): plain
     ``Llama.create_completion`` from an empty cache against ``generate_from_ids``, the prefill
     split out (the whole prompt, and only what follows the chat template's shared prefix, which
-    (a) reuses from the previous call and (b) evaluates again by design), and the CPU cost of
+    both (a) and (b) read from the cache after another prompt), and the CPU cost of
     the loop's per-token statistics (:func:`confroute.llamacpp_decode.step`).
 
 Tokens/s is completion tokens over wall time of the whole call (prefill included), summed over
@@ -66,22 +67,22 @@ log-probs are asked (``logits_all``), which makes it slow on a CPU; the ratios a
 THREADS = min(4, os.cpu_count() or 1)
 
 
-def best_of(repeats: int, call: Callable[[], int]) -> tuple[float, int]:
-    """Best wall time of ``repeats`` calls, and the tokens the best one wrote."""
-    best = (float("inf"), 0)
-    for _ in range(repeats):
-        started = time.perf_counter()
-        tokens = call()
-        best = min(best, (time.perf_counter() - started, tokens))
-    return best
-
-
 def measure(repeats: int, calls: list[Callable[[], int]]) -> dict[str, float]:
-    """Wall seconds and tokens summed over prompts (best of ``repeats`` each), and tokens/s."""
-    wall = tokens = 0.0
-    for call in calls:
-        seconds, count = best_of(repeats, call)
-        wall, tokens = wall + seconds, tokens + count
+    """Wall seconds and tokens summed over prompts (best of ``repeats`` each), and tokens/s.
+
+    Each of the ``repeats`` rounds runs every prompt once, in order, so no call follows its
+    own prompt: an engine's prompt cache (``create_chat_completion``'s, the llama.cpp
+    backend's system turn) then holds only what consecutive prompts share, as on real
+    traffic. Back-to-back repeats of one prompt let plain llama.cpp reuse the whole prompt.
+    """
+    best = [(float("inf"), 0)] * len(calls)
+    for _ in range(repeats):
+        for index, call in enumerate(calls):
+            started = time.perf_counter()
+            tokens = call()
+            best[index] = min(best[index], (time.perf_counter() - started, tokens))
+    wall = sum(seconds for seconds, _ in best)
+    tokens = sum(count for _, count in best)
     return {
         "wall_s": round(wall, 3),
         "tokens": int(tokens),
