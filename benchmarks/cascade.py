@@ -65,7 +65,7 @@ def records_for(model: str, items: list[BenchItem], cache_dir: Path) -> dict[str
                 cap = FORMATS[FORMAT].cap(item.answer_format)
                 response = router.route(messages_for(item, FORMAT), max_new_tokens=cap)
                 decision = response.decision
-                row = {
+                row: dict[str, Any] = {
                     "key": f"{item.dataset}/{item.item_id}",
                     "model": model,
                     "confidence": decision.confidence,

@@ -47,7 +47,9 @@ SYSTEM = "Answer each question with the format it asks for, and nothing else."
 _CHOICE = re.compile(r"answer\s*([1-9])", re.IGNORECASE)
 
 
-def load_conversations(data_dir: Path, count: int, turns: int, seed: int) -> list[list[dict]]:
+def load_conversations(
+    data_dir: Path, count: int, turns: int, seed: int
+) -> list[list[dict[str, Any]]]:
     """``count`` conversations of ``turns`` ARC-Easy test items each (a fixed random sample)."""
     rows = json.loads((data_dir / "ARC-Easy" / "test.json").read_text(encoding="utf-8"))
     sample = random.Random(seed).sample(rows, count * turns)
@@ -61,7 +63,7 @@ def choice(text: str) -> str | None:
 
 
 def run(
-    router: ConfRouter, conversations: list[list[dict]], max_new_tokens: int
+    router: ConfRouter, conversations: list[list[dict[str, Any]]], max_new_tokens: int
 ) -> list[list[dict[str, Any]]]:
     """Route every conversation turn by turn; one record per turn."""
     histories: list[list[dict[str, Any]]] = [
@@ -114,7 +116,7 @@ def summary(records: list[list[dict[str, Any]]], seconds: float) -> dict[str, An
 
 
 def timed(
-    router: ConfRouter, conversations: list[list[dict]], max_new_tokens: int
+    router: ConfRouter, conversations: list[list[dict[str, Any]]], max_new_tokens: int
 ) -> tuple[list[list[dict[str, Any]]], float]:
     """``run`` and its wall time."""
     started = time.perf_counter()

@@ -20,7 +20,7 @@ import argparse
 import json
 import math
 
-from tool_confidence import answer, score, split  # type: ignore[import-not-found]
+from tool_confidence import answer, score, split
 
 from confroute.bench.bfcl import load_bfcl
 from confroute.settings import DEFAULT_ESCALATION_RATE

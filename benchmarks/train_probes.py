@@ -90,7 +90,8 @@ def from_run(
         records = [r for r in RecordFile(path).load().values() if r.get("hidden")]
         if not records:
             continue
-        x = np.stack([decode_hidden(r["hidden"]) for r in records])
+        # every record has a hidden state (filtered above), so nothing is dropped here
+        x = np.stack([h for r in records if (h := decode_hidden(r["hidden"])) is not None])
         y = np.asarray([int(bool(r["correct"])) for r in records])
         s = np.asarray(
             [[float(r["confidences"].get(k) or 0.0) for k in DEFAULT_SIGNALS] for r in records]
@@ -141,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             per_dataset[dataset] = generate_labelled(model, items, args.format, args.batch_size)
     xs, ys, ss, summary = [], [], [], {}
     for dataset, (x, y, s) in per_dataset.items():
-        xs.append(x), ys.append(y), ss.append(s)
+        xs.append(x)
+        ys.append(y)
+        ss.append(s)
         summary[dataset] = {"items": len(y), "accuracy": round(float(y.mean()), 4)}
         logger.info("%s: %d items, accuracy %.3f", dataset, len(y), y.mean())
     x, y, s = np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)

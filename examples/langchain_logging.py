@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 
 from langchain_confroute import ChatConfRoute, EscalationLogger, summarize_escalation_log
 from langchain_confroute.events import EscalationLogSummary
@@ -31,7 +31,8 @@ def log_decisions(
     """Answer the questions with decisions logged to ``path``; return the log's summary."""
     model = llm or ChatConfRoute(max_tokens=32)
     handler = EscalationLogger(path)
-    answers = model.batch(questions, config={"callbacks": [handler]})
+    inputs: list[LanguageModelInput] = list(questions)  # batch takes a list (invariant)
+    answers = model.batch(inputs, config={"callbacks": [handler]})
     for question, answer in zip(questions, answers, strict=True):
         decision = answer.response_metadata["confroute"]
         route = "escalated" if decision["escalated"] else "local"

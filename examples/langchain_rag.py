@@ -61,7 +61,8 @@ class MiniLMEmbeddings(Embeddings):
             hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).tolist()
+        vectors: list[list[float]] = torch.nn.functional.normalize(pooled, dim=-1).tolist()
+        return vectors
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]

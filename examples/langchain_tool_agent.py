@@ -20,6 +20,7 @@ Run::
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -74,17 +75,24 @@ def run_agent(
         tool = build_tool(chat)
     try:
         from langchain.agents import create_agent
-        from langchain.agents.middleware import ModelRequest, ModelResponse, wrap_model_call
+        from langchain.agents.middleware import (
+            InputAgentState,
+            ModelRequest,
+            ModelResponse,
+            wrap_model_call,
+        )
     except ImportError:
         return _hand_loop(question, chat, tool, max_steps, config, notes)
 
-    @wrap_model_call  # type: ignore[arg-type]
-    def delegate_first(request: ModelRequest, handler: Any) -> ModelResponse:
+    @wrap_model_call
+    def delegate_first(
+        request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> ModelResponse:
         answered = any(isinstance(m, ToolMessage) for m in request.messages)
         return handler(request.override(tool_choice="none" if answered else tool.name))
 
     agent = create_agent(chat, tools=[tool], system_prompt=SYSTEM, middleware=[delegate_first])
-    inputs = {"messages": [HumanMessage(user_message(question, notes))]}
+    inputs: InputAgentState = {"messages": [HumanMessage(user_message(question, notes))]}
     run_config: RunnableConfig = {**(config or {}), "recursion_limit": 2 * max_steps + 1}
     messages: list[BaseMessage] = []
     for state in agent.stream(inputs, run_config, stream_mode="values"):  # one state per step

@@ -13,7 +13,9 @@ from collections import Counter
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field
-from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation import (  # type: ignore[attr-defined]
+    get_dispatcher,  # re-exported without __all__, which strict mypy treats as private
+)
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms import ChatMessage
