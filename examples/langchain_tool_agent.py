@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 
 from langchain_confroute import ChatConfRoute, ConfRouteTool
+
+if TYPE_CHECKING:  # only for the annotation: older 1.x releases may not export it
+    from langchain.agents.middleware import InputAgentState
 
 NOTES = (
     "The Larkspur K7 is a warehouse robot. Its battery lasts 14 hours on a full charge and "
@@ -75,12 +78,7 @@ def run_agent(
         tool = build_tool(chat)
     try:
         from langchain.agents import create_agent
-        from langchain.agents.middleware import (
-            InputAgentState,
-            ModelRequest,
-            ModelResponse,
-            wrap_model_call,
-        )
+        from langchain.agents.middleware import ModelRequest, ModelResponse, wrap_model_call
     except ImportError:
         return _hand_loop(question, chat, tool, max_steps, config, notes)
 
