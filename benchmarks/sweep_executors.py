@@ -12,9 +12,10 @@ timed on its own), Ray's overhead (the ratio of (b), start-up included, to (a), 
 start-up) and the load average before each run, then checks that the two run directories
 hold the same records item for item (every key but the wall-clock ``latency_s``).
 
-A one-CPU Ray task runs its engine on one thread, so for the records to be equal the local run
-must too: llama.cpp takes half the cores by default (one on a 2-core machine); torch is set to
-``--threads`` threads (default: the sweep's ``[ray] num_cpus``).
+A one-CPU Ray task runs its engine on one thread (Ray sets ``OMP_NUM_THREADS`` to the task's
+``num_cpus``; torch and confroute's llama.cpp backend follow it), and so does the local run:
+``OMP_NUM_THREADS`` and torch are set to ``--threads`` threads (default: the sweep's
+``[ray] num_cpus``), so the comparison is like for like and the records can be equal.
 
 Usage:
     python benchmarks/sweep_executors.py [SWEEP_FILE] [--data-dir DIR] [--limit N]
@@ -100,7 +101,8 @@ def compare(local: Path, on_ray: Path) -> dict[str, Any]:
 
 
 def set_threads(sweep: SweepFile, threads: int) -> None:
-    """Run torch on ``threads`` threads when an SLM may use transformers (as a Ray task does)."""
+    """Run the engines on ``threads`` threads, as a Ray task of that many CPUs does."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the llama.cpp backend
     if all(s.backend == "llama.cpp" for s in sweep.slms):
         return
     import torch

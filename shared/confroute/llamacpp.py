@@ -27,7 +27,13 @@ from confroute.backend import Capabilities, check_prompts_fit
 from confroute.errors import CacheCorruptError, ConfigurationError
 from confroute.forced import llama_teacher_forced
 from confroute.generation import Generation, GenerationConfig
-from confroute.llamacpp_binding import LlamaDetokenizer, free_llama, import_llama_cpp, locate_gguf
+from confroute.llamacpp_binding import (
+    LlamaDetokenizer,
+    free_llama,
+    import_llama_cpp,
+    locate_gguf,
+    thread_counts,
+)
 from confroute.llamacpp_cache import KeptLlamaPrefix, LlamaEngine
 from confroute.llamacpp_decode import SequenceDecoder, log_softmax
 from confroute.local import FALLBACK_CHAT_TEMPLATE
@@ -79,7 +85,8 @@ class LlamaCppModel:
             model: A bundled short name or the path of a ``.gguf`` file.
             n_ctx: Context window in tokens (default: the trained one, at most
                 :data:`DEFAULT_CONTEXT`).
-            n_threads: CPU threads (default: llama-cpp-python's choice).
+            n_threads: CPU threads of decoding and prefill (default: ``OMP_NUM_THREADS``
+                where set, as in a Ray task, else llama-cpp-python's choice).
             top_k: Alternatives kept per token.
             seed: Seed of llama.cpp and of the sampler used when a call gives no
                 ``GenerationConfig.seed`` (each such call then draws fresh numbers from it).
@@ -94,11 +101,12 @@ class LlamaCppModel:
         path, name, fingerprint = locate_gguf(model)
         if n_ctx is not None and n_ctx < 1:
             raise ConfigurationError(f"n_ctx must be >= 1, got {n_ctx}.")
+        threads = thread_counts(n_threads)
         try:
             llama = lib.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx or DEFAULT_CONTEXT,
-                n_threads=n_threads,
+                **threads,
                 seed=seed,
                 logits_all=False,
                 verbose=verbose,

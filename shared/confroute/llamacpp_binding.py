@@ -14,7 +14,29 @@ from typing import Any
 from confroute.errors import ConfigurationError
 from confroute.models import BUNDLED_MODELS, bundled_gguf, known_names
 
-__all__ = ["LlamaDetokenizer", "free_llama", "import_llama_cpp", "locate_gguf"]
+__all__ = ["LlamaDetokenizer", "free_llama", "import_llama_cpp", "locate_gguf", "thread_counts"]
+
+
+def thread_counts(n_threads: int | None) -> dict[str, int]:
+    """``Llama``'s thread arguments: ``n_threads``, else ``OMP_NUM_THREADS``, else its defaults.
+
+    One count serves decoding and prefill (llama-cpp-python's own defaults are half the cores
+    for decoding and all of them for prefill). ``OMP_NUM_THREADS`` is what Ray sets in a task
+    to its ``num_cpus``: two one-CPU sweep tasks on a 2-core machine, each prefilling on both
+    cores, took 2.6x the wall time of one process running the same shards one after another
+    (llama.cpp's threads spin while they wait for a core), so a set value is honoured.
+
+    Raises:
+        ConfigurationError: ``n_threads`` is below 1.
+    """
+    if n_threads is None:
+        value = os.environ.get("OMP_NUM_THREADS", "").strip()
+        n_threads = int(value) if value.isdigit() and int(value) > 0 else None
+        if n_threads is None:
+            return {}
+    if n_threads < 1:
+        raise ConfigurationError(f"n_threads must be >= 1, got {n_threads}.")
+    return {"n_threads": n_threads, "n_threads_batch": n_threads}
 
 
 def import_llama_cpp() -> Any:

@@ -457,3 +457,19 @@ def test_a_collected_model_frees_its_llama() -> None:
     del model
     gc.collect()
     assert closed == [1]
+
+
+def test_thread_counts_follow_the_argument_then_omp_num_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from confroute.llamacpp_binding import thread_counts
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert thread_counts(None) == {}  # llama-cpp-python's defaults
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray sets in a one-CPU task
+    assert thread_counts(None) == {"n_threads": 1, "n_threads_batch": 1}
+    assert thread_counts(3) == {"n_threads": 3, "n_threads_batch": 3}
+    monkeypatch.setenv("OMP_NUM_THREADS", "auto")
+    assert thread_counts(None) == {}
+    with pytest.raises(ConfigurationError, match="n_threads must be >= 1"):
+        thread_counts(0)
