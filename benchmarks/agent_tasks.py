@@ -77,23 +77,35 @@ TASKS: list[tuple[str, str, str]] = [
 ]
 
 
+DECISION_KEYS = ("escalated", "reason", "estimator", "confidence", "threshold")
+"""What each agent-model decision contributes to the JSON (which rule, which estimator, why)."""
+
+
 def add_task(
-    result: dict[str, Any], ok: bool, tool_calls: int, model: list[bool], tool_unsure: int
+    result: dict[str, Any],
+    ok: bool,
+    tool_calls: int,
+    model: list[dict[str, Any]],
+    tool_unsure: int,
 ) -> None:
     """Count one finished task and print a line about it on stderr.
 
-    ``model`` holds each agent-model call's ``escalated``; the line lets a long run show what
-    it has so far.
+    ``model`` holds each agent-model call's decision as a dict (:data:`DECISION_KEYS` are
+    kept in ``result["decisions"]``); the line lets a long run show what it has so far.
     """
+    escalated = sum(bool(d["escalated"]) for d in model)
     result["tasks"] += 1
     result["success"] += ok
     result["tool_called"] += bool(tool_calls)
     result["model_calls"] += len(model)
-    result["model_escalations"] += sum(model)
+    result["model_escalations"] += escalated
     result["tool_would_escalate"] += tool_unsure
+    result["decisions"].extend(
+        {"task": result["tasks"], **{k: d.get(k) for k in DECISION_KEYS}} for d in model
+    )
     print(
         f"[{result['agent']}] task {result['tasks']}: {'ok' if ok else 'failed'}, "
-        f"{sum(model)} of {len(model)} model calls escalated, {result['seconds']:.0f} s so far",
+        f"{escalated} of {len(model)} model calls escalated, {result['seconds']:.0f} s so far",
         file=sys.stderr,
         flush=True,
     )
@@ -109,6 +121,7 @@ def tally(name: str) -> dict[str, Any]:
         "model_escalations": 0,
         "tool_would_escalate": 0,
         "seconds": 0.0,
+        "decisions": [],
     }
 
 
@@ -127,8 +140,7 @@ def run_langchain(slm: LocalBackend, strong: str | None, tasks: list[Any]) -> di
         result["seconds"] += time.perf_counter() - started
         tools = agent["tool_decisions"](transcript)
         unsure = sum(d["would_escalate"] for d in tools)
-        escalated = [bool(d["escalated"]) for d in decisions.decisions]
-        add_task(result, expected in str(answer.content), len(tools), escalated, unsure)
+        add_task(result, expected in str(answer.content), len(tools), decisions.decisions, unsure)
     return result
 
 
@@ -145,7 +157,8 @@ async def run_llamaindex(slm: LocalBackend, strong: str | None, tasks: list[Any]
         result["seconds"] += time.perf_counter() - started
         model = [d for d in decisions if d.id not in {t["decision_id"] for t in tools}]
         unsure = sum(t["would_escalate"] for t in tools)
-        add_task(result, expected in answer, len(tools), [d.escalated for d in model], unsure)
+        calls = [d.model_dump(mode="json") for d in model]
+        add_task(result, expected in answer, len(tools), calls, unsure)
     return result
 
 
