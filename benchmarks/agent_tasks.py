@@ -33,6 +33,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from llama_index.core.workflow.errors import WorkflowRuntimeError
+
 from confroute import ConfRouter, RoutingDecision
 from confroute.backend import LocalBackend
 from confroute.backend_choice import choose_backend, load_backend
@@ -122,6 +124,7 @@ def tally(name: str) -> dict[str, Any]:
         "tool_would_escalate": 0,
         "seconds": 0.0,
         "decisions": [],
+        "errors": [],
     }
 
 
@@ -153,7 +156,11 @@ async def run_llamaindex(slm: LocalBackend, strong: str | None, tasks: list[Any]
     for notes, question, expected in tasks:
         decisions.clear()
         started = time.perf_counter()
-        answer, tools = await agent["run"](agent["build_agent"](llm), question, notes)
+        try:
+            answer, tools = await agent["run"](agent["build_agent"](llm), question, notes)
+        except WorkflowRuntimeError as error:  # e.g. max iterations: the task failed
+            result["errors"].append(f"task {result['tasks'] + 1}: {error}"[:300])
+            answer, tools = "", []
         result["seconds"] += time.perf_counter() - started
         model = [d for d in decisions if d.id not in {t["decision_id"] for t in tools}]
         unsure = sum(t["would_escalate"] for t in tools)
