@@ -33,7 +33,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from llama_index.core.workflow.errors import WorkflowRuntimeError
+from workflows.errors import WorkflowRuntimeError  # llama-index-core runs its agents on it
 
 from confroute import ConfRouter, RoutingDecision
 from confroute.backend import LocalBackend
