@@ -157,7 +157,8 @@ async def run_llamaindex(slm: LocalBackend, strong: str | None, tasks: list[Any]
         decisions.clear()
         started = time.perf_counter()
         try:
-            answer, tools = await agent["run"](agent["build_agent"](llm), question, notes)
+            with contextlib.redirect_stdout(sys.stderr):  # the example prints its steps
+                answer, tools = await agent["run"](agent["build_agent"](llm), question, notes)
         except WorkflowRuntimeError as error:  # e.g. max iterations: the task failed
             result["errors"].append(f"task {result['tasks'] + 1}: {error}"[:300])
             answer, tools = "", []
