@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from confroute.errors import ConfigurationError
+from confroute.local import common_prefix
 
 __all__ = ["KeptLlamaPrefix", "LlamaEngine"]
 
@@ -40,15 +41,6 @@ class KeptLlamaPrefix:
 
     token_ids: tuple[int, ...]
     state: bytes | None = field(default=None, repr=False)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    count = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        count += 1
-    return count
 
 
 class LlamaEngine:
@@ -109,10 +101,10 @@ class LlamaEngine:
             raise ConfigurationError("A llama.cpp prompt needs at least one token.")
         live = self.live()
         kept = prefix.token_ids if prefix is not None and prefix.state is not None else ()
-        if prefix is not None and _common_prefix(kept, ids) > _common_prefix(live, ids):
+        if prefix is not None and common_prefix(kept, ids) > common_prefix(live, ids):
             self._restore(prefix)
             live = list(prefix.token_ids)
-        reused = min(_common_prefix(live, ids), len(ids) - 1) if self.truncatable else 0
+        reused = min(common_prefix(live, ids), len(ids) - 1) if self.truncatable else 0
         self.rewind(reused)
         self.llama.eval(list(ids[reused:]))
         return reused

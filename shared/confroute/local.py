@@ -317,7 +317,7 @@ class LocalModel:
         reused = 0
         cache = None
         if prefix is not None:
-            reused = min(_common_prefix(prefix.token_ids, ids), len(ids) - 1)
+            reused = min(common_prefix(prefix.token_ids, ids), len(ids) - 1)
             if reused > 0:
                 cache = prefix.slice(reused)
         self.last_follow_up_reused = reused
@@ -365,7 +365,8 @@ class KeptPrefix:
         return DynamicCache(data)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share (cache reuse, both in-process engines)."""
     count = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
