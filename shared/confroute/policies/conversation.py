@@ -246,7 +246,8 @@ class ConversationPolicy:
         with ``reason="budget_exhausted"`` when its budget is spent.
         """
         if isinstance(self.inner, AdmitsVerdicts):
-            threshold = self.threshold
+            per_format = getattr(self.inner, "threshold_for", None)  # a held rate's, by format
+            threshold = per_format(answer_format) if callable(per_format) else self.threshold
         else:
             threshold = forced_verdict(self.inner, answer_format).threshold
         alone = compare(confidence, threshold)
