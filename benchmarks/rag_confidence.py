@@ -10,6 +10,14 @@ compared on the development split only; the one that wins there is the ``grounde
 
     python benchmarks/rag_confidence.py --data-dir /work/shared/data/benchmarks --quick
     python benchmarks/rag_confidence.py --data-dir DIR --dev 100 --report 200 --json
+    python benchmarks/rag_confidence.py --data-dir DIR ... --rows runs/squad-0.5b.jsonl
+    python benchmarks/rag_confidence.py --route runs/squad-0.5b.jsonl runs/squad-1.5b.jsonl
+
+``--rows`` writes each item's grades and confidences (JSON lines, with its split); ``--route
+SMALL LARGE`` reads two such files (the same items, answered by two models) and prints, on the
+report split, the route SMALL -> LARGE for each estimator: APGR, CPT(50%) and the routed
+accuracy at escalation rates 0.1-0.5, and LARGE's own kept accuracy at the same rates (its
+least confident answers set aside).
 """
 
 from __future__ import annotations
@@ -24,7 +32,14 @@ from typing import Any
 import numpy as np
 
 from confroute.bench.datasets import load_dataset
-from confroute.bench.metrics import auroc, bootstrap_ci, effective_confidence
+from confroute.bench.metrics import (
+    apgr,
+    auroc,
+    bootstrap_ci,
+    cpt,
+    effective_confidence,
+    routing_curve,
+)
 from confroute.bench.squad import rag_messages, squad_scores
 from confroute.estimators import EstimationContext, Estimator, GroundedAnswer, get
 from confroute.generation import GenerationConfig
@@ -93,10 +108,62 @@ def table(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return out
 
 
+RATES = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def read_rows(path: str) -> dict[str, dict[str, Any]]:
+    """The report-split rows of a ``--rows`` file, by item id."""
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return {r["id"]: r for r in rows if r["split"] == "report"}
+
+
+def kept_accuracy(conf: np.ndarray, correct: np.ndarray, rate: float) -> float:
+    """Accuracy of the answers kept when the least confident ``rate`` are set aside."""
+    keep = len(conf) - round(rate * len(conf))
+    order = np.argsort(-conf, kind="mergesort")[:keep]
+    return float(correct[order].mean()) if keep else float("nan")
+
+
+def route(small_path: str, large_path: str) -> dict[str, Any]:
+    """The route SMALL -> LARGE on the items both files hold (report split), per estimator."""
+    small, large = read_rows(small_path), read_rows(large_path)
+    ids = sorted(set(small) & set(large))
+    if not ids:
+        raise SystemExit(
+            "The two --route files share no report-split item; run both with "
+            "the same --data-dir, --seed, --dev and --report."
+        )
+    slm = np.array([small[i]["correct"] for i in ids], dtype=bool)
+    llm = np.array([large[i]["correct"] for i in ids], dtype=bool)
+    names = list(BASELINES) + list(VARIANTS)
+    out: dict[str, Any] = {
+        "n": len(ids),
+        "small_accuracy": round(float(slm.mean()), 3),
+        "large_accuracy": round(float(llm.mean()), 3),
+        "route": {},
+        "large_kept_accuracy": {},
+    }
+    for name in names:
+        curve = routing_curve(effective_confidence([small[i][name] for i in ids]), slm, llm)
+        out["route"][name] = {
+            "apgr": round(apgr(curve), 3),
+            "cpt50": round(cpt(curve, 0.5), 3),
+            "accuracy_at": {f"{r:.1f}": round(curve.at(r), 3) for r in RATES},
+        }
+        conf = np.asarray(effective_confidence([large[i][name] for i in ids]), dtype=float)
+        out["large_kept_accuracy"][name] = {
+            f"{r:.1f}": round(kept_accuracy(conf, llm, r), 3) for r in RATES
+        }
+    return out
+
+
 def main() -> None:
     """Run the two splits and print the tables (the last line is one JSON object)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--rows", help="write each item's row here (JSON lines)")
+    parser.add_argument("--route", nargs=2, metavar=("SMALL", "LARGE"), help="two --rows files")
     parser.add_argument("--dev", type=int, default=100)
     parser.add_argument("--report", type=int, default=200)
     parser.add_argument("--model", default=DEFAULT_SLM)
@@ -105,12 +172,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="--dev 10 --report 20 (a smoke run)")
     parser.add_argument("--json", action="store_true", help="only the JSON summary line")
     args = parser.parse_args()
+    if args.route:
+        print(json.dumps(route(*args.route)))
+        return
+    if not args.data_dir:
+        parser.error("--data-dir is required (or --route SMALL LARGE)")
     dev_n, report_n = (10, 20) if args.quick else (args.dev, args.report)
     started = time.perf_counter()
     items = load_dataset("squad", args.data_dir, limit=dev_n + report_n, seed=args.seed)
     model = LlamaCppModel(args.model)
     dev_rows = answer_all(model, items[:dev_n], args.max_new_tokens)
     report_rows = answer_all(model, items[dev_n:], args.max_new_tokens)
+    if args.rows:
+        with open(args.rows, "w", encoding="utf-8") as handle:
+            for split, rows in (("dev", dev_rows), ("report", report_rows)):
+                for row in rows:
+                    handle.write(json.dumps({"split": split, **row}) + "\n")
     names = list(BASELINES) + list(VARIANTS)
     dev = table(dev_rows, names)
     choice = max(VARIANTS, key=lambda n: (dev["auroc"][n]["auroc"], -list(VARIANTS).index(n)))
