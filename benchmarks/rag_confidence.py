@@ -32,14 +32,7 @@ from typing import Any
 import numpy as np
 
 from confroute.bench.datasets import load_dataset
-from confroute.bench.metrics import (
-    apgr,
-    auroc,
-    bootstrap_ci,
-    cpt,
-    effective_confidence,
-    routing_curve,
-)
+from confroute.bench.metrics import auroc, bootstrap_ci, effective_confidence, route_summary
 from confroute.bench.squad import rag_messages, squad_scores
 from confroute.estimators import EstimationContext, Estimator, GroundedAnswer, get
 from confroute.generation import GenerationConfig
@@ -108,21 +101,11 @@ def table(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return out
 
 
-RATES = (0.1, 0.2, 0.3, 0.4, 0.5)
-
-
 def read_rows(path: str) -> dict[str, dict[str, Any]]:
     """The report-split rows of a ``--rows`` file, by item id."""
     with open(path, encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     return {r["id"]: r for r in rows if r["split"] == "report"}
-
-
-def kept_accuracy(conf: np.ndarray, correct: np.ndarray, rate: float) -> float:
-    """Accuracy of the answers kept when the least confident ``rate`` are set aside."""
-    keep = len(conf) - round(rate * len(conf))
-    order = np.argsort(-conf, kind="mergesort")[:keep]
-    return float(correct[order].mean()) if keep else float("nan")
 
 
 def route(small_path: str, large_path: str) -> dict[str, Any]:
@@ -134,28 +117,13 @@ def route(small_path: str, large_path: str) -> dict[str, Any]:
             "The two --route files share no report-split item; run both with "
             "the same --data-dir, --seed, --dev and --report."
         )
-    slm = np.array([small[i]["correct"] for i in ids], dtype=bool)
-    llm = np.array([large[i]["correct"] for i in ids], dtype=bool)
     names = list(BASELINES) + list(VARIANTS)
-    out: dict[str, Any] = {
-        "n": len(ids),
-        "small_accuracy": round(float(slm.mean()), 3),
-        "large_accuracy": round(float(llm.mean()), 3),
-        "route": {},
-        "large_kept_accuracy": {},
-    }
-    for name in names:
-        curve = routing_curve(effective_confidence([small[i][name] for i in ids]), slm, llm)
-        out["route"][name] = {
-            "apgr": round(apgr(curve), 3),
-            "cpt50": round(cpt(curve, 0.5), 3),
-            "accuracy_at": {f"{r:.1f}": round(curve.at(r), 3) for r in RATES},
-        }
-        conf = np.asarray(effective_confidence([large[i][name] for i in ids]), dtype=float)
-        out["large_kept_accuracy"][name] = {
-            f"{r:.1f}": round(kept_accuracy(conf, llm, r), 3) for r in RATES
-        }
-    return out
+    return route_summary(
+        {name: [small[i][name] for i in ids] for name in names},
+        [small[i]["correct"] for i in ids],
+        [large[i]["correct"] for i in ids],
+        {name: [large[i][name] for i in ids] for name in names},
+    )
 
 
 def main() -> None:

@@ -11,11 +11,19 @@ are not calls keep perplexity, as in the estimator).
 Splits: the 840 items are ordered by a hash of their id (seeded, stable); the development split
 is the first ``--dev`` items, the report split the next ``--report``. The combination rule of
 ``tool_call`` is chosen on the development split (higher AUROC) and only the report split's
-figures are the result. Answers are cached in ``--cache`` (JSON Lines, one per item id), so a
-stopped run resumes.
+figures are the result. Answers are cached in ``--cache`` (JSON Lines, one per item id and
+model), so a stopped run resumes. The JSON also gives, per estimator, the accuracy of the
+answers kept when the least confident 10-50% are set aside (``kept_accuracy``).
+
+``--route SMALL LARGE`` (two model names, both answered with the same splits and ``--cache``;
+missing answers are generated) gives the route SMALL -> LARGE on the report split per
+estimator: APGR, CPT(50%), the routed accuracy at escalation rates 0.1-0.5 and LARGE's kept
+accuracy.
 
 Usage:
     python benchmarks/tool_confidence.py --data-dir DIR --dev 60 --report 200 --json
+    python benchmarks/tool_confidence.py --data-dir DIR --dev 120 --report 720 \
+        --route qwen2.5-coder-0.5b-instruct qwen2.5-coder-1.5b-instruct
     python benchmarks/tool_confidence.py --data-dir DIR --quick     # 2 + 2 items, a smoke run
 """
 
@@ -29,7 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from confroute.bench.bfcl import BfclItem, grade_calls, load_bfcl
-from confroute.bench.metrics import auroc, bootstrap_ci, effective_confidence
+from confroute.bench.metrics import (
+    ROUTE_RATES,
+    auroc,
+    bootstrap_ci,
+    effective_confidence,
+    kept_accuracy,
+    route_summary,
+)
 from confroute.estimators import EstimationContext, get
 from confroute.estimators.tool_call import ToolCallConfidence
 from confroute.generation import Generation, GenerationConfig, TokenAlternative
@@ -72,27 +87,29 @@ def _decode(row: dict[str, Any]) -> Generation:
     )
 
 
-def answer(items: list[BfclItem], args: argparse.Namespace) -> dict[str, Generation]:
-    """Greedy answers of the SLM, read from the cache where there, generated otherwise."""
+def answer(
+    items: list[BfclItem], args: argparse.Namespace, model_name: str
+) -> dict[str, Generation]:
+    """Greedy answers of ``model_name``, read from the cache where there, generated otherwise."""
     cache = Path(args.cache)
     done: dict[str, Generation] = {}
     if cache.exists():
         for line in cache.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            if row.get("model") == args.model and row.get("max_new_tokens") == args.max_new_tokens:
+            if row.get("model") == model_name and row.get("max_new_tokens") == args.max_new_tokens:
                 done[row["id"]] = _decode(row)
     todo = [i for i in items if i.item_id not in done]
     if todo:
         from confroute import LlamaCppModel
 
-        model = LlamaCppModel(args.model, n_threads=args.threads)
+        model = LlamaCppModel(model_name, n_threads=args.threads)
         config = GenerationConfig(max_new_tokens=args.max_new_tokens)
         cache.parent.mkdir(parents=True, exist_ok=True)
         with cache.open("a", encoding="utf-8") as handle:
             for item in todo:
                 [generation] = model.generate([list(item.messages)], config, tools=item.tools)
                 done[item.item_id] = generation
-                row = {"id": item.item_id, "model": args.model, **_encode(generation)}
+                row = {"id": item.item_id, "model": model_name, **_encode(generation)}
                 row["max_new_tokens"] = args.max_new_tokens
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
@@ -144,6 +161,29 @@ def table(rows: list[dict[str, Any]], names: list[str]) -> dict[str, dict[str, f
     return out
 
 
+NAMES = [
+    *BASELINES,
+    "tool_call[min]",
+    "tool_call[product]",
+    *(f"part:{p}" for p in PARTS),
+    "part:decision(both ways)",
+]
+
+
+def route(report: list[BfclItem], args: argparse.Namespace) -> dict[str, Any]:
+    """The route SMALL -> LARGE on the report split, per estimator."""
+    small_name, large_name = args.route
+    small = score(report, answer(report, args, small_name))
+    large = score(report, answer(report, args, large_name))
+    summary = route_summary(
+        {name: [r[name] for r in small] for name in NAMES},
+        [r["correct"] for r in small],
+        [r["correct"] for r in large],
+        {name: [r[name] for r in large] for name in NAMES},
+    )
+    return {"small": small_name, "large": large_name, "report": len(report), **summary}
+
+
 def main() -> None:
     """Parse the arguments, run, print the table (and one JSON line with ``--json``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -156,18 +196,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="runs/tool_confidence/answers.jsonl")
     parser.add_argument("--quick", action="store_true", help="2 dev + 2 report items")
+    parser.add_argument(
+        "--route", nargs=2, metavar=("SMALL", "LARGE"), help="two model names: the route's table"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.dev, args.report = 2, 2
     started = time.perf_counter()
     dev, report = split(load_bfcl(args.data_dir), args.dev, args.report, args.seed)
-    answers = answer(dev + report, args)
+    if args.route:
+        print(json.dumps(_no_nan(route(report, args))))
+        return
+    answers = answer(dev + report, args, args.model)
     dev_rows, report_rows = score(dev, answers), score(report, answers)
     combos = ["tool_call[min]", "tool_call[product]"]
     dev_table = table(dev_rows, combos)
     chosen = max(combos, key=lambda c: _or_minus(dev_table[c]["auroc"]))
-    names = [*BASELINES, *combos, *(f"part:{p}" for p in PARTS), "part:decision(both ways)"]
+    names = NAMES
     calls = [r for r in report_rows if r["called"]]
     result: dict[str, Any] = {
         "model": args.model,
@@ -183,6 +229,17 @@ def main() -> None:
         "called": len(calls),
         "auroc": table(report_rows, names),
         "auroc_calls_only": table(calls, names),
+        "kept_accuracy": {
+            name: {
+                f"{rate:.1f}": kept_accuracy(
+                    effective_confidence([r[name] for r in report_rows]),
+                    [r["correct"] for r in report_rows],
+                    rate,
+                )
+                for rate in ROUTE_RATES
+            }
+            for name in names
+        },
         "wall_s": round(time.perf_counter() - started, 1),
     }
     _print_table(result, names)

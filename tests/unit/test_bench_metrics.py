@@ -127,3 +127,36 @@ def test_bootstrap_interval_contains_the_estimate_and_is_reproducible() -> None:
 def test_mismatched_lengths_are_rejected() -> None:
     with pytest.raises(ConfigurationError, match="different lengths"):
         m.auroc([0.1, 0.2], [True])
+
+
+def test_kept_accuracy_by_hand_and_with_ties() -> None:
+    conf = [0.1, 0.2, 0.8, 0.9]
+    correct = [False, True, True, True]
+    assert m.kept_accuracy(conf, correct, 0.0) == 0.75
+    assert m.kept_accuracy(conf, correct, 0.25) == 1.0  # the wrong one, least sure, set aside
+    assert m.kept_accuracy(conf, correct, 0.5) == 1.0
+    assert math.isnan(m.kept_accuracy(conf, correct, 1.0))  # nothing kept
+    # two tied answers, one right and one wrong: setting one aside keeps it half the time
+    assert m.kept_accuracy([0.5, 0.5, 0.9], [False, True, True], 1 / 3) == pytest.approx(0.75)
+
+
+def test_route_summary_reports_each_estimator_and_the_large_models_curve() -> None:
+    slm = [False, False, True, True]
+    llm = [True, True, True, False]
+    summary = m.route_summary(
+        {"good": [0.1, 0.2, 0.8, 0.9], "bad": [0.9, 0.8, 0.2, 0.1]},
+        slm,
+        llm,
+        {"good": [0.9, 0.8, 0.7, 0.1]},
+        rates=(0.5,),
+    )
+    assert summary["n"] == 4 and summary["small_accuracy"] == 0.5
+    assert summary["large_accuracy"] == 0.75
+    route = summary["route"]
+    assert isinstance(route, dict)
+    # escalating the two least sure (both wrong locally, both right remotely) gives 1.0
+    assert route["good"]["accuracy_at"] == {"0.5": 1.0} and route["good"]["cpt50"] == 0.25
+    assert route["bad"]["accuracy_at"] == {"0.5": 0.25}
+    assert route["good"]["apgr"] > route["bad"]["apgr"]
+    assert summary["large_kept_accuracy"] == {"good": {"0.5": 1.0}}
+    assert summary["oracle_apgr"] >= route["good"]["apgr"]

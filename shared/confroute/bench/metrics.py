@@ -8,7 +8,7 @@ partly escalated contributes its expected accuracy, so no metric depends on item
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,10 +23,12 @@ __all__ = [
     "cpt",
     "ece",
     "effective_confidence",
+    "kept_accuracy",
     "oracle_curve",
     "prr",
     "random_curve",
     "relative_accuracy_curve",
+    "route_summary",
     "routing_curve",
 ]
 
@@ -244,6 +246,72 @@ def relative_accuracy_curve(
         denominator = llm[top].mean()
         values.append(slm[top].mean() / denominator if denominator > 0 else np.nan)
     return np.asarray(values)
+
+
+def kept_accuracy(
+    confidence: Sequence[float] | np.ndarray, correct: Sequence[bool] | np.ndarray, rate: float
+) -> float:
+    """Accuracy of the answers kept when the least confident ``rate`` of them are set aside.
+
+    ``round(rate * n)`` answers are set aside; ties are split as in :func:`routing_curve`
+    (expected accuracy), so the value does not depend on item order. NaN when nothing is kept.
+    """
+    conf = np.asarray(confidence, dtype=float)
+    labels = np.asarray(correct, dtype=float)
+    n = _check(conf, labels)
+    k = round(rate * n)
+    if not 0 <= k < n:
+        return float("nan")
+    # escalating to a model that is always right adds exactly k to the correct count
+    curve = routing_curve(conf, labels, np.ones(n))
+    return float((curve.accuracy[k] * n - k) / (n - k))
+
+
+ROUTE_RATES = (0.1, 0.2, 0.3, 0.4, 0.5)
+"""Escalation rates at which :func:`route_summary` reports accuracies."""
+
+
+def route_summary(
+    small_confidence: Mapping[str, Sequence[float | None] | np.ndarray],
+    small_correct: Sequence[bool] | np.ndarray,
+    large_correct: Sequence[bool] | np.ndarray,
+    large_confidence: Mapping[str, Sequence[float | None] | np.ndarray] | None = None,
+    rates: Sequence[float] = ROUTE_RATES,
+) -> dict[str, object]:
+    """The route SMALL -> LARGE per estimator, as the benchmark tables report it.
+
+    ``small_confidence`` maps each estimator to the small model's confidences on the items
+    (in the order of ``small_correct``). Per estimator: APGR, CPT(50%) and the routed accuracy
+    at each of ``rates``; with ``large_confidence``, also the large model's kept accuracy at
+    each rate (the curve of the large model on its own). ``oracle_apgr`` is the ceiling.
+    """
+    slm = np.asarray(small_correct, dtype=bool)
+    llm = np.asarray(large_correct, dtype=bool)
+    _check(slm, llm)
+    out: dict[str, object] = {
+        "n": len(slm),
+        "small_accuracy": round(float(slm.mean()), 3),
+        "large_accuracy": round(float(llm.mean()), 3),
+        "oracle_apgr": round(apgr(oracle_curve(slm, llm)), 3),
+    }
+    routes: dict[str, object] = {}
+    for name, values in small_confidence.items():
+        curve = routing_curve(effective_confidence(values), slm, llm)
+        routes[name] = {
+            "apgr": round(apgr(curve), 3),
+            "cpt50": round(cpt(curve, 0.5), 3),
+            "accuracy_at": {f"{r:.1f}": round(curve.at(r), 3) for r in rates},
+        }
+    out["route"] = routes
+    if large_confidence is not None:
+        out["large_kept_accuracy"] = {
+            name: {
+                f"{r:.1f}": round(kept_accuracy(effective_confidence(values), llm, r), 3)
+                for r in rates
+            }
+            for name, values in large_confidence.items()
+        }
+    return out
 
 
 def bootstrap_ci(
