@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 
 from confroute import ConfRouter, RoutingDecision
+from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
 from confroute.conversation import DERIVED_PREFIX, check_conversation_id, turn_of
 from confroute.errors import ConfigurationError
 from confroute.policies import (
@@ -15,8 +17,10 @@ from confroute.policies import (
     EscalationCap,
     FixedThreshold,
     OnlineBudget,
+    ReportsThreshold,
     Verdict,
     compare,
+    held_rate,
 )
 from confroute.scoring import Pipeline
 from tests.fakes import ScriptedLocalModel, ScriptedProvider
@@ -200,6 +204,27 @@ def test_a_cap_counts_sticky_escalations() -> None:
     assert policy.decide_turn(turn, 0.9).reason == "sticky"
     # two escalations in the window already: the cap refuses a third
     assert policy.decide_turn(turn_of([user("x")], "d"), 0.1).reason == "budget_exhausted"
+
+
+def test_a_sticky_turn_over_a_held_rate_reports_its_threshold_for_the_format() -> None:
+    rng = np.random.default_rng(0)
+    items = [
+        PoolItem(dataset="mc", item_id=f"m{i}", confidence=float(v), answer_format="letter")
+        for i, v in enumerate(rng.beta(5, 2, 200))
+    ] + [
+        PoolItem(dataset="yn", item_id=f"y{i}", confidence=float(v), answer_format="yes_no")
+        for i, v in enumerate(rng.beta(8, 2, 200))
+    ]
+    fingerprint = ProfileFingerprint(model_name="slm", model_fingerprint="a" * 64, estimator="x")
+    inner = held_rate(0.3, CalibrationProfile.from_pool(items, fingerprint))
+    assert isinstance(inner, ReportsThreshold)
+    policy = ConversationPolicy(inner, turns=2, release_confidence=None)
+    turn = turn_of([user("q")], "c")
+    assert policy.decide_turn(turn, 0.01, "yes_no").escalate
+    expected = inner.threshold_for("yes_no")
+    assert expected != pytest.approx(inner.threshold_for("letter"))
+    sticky = policy.decide_turn(turn, 0.99, "yes_no")
+    assert sticky.reason == "sticky" and sticky.threshold == pytest.approx(expected)
 
 
 def test_memory_is_bounded_by_count_and_age() -> None:

@@ -96,6 +96,19 @@ class AdmitsVerdicts(Protocol):
 
 
 @runtime_checkable
+class ReportsThreshold(Protocol):
+    """A policy whose threshold moves with traffic (a held rate), and says what it is now.
+
+    :class:`~confroute.policies.ConversationPolicy` compares a sticky turn with it, so that a
+    turn is reported as below the threshold by the same rule the policy would apply.
+    """
+
+    def threshold_for(self, answer_format: str | None = None) -> float:
+        """The threshold the next request of ``answer_format`` would be compared with."""
+        ...
+
+
+@runtime_checkable
 class FollowsConversations(Protocol):
     """A policy that decides by conversation (see :class:`~confroute.policies.ConversationPolicy`).
 

@@ -41,6 +41,7 @@ from confroute.errors import ConfigurationError
 from confroute.policies.base import (
     AdmitsVerdicts,
     Decide,
+    ReportsThreshold,
     RoutingPolicy,
     Verdict,
     admitted,
@@ -245,9 +246,10 @@ class ConversationPolicy:
         (:class:`~confroute.policies.AdmitsVerdicts`: a cap, a held rate) keeps the turn local
         with ``reason="budget_exhausted"`` when its budget is spent.
         """
-        if isinstance(self.inner, AdmitsVerdicts):
-            per_format = getattr(self.inner, "threshold_for", None)  # a held rate's, by format
-            threshold = per_format(answer_format) if callable(per_format) else self.threshold
+        if isinstance(self.inner, ReportsThreshold):  # a held rate's, by format
+            threshold = self.inner.threshold_for(answer_format)
+        elif isinstance(self.inner, AdmitsVerdicts):
+            threshold = self.threshold
         else:
             threshold = forced_verdict(self.inner, answer_format).threshold
         alone = compare(confidence, threshold)
