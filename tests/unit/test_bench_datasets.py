@@ -29,10 +29,10 @@ def _jsonl(rows: list[dict[str, object]]) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-def _gsm8k(root: Path) -> None:
+def _gsm8k(root: Path, filename: str = "test.jsonl") -> None:
     _write(
         root,
-        "GSM8K/test.jsonl",
+        f"GSM8K/{filename}",
         _jsonl(
             [
                 {"question": "1+1?", "answer": "1+1=2\n#### 2"},
@@ -76,13 +76,13 @@ def _svamp(root: Path) -> None:
     _write(root, "SVAMP/SVAMP.json", json.dumps(rows))
 
 
-def _csqa(root: Path) -> None:
+def _csqa(root: Path, filename: str = "dev_rand_split.jsonl") -> None:
     row = {
         "id": "q1",
         "answerKey": "C",
         "question": {"stem": "Where?", "choices": [{"label": x, "text": f"t{x}"} for x in "ABCDE"]},
     }
-    _write(root, "CommonsenseQA/dev_rand_split.jsonl", _jsonl([row]))
+    _write(root, f"CommonsenseQA/{filename}", _jsonl([row]))
 
 
 def _strategyqa(root: Path) -> None:
@@ -220,12 +220,20 @@ def _squad(root: Path) -> None:
 # name -> (writer, first item's id, answer, format, number of options)
 CASES: dict[str, tuple[Callable[[Path], None], str, str, str, int]] = {
     "gsm8k": (_gsm8k, "0", "2", "number", 0),
+    "gsm8k_train": (lambda root: _gsm8k(root, "train.jsonl"), "0", "2", "number", 0),
     "aqua": (_aqua, "0", "B", "letter", 5),
     "multiarith": (_kojima("MultiArith/MultiArith.json", [3.0]), "7", "3", "number", 0),
     "addsub": (_kojima("AddSub/AddSub.json", ["3"]), "7", "3", "number", 0),
     "singleeq": (_kojima("SingleEq/questions.json", [0.5]), "7", "0.5", "number", 0),
     "svamp": (_svamp, "chal-1", "3", "number", 0),
     "commonsenseqa": (_csqa, "q1", "C", "letter", 5),
+    "commonsenseqa_train": (
+        lambda root: _csqa(root, "train_rand_split.jsonl"),
+        "q1",
+        "C",
+        "letter",
+        5,
+    ),
     "strategyqa": (_strategyqa, "0", "no", "yes_no", 2),
     "coin_flip": (_coin, "0", "yes", "yes_no", 2),
     "last_letters": (_letters, "0", "yajo", "text", 0),

@@ -85,10 +85,13 @@ def _letter_item(
 # -- math word problems ----------------------------------------------------------------------
 
 
-def _gsm8k(root: Path) -> Iterator[BenchItem]:
-    for index, row in enumerate(_read_jsonl(root / "GSM8K" / "test.jsonl")):
-        answer = row["answer"].rsplit("####", 1)[-1].strip()
-        yield BenchItem(str(index), "gsm8k", row["question"], _number_text(answer), "number")
+def _gsm8k_split(dataset: str, filename: str) -> Callable[[Path], Iterator[BenchItem]]:
+    def load(root: Path) -> Iterator[BenchItem]:
+        for index, row in enumerate(_read_jsonl(root / "GSM8K" / filename)):
+            answer = row["answer"].rsplit("####", 1)[-1].strip()
+            yield BenchItem(str(index), dataset, row["question"], _number_text(answer), "number")
+
+    return load
 
 
 def _aqua(root: Path) -> Iterator[BenchItem]:
@@ -167,17 +170,20 @@ def _truthfulqa(root: Path) -> Iterator[BenchItem]:
         yield _letter_item("truthfulqa", item_id, row["question"], shuffled, new_gold)
 
 
-def _commonsenseqa(root: Path) -> Iterator[BenchItem]:
-    for row in _read_jsonl(root / "CommonsenseQA" / "dev_rand_split.jsonl"):
-        choices = row["question"]["choices"]
-        labels = [c["label"] for c in choices]
-        yield _letter_item(
-            "commonsenseqa",
-            row["id"],
-            row["question"]["stem"],
-            [c["text"] for c in choices],
-            labels.index(row["answerKey"]),
-        )
+def _commonsenseqa_split(dataset: str, filename: str) -> Callable[[Path], Iterator[BenchItem]]:
+    def load(root: Path) -> Iterator[BenchItem]:
+        for row in _read_jsonl(root / "CommonsenseQA" / filename):
+            choices = row["question"]["choices"]
+            labels = [c["label"] for c in choices]
+            yield _letter_item(
+                dataset,
+                row["id"],
+                row["question"]["stem"],
+                [c["text"] for c in choices],
+                labels.index(row["answerKey"]),
+            )
+
+    return load
 
 
 def _openbookqa(root: Path) -> Iterator[BenchItem]:
@@ -286,13 +292,15 @@ def _winogrande(root: Path) -> Iterator[BenchItem]:
 
 
 DATASETS: dict[str, Callable[[Path], Iterator[BenchItem]]] = {
-    "gsm8k": _gsm8k,
+    "gsm8k": _gsm8k_split("gsm8k", "test.jsonl"),
+    "gsm8k_train": _gsm8k_split("gsm8k_train", "train.jsonl"),
     "aqua": _aqua,
     "multiarith": _kojima_arith("multiarith", "MultiArith/MultiArith.json"),
     "svamp": _svamp,
     "addsub": _kojima_arith("addsub", "AddSub/AddSub.json"),
     "singleeq": _kojima_arith("singleeq", "SingleEq/questions.json"),
-    "commonsenseqa": _commonsenseqa,
+    "commonsenseqa": _commonsenseqa_split("commonsenseqa", "dev_rand_split.jsonl"),
+    "commonsenseqa_train": _commonsenseqa_split("commonsenseqa_train", "train_rand_split.jsonl"),
     "strategyqa": _strategyqa,
     "coin_flip": _coin_flip,
     "last_letters": _last_letters,
@@ -308,4 +316,7 @@ DATASETS: dict[str, Callable[[Path], Iterator[BenchItem]]] = {
     "winogrande": _winogrande,
     "squad": load_squad,
 }
-"""Dataset name -> loader reading it from the data directory."""
+"""Dataset name -> loader reading it from the data directory.
+
+``gsm8k_train`` and ``commonsenseqa_train`` are the two training splits of the kit: for
+training probes and fitting combinations on items no benchmark table reports on."""
