@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None, help="check this one instead")
     args = parser.parse_args()
     dev, report = split(load_bfcl(args.data_dir), args.dev, args.report, args.seed)
-    answers = answer(dev + report, args)
+    answers = answer(dev + report, args, args.model)
     dev_calls = [r for r in score(dev, answers) if r["called"] and not r["malformed"]]
     report_calls = [r for r in score(report, answers) if r["called"] and not r["malformed"]]
     threshold = rate_threshold([r[COLUMN] for r in dev_calls], DEFAULT_ESCALATION_RATE)
