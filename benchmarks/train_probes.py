@@ -11,6 +11,10 @@ With ``--run-dir RUN`` nothing is generated: the hidden states, grades and singl
 confidences cached by ``confroute bench run`` (which captures the same layer in the same
 decoding loop) are read instead, for every dataset of the run (or ``--datasets``).
 
+``--validation 0.1`` holds a tenth of the items out for early stopping (the network of the
+epoch with the lowest held-out loss is kept; ``--patience`` epochs without a better one stop
+training).
+
 Usage:
     python benchmarks/train_probes.py --data-dir /work/shared/data/benchmarks \
         --model qwen2.5-coder-0.5b-instruct --kind ood --limit 40 --combination
@@ -121,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--combination", action="store_true", help="also fit the combination")
+    parser.add_argument("--epochs", type=int, default=20, help="most passes (the paper: 20)")
+    parser.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        help="share held out for early stopping (0: none, train every epoch)",
+    )
+    parser.add_argument("--patience", type=int, default=3, help="epochs without a better loss")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.kind == "trained" and (args.datasets is None or len(args.datasets) != 1):
@@ -164,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         kind=args.kind,
         seed=args.seed,
         training=training,
+        epochs=args.epochs,
+        validation=args.validation,
+        patience=args.patience,
     )
     weights, _ = probe.save(args.out_dir / name / f"{args.kind}_probe")
     logger.info("probe written to %s", weights)

@@ -49,6 +49,44 @@ def test_the_probe_learns_a_separable_signal() -> None:
     }
 
 
+def test_early_stopping_keeps_the_best_epoch_on_held_out_items() -> None:
+    x, y = synthetic(n=400)
+    probe = train_probe(
+        x[:300], y[:300], model="m", fingerprint="fp", kind="ood", epochs=30, validation=0.2
+    )
+    held = probe.metadata.training["validation"]
+    assert held["items"] == 60 and probe.metadata.training["items"] == 240
+    assert 1 <= held["best_epoch"] <= 30 and held["loss"] > 0
+    assert auroc(probe.predict(x[300:]), y[300:]) > 0.95
+    # a signal-free set stops early: the held-out loss stops improving
+    noise = np.random.default_rng(3).normal(size=(300, 32)).astype(np.float32)
+    labels = np.random.default_rng(4).integers(0, 2, 300)
+    stopped = train_probe(
+        noise, labels, model="m", fingerprint="fp", epochs=40, validation=0.2, patience=2
+    )
+    assert stopped.metadata.training["validation"]["best_epoch"] < 38
+
+
+@pytest.mark.parametrize(
+    ("validation", "patience", "needle"),
+    [(1.0, 3, "validation"), (-0.1, 3, "validation"), (0.1, 0, "patience")],
+)
+def test_bad_early_stopping_settings_are_refused(
+    validation: float, patience: int, needle: str
+) -> None:
+    x, y = synthetic(n=40)
+    with pytest.raises(ConfigurationError, match=needle):
+        train_probe(x, y, model="m", fingerprint="fp", validation=validation, patience=patience)
+
+
+def test_a_held_out_split_with_one_class_is_refused() -> None:
+    x, y = synthetic(n=40)
+    y = np.zeros(40, dtype=int)
+    y[0] = 1  # one right answer: a 50% held-out split leaves one side with one class
+    with pytest.raises(ConfigurationError, match="correct and wrong"):
+        train_probe(x, y, model="m", fingerprint="fp", validation=0.5)
+
+
 def test_the_network_is_a_four_layer_mlp_with_leaky_relu() -> None:
     x, y = synthetic(n=40)
     probe = train_probe(x, y, model="m", fingerprint="fp", kind="ood", epochs=1)

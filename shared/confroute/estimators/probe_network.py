@@ -232,8 +232,16 @@ def train_probe(
     hidden_sizes: Sequence[int] = HIDDEN_SIZES,
     seed: int = 0,
     training: Mapping[str, Any] | None = None,
+    validation: float = 0.0,
+    patience: int = 3,
 ) -> Probe:
     """Train the MLP probe on hidden states labelled correct (1) / wrong (0).
+
+    With ``validation`` > 0 that share of the items (a seeded random draw) is held out for
+    early stopping: after each epoch the loss on the held-out items is measured, training
+    stops after ``patience`` epochs without a better one, and the network of the best epoch is
+    kept. The held-out items are not trained on; the metadata records their count, the best
+    epoch and its loss.
 
     Args:
         features: ``(n, hidden_size)`` hidden states at the last answer token.
@@ -248,9 +256,14 @@ def train_probe(
         hidden_sizes: Widths of the hidden layers.
         seed: Seed of initialisation and shuffling.
         training: Summary of the data to store in the metadata (no text).
+        validation: Share of the items held out for early stopping (0: none, train all
+            ``epochs``).
+        patience: Epochs without a better held-out loss before training stops.
 
     Raises:
-        ConfigurationError: Shapes disagree, or the labels are not 0/1 of both classes.
+        ConfigurationError: Shapes disagree, the labels are not 0/1 of both classes (in
+            the training and the held-out items), or ``validation`` / ``patience`` is out of
+            range.
     """
     import torch
 
@@ -264,19 +277,37 @@ def train_probe(
         raise ConfigurationError("labels must be 0/1 and contain both correct and wrong answers.")
     if kind not in LEARNING_RATES:
         raise ConfigurationError(f"kind must be 'trained' or 'ood', got {kind!r}.")
+    if not 0.0 <= validation < 1.0:
+        raise ConfigurationError(f"validation must be in [0, 1), got {validation!r}.")
+    if patience < 1:
+        raise ConfigurationError(f"patience must be >= 1, got {patience!r}.")
     rate = LEARNING_RATES[kind] if lr is None else lr
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0) + 1e-6
+    held = np.zeros(len(y), dtype=bool)
+    if validation > 0:
+        held[
+            np.random.default_rng(seed).permutation(len(y))[: max(1, round(validation * len(y)))]
+        ] = True
+        if len(np.unique(y[held])) < 2 or len(np.unique(y[~held])) < 2:
+            raise ConfigurationError(
+                "The held-out and the training items must each hold correct and wrong answers; "
+                "give more items or a larger validation share."
+            )
+    x_fit, y_fit = x[~held], y[~held]
+    mean = x_fit.mean(axis=0)
+    scale = x_fit.std(axis=0) + 1e-6
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     network = _network(x.shape[1], hidden_sizes)
     optimiser = torch.optim.Adam(network.parameters(), lr=rate)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    inputs = torch.from_numpy((x - mean) / scale)
-    targets = torch.from_numpy(y)
+    inputs = torch.from_numpy((x_fit - mean) / scale)
+    targets = torch.from_numpy(y_fit)
+    held_inputs = torch.from_numpy((x[held] - mean) / scale)
+    held_targets = torch.from_numpy(y[held])
+    best: tuple[float, int, dict[str, Any]] | None = None  # held-out loss, epoch, weights
     network.train()
     loss = torch.tensor(0.0)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(inputs), batch_size):
             index = order[start : start + batch_size]
@@ -284,8 +315,29 @@ def train_probe(
             loss = loss_fn(network(inputs[index]).squeeze(-1), targets[index])
             loss.backward()
             optimiser.step()
+        if not held.any():
+            continue
+        network.eval()
+        with torch.no_grad():
+            held_loss = float(loss_fn(network(held_inputs).squeeze(-1), held_targets))
+        network.train()
+        if best is None or held_loss < best[0]:
+            state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+            best = (held_loss, epoch, state)
+        elif epoch - best[1] >= patience:
+            break
+    if best is not None:
+        network.load_state_dict(best[2])
     logger.debug("probe trained: final batch loss %.4f", loss.detach().item())
-    summary = {"items": len(y), "positive_rate": round(float(y.mean()), 4), **(training or {})}
+    summary: dict[str, Any] = {"items": len(y_fit), "positive_rate": round(float(y_fit.mean()), 4)}
+    if best is not None:
+        summary["validation"] = {
+            "items": int(held.sum()),
+            "best_epoch": best[1],
+            "loss": round(best[0], 4),
+            "patience": patience,
+        }
+    summary.update(training or {})
     metadata = ProbeMetadata(
         model=model,
         fingerprint=fingerprint,
