@@ -83,6 +83,24 @@ def tiny_local_model(seed: int = 0) -> LocalModel:
     return LocalModel.from_model(model, tokenizer, name="tiny-random", fingerprint="tiny-sha")
 
 
+def two_format_profile(n: int = 300, seed: int = 0) -> Any:
+    """A calibration profile of ``n`` letter and ``n`` yes/no confidences (invented, seeded)."""
+    from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+
+    rng = np.random.default_rng(seed)
+    items = [
+        PoolItem(dataset="mc", item_id=f"m{i}", confidence=float(v), answer_format="letter")
+        for i, v in enumerate(rng.beta(5, 2, n))
+    ] + [
+        PoolItem(dataset="yn", item_id=f"y{i}", confidence=float(v), answer_format="yes_no")
+        for i, v in enumerate(rng.beta(8, 2, n))
+    ]
+    fingerprint = ProfileFingerprint(
+        model_name="slm", model_fingerprint="a" * 64, estimator="perplexity"
+    )
+    return CalibrationProfile.from_pool(items, fingerprint)
+
+
 def scripted_generation(
     text: str,
     token_probs: Sequence[float],

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
 from confroute.errors import CalibrationError, ConfigurationError
 from confroute.policies import (
     EscalationCap,
@@ -19,23 +18,9 @@ from confroute.policies import (
     check_cap,
     held_rate,
 )
+from tests.fakes import two_format_profile
 
-FP = ProfileFingerprint(model_name="slm", model_fingerprint="a" * 64, estimator="perplexity")
-
-
-def _profile() -> CalibrationProfile:
-    rng = np.random.default_rng(0)
-    items = [
-        PoolItem(dataset="mc", item_id=f"m{i}", confidence=float(v), answer_format="letter")
-        for i, v in enumerate(rng.beta(5, 2, 300))
-    ] + [
-        PoolItem(dataset="yn", item_id=f"y{i}", confidence=float(v), answer_format="yes_no")
-        for i, v in enumerate(rng.beta(8, 2, 300))
-    ]
-    return CalibrationProfile.from_pool(items, FP)
-
-
-PROFILE = _profile()
+PROFILE = two_format_profile()
 
 
 def shifting_stream(every: int, length: int, seed: int = 0) -> np.ndarray:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import numpy as np
 import pytest
 
 from confroute import ConfRouter, RoutingDecision
-from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
 from confroute.conversation import DERIVED_PREFIX, check_conversation_id, turn_of
 from confroute.errors import ConfigurationError
 from confroute.policies import (
@@ -23,7 +21,7 @@ from confroute.policies import (
     held_rate,
 )
 from confroute.scoring import Pipeline
-from tests.fakes import ScriptedLocalModel, ScriptedProvider
+from tests.fakes import ScriptedLocalModel, ScriptedProvider, two_format_profile
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 CALL = {
@@ -207,16 +205,7 @@ def test_a_cap_counts_sticky_escalations() -> None:
 
 
 def test_a_sticky_turn_over_a_held_rate_reports_its_threshold_for_the_format() -> None:
-    rng = np.random.default_rng(0)
-    items = [
-        PoolItem(dataset="mc", item_id=f"m{i}", confidence=float(v), answer_format="letter")
-        for i, v in enumerate(rng.beta(5, 2, 200))
-    ] + [
-        PoolItem(dataset="yn", item_id=f"y{i}", confidence=float(v), answer_format="yes_no")
-        for i, v in enumerate(rng.beta(8, 2, 200))
-    ]
-    fingerprint = ProfileFingerprint(model_name="slm", model_fingerprint="a" * 64, estimator="x")
-    inner = held_rate(0.3, CalibrationProfile.from_pool(items, fingerprint))
+    inner = held_rate(0.3, two_format_profile(200))
     assert isinstance(inner, ReportsThreshold)
     policy = ConversationPolicy(inner, turns=2, release_confidence=None)
     turn = turn_of([user("q")], "c")
