@@ -42,7 +42,7 @@ from confroute.bench.metrics import (
     auroc,
     bootstrap_ci,
     effective_confidence,
-    kept_accuracy,
+    kept_accuracy_curve,
     route_summary,
 )
 from confroute.estimators import EstimationContext, get
@@ -230,14 +230,9 @@ def main() -> None:
         "auroc": table(report_rows, names),
         "auroc_calls_only": table(calls, names),
         "kept_accuracy": {
-            name: {
-                f"{rate:.1f}": kept_accuracy(
-                    effective_confidence([r[name] for r in report_rows]),
-                    [r["correct"] for r in report_rows],
-                    rate,
-                )
-                for rate in ROUTE_RATES
-            }
+            name: kept_accuracy_curve(
+                [r[name] for r in report_rows], [r["correct"] for r in report_rows], ROUTE_RATES
+            )
             for name in names
         },
         "wall_s": round(time.perf_counter() - started, 1),

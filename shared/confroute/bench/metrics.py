@@ -24,6 +24,7 @@ __all__ = [
     "ece",
     "effective_confidence",
     "kept_accuracy",
+    "kept_accuracy_curve",
     "oracle_curve",
     "prr",
     "random_curve",
@@ -256,14 +257,37 @@ def kept_accuracy(
     ``round(rate * n)`` answers are set aside; ties are split as in :func:`routing_curve`
     (expected accuracy), so the value does not depend on item order. NaN when nothing is kept.
     """
-    conf = np.asarray(confidence, dtype=float)
+    return _kept(_certain_curve(effective_confidence(confidence), correct), rate)
+
+
+def kept_accuracy_curve(
+    confidence: Sequence[float | None] | np.ndarray,
+    correct: Sequence[bool] | np.ndarray,
+    rates: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+) -> dict[str, float]:
+    """:func:`kept_accuracy` at each of ``rates`` (keys ``f"{rate:.1f}"``), from one curve.
+
+    ``None`` and NaN confidences count as least confident (:func:`effective_confidence`).
+    """
+    curve = _certain_curve(effective_confidence(confidence), correct)
+    return {f"{rate:.1f}": _kept(curve, rate) for rate in rates}
+
+
+def _certain_curve(conf: np.ndarray, correct: Sequence[bool] | np.ndarray) -> RoutingCurve | None:
+    """The routing curve to a model that is always right (None for no items)."""
     labels = np.asarray(correct, dtype=float)
     n = _check(conf, labels)
+    return routing_curve(conf, labels, np.ones(n)) if n else None
+
+
+def _kept(curve: RoutingCurve | None, rate: float) -> float:
+    # escalating k items to a model that is always right adds exactly k to the correct count
+    if curve is None:
+        return float("nan")
+    n = len(curve.rates) - 1
     k = round(rate * n)
     if not 0 <= k < n:
         return float("nan")
-    # escalating to a model that is always right adds exactly k to the correct count
-    curve = routing_curve(conf, labels, np.ones(n))
     return float((curve.accuracy[k] * n - k) / (n - k))
 
 
@@ -305,10 +329,7 @@ def route_summary(
     out["route"] = routes
     if large_confidence is not None:
         out["large_kept_accuracy"] = {
-            name: {
-                f"{r:.1f}": round(kept_accuracy(effective_confidence(values), llm, r), 3)
-                for r in rates
-            }
+            name: {r: round(v, 3) for r, v in kept_accuracy_curve(values, llm, rates).items()}
             for name, values in large_confidence.items()
         }
     return out
