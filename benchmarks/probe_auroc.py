@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from confroute.bench.cache import RecordFile, decode_hidden, model_slug
+from confroute.bench.cache import decode_hidden, slm_record_files
 from confroute.bench.datasets import load_dataset
 from confroute.bench.metrics import auroc, bootstrap_ci, effective_confidence
 from confroute.estimators.probe_network import Probe
@@ -59,9 +59,8 @@ def score_run(
 ) -> dict[str, Any]:
     """Per dataset: items, accuracy and the AUROC of every cached confidence and probe."""
     out: dict[str, Any] = {}
-    for path in sorted((run_dir / "slm" / model_slug(model)).glob(f"*/{prompt_format}.jsonl")):
-        dataset = path.parent.name
-        records = RecordFile(path).load()
+    for dataset, record_file in slm_record_files(run_dir, model, prompt_format).items():
+        records = record_file.load()
         if skip_first:
             for item in load_dataset(dataset, data_dir, limit=skip_first):
                 records.pop(item.item_id, None)

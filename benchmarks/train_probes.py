@@ -83,15 +83,14 @@ def from_run(
     run_dir: Path, model: str, prompt_format: str, datasets: list[str] | None
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], int]:
     """Per dataset: hidden states, correctness and single-pass signals cached in a bench run."""
-    from confroute.bench.cache import RecordFile, decode_hidden, model_slug
+    from confroute.bench.cache import decode_hidden, slm_record_files
 
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     limit = 0
-    for path in sorted((run_dir / "slm" / model_slug(model)).glob(f"*/{prompt_format}.jsonl")):
-        name = path.parent.name
+    for name, record_file in slm_record_files(run_dir, model, prompt_format).items():
         if datasets and name not in datasets:
             continue
-        records = [r for r in RecordFile(path).load().values() if r.get("hidden")]
+        records = [r for r in record_file.load().values() if r.get("hidden")]
         if not records:
             continue
         # every record has a hidden state (filtered above), so nothing is dropped here

@@ -32,6 +32,7 @@ __all__ = [
     "generation_from_record",
     "generation_to_record",
     "model_slug",
+    "slm_record_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,3 +140,12 @@ class RecordFile:
                         handle.write("\n")
             handle.writelines(lines)
             handle.flush()
+
+
+def slm_record_files(run_dir: Path, model: str, prompt_format: str) -> dict[str, RecordFile]:
+    """The record file of each dataset a bench run holds for ``model`` and ``prompt_format``."""
+    folder = run_dir / "slm" / model_slug(model)
+    return {
+        path.parent.name: RecordFile(path)
+        for path in sorted(folder.glob(f"*/{prompt_format}.jsonl"))
+    }
