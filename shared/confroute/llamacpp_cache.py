@@ -49,7 +49,13 @@ class LlamaEngine:
     Not thread-safe: the model holds a lock around every call.
     """
 
-    def __init__(self, llama: Any, lib: Any, turn_ends: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        llama: Any,
+        lib: Any,
+        turn_ends: frozenset[int] = frozenset(),
+        turn_header: Sequence[int] = (),
+    ) -> None:
         """Wrap one ``Llama``.
 
         Args:
@@ -57,10 +63,13 @@ class LlamaEngine:
             lib: the ``llama_cpp`` module.
             turn_ends: the token ids that end a chat turn (where :meth:`prefill_answer`
                 splits a prompt).
+            turn_header: the tokens that open the user turn after the system turn; when a
+                prompt's first turn end is followed by them, the first batch takes them too.
         """
         self.llama = llama
         self._lib = lib
         self._turn_ends = turn_ends
+        self._turn_header = tuple(turn_header)
         self._first_batch: tuple[int, ...] | None = None
         """The tokens :meth:`prefill_answer` last evaluated as one batch from an empty cache,
         while the cache still holds them as that batch left them."""
@@ -113,7 +122,9 @@ class LlamaEngine:
         """Make the cache hold ``ids`` the same way whatever ran before; return the tokens reused.
 
         A prompt is evaluated as two batches split after its first turn-end token (the end of
-        the chat template's system turn), or as one batch when it has none. The first batch
+        the chat template's system turn) and the user turn's header when it follows (4 tokens
+        on the bundled Qwen models, which every answer would otherwise prefill again), or as
+        one batch when it has none. The first batch
         is read from the cache when the last answer's prompt began with the same tokens and the
         cache still holds them as that batch left them; otherwise it is evaluated from an empty
         cache. Either way each position is computed by the same batches, so an answer and its
@@ -125,6 +136,9 @@ class LlamaEngine:
         if not ids:
             raise ConfigurationError("A llama.cpp prompt needs at least one token.")
         split = next((i + 1 for i, t in enumerate(ids) if t in self._turn_ends), 0)
+        header = self._turn_header
+        if split and header and tuple(ids[split : split + len(header)]) == header:
+            split += len(header)
         if not self.truncatable or not 0 < split < len(ids):
             self.rewind(0)
             self.llama.eval(list(ids))

@@ -315,7 +315,9 @@ def test_answers_reuse_a_shared_system_turn_computed_as_when_alone() -> None:
     config = GenerationConfig(max_new_tokens=4)
     model.generate([first], config)
     ids = model.encode(model.render(second))
-    split = ids.index(END) + 1  # after the system turn's end
+    header = model.encode("\n<|im_start|>user\n")  # the user turn's header, from the template
+    split = ids.index(END) + 1 + len(header)  # after the system turn and the next header
+    assert ids[split - len(header) : split] == header
     before = model.llama.evaluated
     [after_other] = model.generate([second], config)
     prompt_batches = [b for b in _batches_behind(model.llama) if b[0] < len(ids)]
@@ -325,6 +327,14 @@ def test_answers_reuse_a_shared_system_turn_computed_as_when_alone() -> None:
     assert prompt_batches == [b for b in _batches_behind(fresh.llama) if b[0] < len(ids)]
     assert prompt_batches[:2] == [(0, *ids[:split]), (split, *ids[split:])]
     assert after_other.logprobs == alone.logprobs and after_other.text == alone.text
+
+
+def test_without_a_system_turn_the_split_is_the_first_turn_end() -> None:
+    model = backend()
+    ids = model.encode(model.render(QUESTION))  # the first turn end closes the user's turn
+    model.generate_from_ids([ids], GenerationConfig(max_new_tokens=2))
+    split = ids.index(END) + 1
+    assert model.llama.batches[:2] == [(0, *ids[:split]), (split, *ids[split:])]
 
 
 def test_a_prompt_without_a_turn_end_is_prefilled_in_one_batch() -> None:
