@@ -265,10 +265,10 @@ def threshold_policy(
     """
     rate = settings.escalation_rate
     if rate is None and settings.threshold is None and profile is None:
-        default_path = default_profile_path(local.name, estimator.name)
+        engine = local.capabilities.backend
+        default_path = default_profile_path(local.name, estimator.name, engine)
         if default_path is not None:
             found = CalibrationProfile.load(default_path)
-            engine = local.capabilities.backend
             if found.fingerprint.model_fingerprint == local.fingerprint:
                 problem = engine_problem(
                     found.fingerprint.backend,
@@ -289,7 +289,7 @@ def threshold_policy(
         fixed = FixedThreshold(DEFAULT_THRESHOLD if threshold is None else threshold)
         return _capped(fixed, settings)
     if profile is None:
-        profile = default_profile_path(local.name, estimator.name)
+        profile = default_profile_path(local.name, estimator.name, local.capabilities.backend)
         if profile is None:
             shipped = ", ".join(shipped_profiles()) or "none"
             raise ConfigurationError(

@@ -174,7 +174,9 @@ class CalibrationProfile(BaseModel):
 
     def save(self, path: str | Path) -> None:
         """Write the profile as JSON."""
-        Path(path).write_text(self.model_dump_json(indent=1))
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json(indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CalibrationProfile:
@@ -369,23 +371,31 @@ def profile_search_dirs() -> list[Path]:
     return dirs
 
 
-def default_profile_path(model: str, estimator: str) -> Path | None:
-    """The default profile ``DIR/MODEL/ESTIMATOR.json`` of a model and estimator, if one exists.
+def default_profile_path(model: str, estimator: str, backend: str | None = None) -> Path | None:
+    """The default profile of a model and estimator on an engine, if one exists.
 
-    confroute ships profiles for the bundled Qwen models (rebuild command in
-    ``docs/calibration.md``); ``$CONFROUTE_PROFILE_DIR`` is searched first.
+    Each search directory (:func:`profile_search_dirs`) is read in turn, and in it
+    ``DIR/MODEL/ENGINE/ESTIMATOR.json`` (a profile made on ``backend``, e.g. ``llama.cpp``)
+    comes before ``DIR/MODEL/ESTIMATOR.json`` (the engine-neutral place: the shipped ones there
+    were made on transformers, and a profile records its engine in ``fingerprint.backend``,
+    which the router checks either way). confroute ships profiles for the bundled Qwen models
+    on transformers and on llama.cpp (rebuild commands in ``docs/calibration.md``);
+    ``$CONFROUTE_PROFILE_DIR`` is searched first.
     """
     for directory in profile_search_dirs():
-        path = directory / model / f"{estimator}.json"
-        if path.is_file():
-            return path
+        places = [directory / model / backend] if backend else []
+        for place in [*places, directory / model]:
+            path = place / f"{estimator}.json"
+            if path.is_file():
+                return path
     return None
 
 
 def shipped_profiles() -> list[str]:
-    """``model/estimator`` of every default profile found."""
+    """``model/estimator`` and ``model/engine/estimator`` of every default profile found."""
     found: set[str] = set()
     for directory in profile_search_dirs():
         if directory.is_dir():
-            found.update(f"{p.parent.name}/{p.stem}" for p in directory.glob("*/*.json"))
+            for path in directory.glob("*/**/*.json"):
+                found.add(path.relative_to(directory).with_suffix("").as_posix())
     return sorted(found)

@@ -11,10 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from confroute import calibration_transfer
+from confroute import calibration, calibration_transfer
 from confroute.assembly import threshold_policy
 from confroute.backend import Capabilities
-from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
+from confroute.calibration import (
+    CalibrationProfile,
+    PoolItem,
+    ProfileFingerprint,
+    default_profile_path,
+)
 from confroute.calibration_transfer import TransferShift, engine_problem, transfer_allowed
 from confroute.errors import ProfileMismatchError
 from confroute.estimators import get
@@ -35,9 +40,13 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def profile(backend: str = "transformers", estimator: str = "perplexity") -> CalibrationProfile:
+def profile(
+    backend: str = "transformers",
+    estimator: str = "perplexity",
+    model: tuple[str, str] = ("slm", "a" * 64),
+) -> CalibrationProfile:
     fingerprint = ProfileFingerprint(
-        model_name="slm", model_fingerprint="a" * 64, estimator=estimator, backend=backend
+        model_name=model[0], model_fingerprint=model[1], estimator=estimator, backend=backend
     )
     items = [PoolItem(dataset="d", item_id=str(i), confidence=c) for i, c in enumerate((0.2, 0.8))]
     return CalibrationProfile.from_pool(items, fingerprint)
@@ -101,7 +110,47 @@ def _local(backend: str) -> Any:
     )
 
 
-@pytest.mark.usefixtures("measured")
+BUNDLED = (DEFAULT_SLM, BUNDLED_MODELS[DEFAULT_SLM].sha256)
+
+
+@pytest.fixture
+def transformers_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A profile directory with the bundled 0.5B's transformers profiles only (no engine's own)."""
+    for name in ("perplexity", "p_true"):
+        profile("transformers", name, BUNDLED).save(tmp_path / DEFAULT_SLM / f"{name}.json")
+    monkeypatch.setattr(calibration, "profile_search_dirs", lambda: [tmp_path])
+    return tmp_path
+
+
+def test_the_engine_s_own_profile_comes_before_the_engine_neutral_one(
+    transformers_only: Path,
+) -> None:
+    flat = transformers_only / DEFAULT_SLM / "p_true.json"
+    assert default_profile_path(DEFAULT_SLM, "p_true", "llama.cpp") == flat  # none of its own
+    own = transformers_only / DEFAULT_SLM / "llama.cpp" / "p_true.json"
+    profile("llama.cpp", "p_true", BUNDLED).save(own)
+    assert default_profile_path(DEFAULT_SLM, "p_true", "llama.cpp") == own
+    assert default_profile_path(DEFAULT_SLM, "p_true", "transformers") == flat
+    assert default_profile_path(DEFAULT_SLM, "p_true") == flat
+    assert default_profile_path(DEFAULT_SLM, "min_token_prob", "llama.cpp") is None
+    assert calibration.shipped_profiles() == [
+        f"{DEFAULT_SLM}/llama.cpp/p_true",
+        f"{DEFAULT_SLM}/p_true",
+        f"{DEFAULT_SLM}/perplexity",
+    ]
+    # a static threshold on llama.cpp now holds the rate of the engine's own profile, which
+    # the rule would refuse from the transformers one (p_true moved too far between them)
+    policy = threshold_policy(
+        RouterSettings(escalation_rate=0.3, adapt_to_traffic=False),
+        _local("llama.cpp"),
+        get("p_true"),
+        None,
+    )
+    assert isinstance(policy, TargetEscalationRate)
+    assert policy.profile.fingerprint.backend == "llama.cpp"
+
+
+@pytest.mark.usefixtures("measured", "transformers_only")
 def test_the_shipped_profile_is_used_on_another_engine_only_by_rule(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -123,7 +172,7 @@ def test_the_shipped_profile_is_used_on_another_engine_only_by_rule(
     assert isinstance(own, TargetEscalationRate)
 
 
-@pytest.mark.usefixtures("measured")
+@pytest.mark.usefixtures("measured", "transformers_only")
 def test_a_held_rate_starts_from_a_measured_engine_pair_and_refuses_an_unmeasured_one() -> None:
     held = threshold_policy(RouterSettings(), _local("llama.cpp"), get("p_true"), None)
     assert not isinstance(held, FixedThreshold)  # the traffic corrects the start point

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "reliability_probes.py"
+from tests.scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def probes() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reliability_probes_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_benchmark("reliability_probes")
 
 
 def test_a_table_has_one_row_per_probe_in_order(probes: ModuleType) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,6 +12,7 @@ from confroute import estimators
 from confroute.backend import Capabilities
 from confroute.bench.cache import RecordFile
 from confroute.bench.sweep_file import load_sweep
+from tests.scripts import load_benchmark
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SMALL_GRID = BENCHMARKS / "sweeps" / "small_grid.toml"
@@ -21,17 +20,7 @@ SMALL_GRID = BENCHMARKS / "sweeps" / "small_grid.toml"
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "sweep_executors_under_test", BENCHMARKS / "sweep_executors.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_benchmark("sweep_executors")
 
 
 def test_the_small_grid_is_the_issues_and_llama_cpp_serves_its_methods() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -10,17 +9,12 @@ from typing import Any
 import pytest
 
 from confroute.bench.cache import RecordFile
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "verbalized_counts.py"
+from tests.scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("verbalized_counts", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("verbalized_counts")
 
 
 def _record(item: str, text: str, answer: str | None, correct: bool, reply: str) -> dict[str, Any]:
