@@ -10,8 +10,13 @@ runs the prompts in turn, so no call follows its own prompt):
 (c) confroute's transformers backend (:class:`confroute.LocalModel`) with ``perplexity``;
 (d) a llama.cpp server (``python -m llama_cpp.server``, same file) reached through the server
     backend (:class:`confroute.server_backend.ServerModel`) with ``perplexity``, and the same
-    server called directly through LiteLLM; and 16 requests from 16 concurrent callers, the
-    server's throughput with and without confroute in front (both ask for log-probs);
+    server called directly through LiteLLM; and ``--requests`` requests from 16 concurrent
+    callers, the server's throughput with and without confroute in front (both ask for
+    log-probs). llama-cpp-python's server answers one request at a time; ``--llama-server
+    PATH`` runs llama.cpp's own ``llama-server`` instead, with 16 slots (``--parallel 16``,
+    continuous batching), the kind of server the 16-caller target is about
+    (``benchmarks/build_llama_server.sh`` builds it from the llama.cpp that llama-cpp-python
+    vendors);
 (e) the decoding loop itself, on the backend's own ``Llama`` and in this process's CPU time
     (less sensitive than wall time to other load on the machine): plain
     ``Llama.create_completion`` from an empty cache against ``generate_from_ids``, the prefill
@@ -25,6 +30,7 @@ the prompts. ``overhead_*`` = wall time of (b) over wall time of (a) for the sam
 
 Usage:
     python benchmarks/backends.py [--quick] [--repeats 3] [--max-new-tokens 48] [--json]
+    python benchmarks/backends.py --server-only --llama-server PATH --requests 48 --json
 """
 
 from __future__ import annotations
@@ -192,14 +198,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_server(gguf: str, alias: str) -> Iterator[str]:
-    """``python -m llama_cpp.server`` on 127.0.0.1 for the duration; yields its /v1 URL."""
+def llama_server(gguf: str, alias: str, binary: str | None = None) -> Iterator[str]:
+    """A llama.cpp server on 127.0.0.1 for the duration; yields its /v1 URL.
+
+    ``binary``: llama.cpp's ``llama-server`` with :data:`CONCURRENT` slots of 2,048 tokens
+    (continuous batching); None: ``python -m llama_cpp.server`` (one request at a time).
+    """
     port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", alias,
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-        "--n_threads", str(THREADS),
-    ]  # fmt: skip
+    if binary is not None:
+        command = [
+            binary, "--model", gguf, "--alias", alias, "--host", "127.0.0.1",
+            "--port", str(port), "--ctx-size", str(2048 * CONCURRENT),
+            "--parallel", str(CONCURRENT), "--threads", str(THREADS), "--no-webui",
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", alias,
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+            "--n_threads", str(THREADS),
+        ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -210,7 +227,7 @@ def llama_server(gguf: str, alias: str) -> Iterator[str]:
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start") from None
+                    raise RuntimeError(f"{command[0]} did not start") from None
                 time.sleep(1)
         yield base
     finally:
@@ -231,12 +248,14 @@ async def concurrent_throughput(call: Callable[[str], Any], total: int) -> float
     return total / (time.perf_counter() - started)
 
 
-def server_section(gguf: str, cap: int, repeats: int) -> dict[str, Any]:
+def server_section(
+    gguf: str, cap: int, repeats: int, requests: int, binary: str | None
+) -> dict[str, Any]:
     """(d): the server backend against direct LiteLLM calls, batch 1 and 16 callers."""
     import litellm
 
     alias = "bench-slm"
-    with llama_server(gguf, alias) as base:
+    with llama_server(gguf, alias, binary) as base:
         model = f"openai/{alias}"
         direct_kwargs: dict[str, Any] = {
             "model": model, "api_base": base, "api_key": "none", "max_tokens": cap,
@@ -260,25 +279,31 @@ def server_section(gguf: str, cap: int, repeats: int) -> dict[str, Any]:
         async def routed_async(prompt: str) -> Any:
             return await router.aroute(prompt, max_new_tokens=cap)
 
-        total = CONCURRENT
-        plain_rps = asyncio.run(concurrent_throughput(direct_async, total))
-        routed_rps = asyncio.run(concurrent_throughput(routed_async, total))
+        asyncio.run(concurrent_throughput(direct_async, CONCURRENT))  # warm every slot
+        plain_rps = asyncio.run(concurrent_throughput(direct_async, requests))
+        routed_rps = asyncio.run(concurrent_throughput(routed_async, requests))
     return {
+        "server": "llama-server --parallel 16" if binary else "llama_cpp.server",
+        "max_new_tokens": cap,
         "direct_litellm": plain,
         "server_backend_perplexity": through,
         "overhead_batch1": round(through["wall_s"] / plain["wall_s"], 3),
         "concurrent_callers": CONCURRENT,
+        "requests": requests,
         "direct_requests_per_s": round(plain_rps, 3),
         "routed_requests_per_s": round(routed_rps, 3),
         "throughput_ratio": round(routed_rps / plain_rps, 3),
     }
 
 
-def model_section(name: str, cap: int, repeats: int, with_server: bool) -> dict[str, Any]:
-    """(a)-(d) for one bundled model."""
+def model_section(name: str, args: argparse.Namespace, repeats: int) -> dict[str, Any]:
+    """(a)-(e) for one bundled model (only (d) with ``--server-only``)."""
     import llama_cpp
 
+    cap = args.max_new_tokens
     gguf = str(bundled_gguf(BUNDLED_MODELS[name]))
+    if args.server_only:
+        return {"server": server_part(name, gguf, args, repeats)}
     llama = llama_cpp.Llama(gguf, n_ctx=2048, n_threads=THREADS, verbose=False)
 
     def plain(prompt: str) -> Callable[[], int]:
@@ -321,10 +346,18 @@ def model_section(name: str, cap: int, repeats: int, with_server: bool) -> dict[
         2,
     )
     print(json.dumps({"model": name, **result}), flush=True)  # kept if a later part fails
-    if with_server:
-        result["server"] = server_section(gguf, min(cap, SERVER_TOKENS), repeats)
-        print(json.dumps({"model": name, "server": result["server"]}), flush=True)
+    if not args.no_server:
+        result["server"] = server_part(name, gguf, args, repeats)
     return result
+
+
+def server_part(name: str, gguf: str, args: argparse.Namespace, repeats: int) -> dict[str, Any]:
+    """(d), printed as soon as it is measured; llama-server gets the full token cap."""
+    binary = args.llama_server
+    cap = args.max_new_tokens if binary else min(args.max_new_tokens, SERVER_TOKENS)
+    section = server_section(gguf, cap, repeats, args.requests, binary)
+    print(json.dumps({"model": name, "server": section}), flush=True)
+    return section
 
 
 def main() -> None:
@@ -334,25 +367,36 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--no-server", action="store_true", help="skip (d)")
+    parser.add_argument("--server-only", action="store_true", help="only (d)")
+    parser.add_argument(
+        "--llama-server",
+        default=None,
+        metavar="PATH",
+        help="(d) on llama.cpp's llama-server binary with 16 slots (default: llama_cpp.server)",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=CONCURRENT, help="requests of the 16-caller part"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.server_only and args.no_server:
+        parser.error("--server-only and --no-server leave nothing to run")
     repeats = 1 if args.quick else args.repeats
     names = [DEFAULT_SLM] if args.quick else [DEFAULT_SLM, DEFAULT_LLM]
     started = time.perf_counter()
-    models = {
-        name: model_section(name, args.max_new_tokens, repeats, not args.no_server)
-        for name in names
-    }
+    models = {name: model_section(name, args, repeats) for name in names}
     small = models[DEFAULT_SLM]
-    summary = {
+    summary: dict[str, Any] = {
         "prompts": len(PROMPTS),
         "max_new_tokens": args.max_new_tokens,
         "repeats": repeats,
         "threads": THREADS,
         "models": models,
-        "speedup_batch1": small["speedup_batch1"],
-        "overhead_perplexity": small["overhead_perplexity"],
-        "overhead_p_true": small["overhead_p_true"],
+        **{
+            key: small[key]
+            for key in ("speedup_batch1", "overhead_perplexity", "overhead_p_true")
+            if key in small
+        },
         "wall_s": round(time.perf_counter() - started, 1),
     }
     if not args.json:
