@@ -25,6 +25,7 @@ from confroute.errors import ContextOverflowError
 from confroute.generation import Generation, GenerationConfig, TokenAlternative
 
 __all__ = [
+    "AsyncTokenGeneration",
     "Capabilities",
     "LocalBackend",
     "MessageFollowUp",
@@ -182,6 +183,22 @@ class LocalBackend(Protocol):
         self, token_ids: Sequence[int], max_new_tokens: int, prefix: Any = None
     ) -> str:
         """Greedy continuation of ``token_ids`` (special tokens dropped), reusing ``prefix``."""
+        ...
+
+
+@runtime_checkable
+class AsyncTokenGeneration(Protocol):
+    """A backend whose tokenised prompts can be awaited without holding a thread.
+
+    The micro-batcher (:class:`~confroute.serving.batcher.MicroBatcher`) has it: an async
+    caller waits for its batch as a future, so any number of concurrent requests join one
+    batch. A backend without it is run in a worker thread by the async routing path.
+    """
+
+    async def agenerate_from_ids(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig
+    ) -> list[Generation]:
+        """Async form of :meth:`LocalBackend.generate_from_ids`."""
         ...
 
 

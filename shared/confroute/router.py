@@ -303,7 +303,12 @@ class ConfRouter:
         return settle(finish.run_all(answers, max_concurrency), return_exceptions)
 
     async def aroute(self, prompt: PromptInput, **options: Unpack[CallOptions]) -> RoutedResponse:
-        """Async form of :meth:`route`: local work in a worker thread, escalation awaited."""
+        """Async form of :meth:`route`: the local answer and the escalation awaited.
+
+        The local generation uses the backend's async path (a server backend's concurrent
+        calls reach the server together, so it can batch them); the scoring runs in a worker
+        thread.
+        """
         [response] = await self.aroute_batch([prompt], **options)
         return response
 
@@ -334,7 +339,7 @@ class ConfRouter:
     ) -> list[RoutedResponse] | list[ItemResult]:
         """Async form of :meth:`route_batch`; escalations run concurrently."""
         conversations, config, escalation, tools = self._request(prompts, options)
-        answers = await asyncio.to_thread(self._pipeline(options).run, conversations, config, tools)
+        answers = await self._pipeline(options).arun(conversations, config, tools)
         finish = BatchFinish(self._outcome(), self.escalation, tuple(self.tracers), escalation)
         return settle(await finish.arun_all(answers), return_exceptions)
 
@@ -356,8 +361,7 @@ class ConfRouter:
     ) -> AsyncIterator[RoutedChunk]:
         """Async form of :meth:`stream`."""
         conversations, config, escalation, tools = self._request([prompt], options)
-        pipeline = self._pipeline(options)
-        [answer] = await asyncio.to_thread(pipeline.run, conversations, config, tools)
+        [answer] = await self._pipeline(options).arun(conversations, config, tools)
         plan = StreamPlan(self._outcome(), answer, self.escalation)
         async with aclosing(plan.arun(escalation, self.tracers)) as chunks:
             async for chunk in chunks:

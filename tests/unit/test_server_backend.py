@@ -208,6 +208,35 @@ def test_agenerate_answers_every_conversation_concurrently_in_order() -> None:
     assert [g.text for g in server(fake).generate(conversations)] == [f"q{i}" for i in range(5)]
 
 
+def test_concurrent_async_routes_reach_the_server_together() -> None:
+    """16 callers of ``aroute`` are all in flight at once, so a batching server sees 16.
+
+    The async route used to run the whole local call in one of the event loop's default
+    worker threads (6 on a 2-core machine), which held a 16-slot llama-server to 6 at a time.
+    """
+    in_flight, most = 0, 0
+
+    class Gate(FakeLiteLLM):
+        async def acall(self, **kwargs: Any) -> Any:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.05)  # the server answering the whole batch
+            in_flight -= 1
+            return self(**kwargs)
+
+    fake = Gate(response(choice(FOUR)))
+    router = ConfRouter(server(fake), None)
+
+    async def callers() -> list[Any]:
+        return await asyncio.gather(*(router.aroute("What is 2+2?") for _ in range(16)))
+
+    answers = asyncio.run(callers())
+    assert most == 16
+    assert [a.text for a in answers] == ["4."] * 16
+    assert all(a.decision.local_backend == "server" for a in answers)
+
+
 def test_an_answer_without_logprobs_is_an_error_never_a_confidence() -> None:
     fake = FakeLiteLLM(response(choice(FOUR, logprobs=False)))
     with pytest.raises(LogprobsUnavailableError) as caught:

@@ -209,6 +209,16 @@ async def test_router_requests_meet_in_one_batch(provider) -> None:  # type: ign
         assert len(provider.calls) == 1
 
 
+async def test_sixteen_async_routes_meet_in_one_batch_not_one_per_worker_thread() -> None:
+    """More async callers than the event loop has default worker threads share one batch."""
+    slm = ScriptedLocalModel(script=SCRIPT, max_batch_size=16)
+    with MicroBatcher(slm, window_ms=300) as batcher:
+        router = ConfRouter(batcher, None)
+        answers = await asyncio.gather(*(router.aroute("sure?") for _ in range(16)))
+        assert slm.calls == [16]
+        assert {a.text for a in answers} == {"391"}
+
+
 def test_the_batcher_and_the_fakes_are_local_backends_by_composition() -> None:
     slm = ScriptedLocalModel(script=SCRIPT)
     with MicroBatcher(slm, window_ms=300) as batcher:
