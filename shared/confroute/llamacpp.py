@@ -34,9 +34,9 @@ from confroute.llamacpp_binding import (
     locate_gguf,
     thread_counts,
 )
-from confroute.llamacpp_cache import KeptLlamaPrefix, LlamaEngine
+from confroute.llamacpp_cache import KeptLlamaPrefix, LlamaEngine, user_turn_header
 from confroute.llamacpp_decode import SequenceDecoder, log_softmax
-from confroute.local import FALLBACK_CHAT_TEMPLATE, common_prefix
+from confroute.local import FALLBACK_CHAT_TEMPLATE
 from confroute.messages import validate_messages
 from confroute.models import DEFAULT_SLM, sha256_file
 from confroute.stops import TokenTexts
@@ -178,9 +178,8 @@ class LlamaCppModel:
         self._template: str = metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
         self._bos = self._token_text(lib, vocab, llama.token_bos())
         self._eos = self._token_text(lib, vocab, llama.token_eos())
-        self._engine = LlamaEngine(
-            llama, lib, turn_ends=self._eos_ids, turn_header=self._user_turn_header()
-        )
+        header = user_turn_header(lambda m: self.encode(self.render(m)), self._eos_ids)
+        self._engine = LlamaEngine(llama, lib, turn_ends=self._eos_ids, turn_header=header)
         self._texts = TokenTexts(LlamaDetokenizer(llama))
         self._decoder = SequenceDecoder(
             self._engine,
@@ -266,31 +265,6 @@ class LlamaCppModel:
             eos_token=self._eos,
         )
         return str(rendered[0])
-
-    def _user_turn_header(self) -> tuple[int, ...]:
-        """The tokens that open a user turn after a system turn in this model's chat template.
-
-        Found by rendering two probe conversations that differ only in the user's text: after
-        the system turn's end they share exactly the user turn's header (a newline,
-        ``<|im_start|>``, ``user`` and a newline for Qwen), which every chat with a system
-        turn then repeats, so the first prefill batch takes it too
-        (:meth:`LlamaEngine.prefill_answer
-        <confroute.llamacpp_cache.LlamaEngine.prefill_answer>`). Empty for a template that
-        refuses a system turn.
-        """
-        from jinja2.exceptions import TemplateError
-
-        system = {"role": "system", "content": "S"}
-        try:
-            a, b = (
-                self.encode(self.render([system, {"role": "user", "content": text}]))
-                for text in ("a", "b")
-            )
-        except TemplateError:
-            return ()
-        end = next((i + 1 for i, t in enumerate(a) if t in self._eos_ids), 0)
-        shared = common_prefix(a, b)
-        return tuple(a[end:shared]) if 0 < end < shared else ()
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a prompt text (special tokens parsed, no BOS added)."""

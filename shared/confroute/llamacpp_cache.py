@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,30 @@ import numpy as np
 from confroute.errors import ConfigurationError
 from confroute.local import common_prefix
 
-__all__ = ["KeptLlamaPrefix", "LlamaEngine"]
+__all__ = ["KeptLlamaPrefix", "LlamaEngine", "user_turn_header"]
+
+
+def user_turn_header(
+    tokens_of: Callable[[list[Mapping[str, Any]]], list[int]], turn_ends: frozenset[int]
+) -> tuple[int, ...]:
+    """The tokens that open a user turn after a system turn in a model's chat template.
+
+    ``tokens_of`` renders and encodes a conversation. Two probe conversations that differ
+    only in the user's text share, after the system turn's end, exactly the user turn's
+    header (a newline, ``<|im_start|>``, ``user`` and a newline for Qwen), which every chat
+    with a system turn then repeats, so :meth:`LlamaEngine.prefill_answer`'s first batch
+    takes it too. Empty for a template that refuses a system turn.
+    """
+    from jinja2.exceptions import TemplateError
+
+    system = {"role": "system", "content": "S"}
+    try:
+        a, b = (tokens_of([system, {"role": "user", "content": text}]) for text in ("a", "b"))
+    except TemplateError:
+        return ()
+    end = next((i + 1 for i, t in enumerate(a) if t in turn_ends), 0)
+    shared = common_prefix(a, b)
+    return tuple(a[end:shared]) if 0 < end < shared else ()
 
 
 @dataclass(eq=False)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from confroute import calibration, calibration_transfer
+from confroute import calibration, calibration_transfer, profile_lookup
 from confroute.assembly import threshold_policy
 from confroute.backend import Capabilities
 from confroute.calibration import (
@@ -118,7 +118,7 @@ def transformers_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A profile directory with the bundled 0.5B's transformers profiles only (no engine's own)."""
     for name in ("perplexity", "p_true"):
         profile("transformers", name, BUNDLED).save(tmp_path / DEFAULT_SLM / f"{name}.json")
-    monkeypatch.setattr(calibration, "profile_search_dirs", lambda: [tmp_path])
+    monkeypatch.setattr(profile_lookup, "profile_search_dirs", lambda: [tmp_path])
     return tmp_path
 
 

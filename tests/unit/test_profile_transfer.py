@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from confroute import calibration
+from confroute import profile_lookup
 from confroute.calibration import CalibrationProfile, PoolItem, ProfileFingerprint
 from confroute.calibration_transfer import FLIP_TOLERANCE
 from tests.scripts import load_benchmark
@@ -29,7 +29,7 @@ def test_the_engines_profiles_are_compared_item_by_item_at_the_transformers_thre
     moved[15], moved[25] = 0.05, 0.35  # two items cross the 0.2 and 0.3 thresholds
     _save("transformers", base, tmp_path / "slm" / "perplexity.json")
     _save("llama.cpp", moved, tmp_path / "slm" / "llama.cpp" / "perplexity.json")
-    monkeypatch.setattr(calibration, "profile_search_dirs", lambda: [tmp_path])
+    monkeypatch.setattr(profile_lookup, "profile_search_dirs", lambda: [tmp_path])
     script = load_benchmark("profile_transfer")
     code = script.main(
         ["--slm", "slm", "--from-profiles", "--json", "--estimators", "perplexity,p_true"]
