@@ -19,16 +19,25 @@ ESTIMATORS = (
 )
 
 
-@pytest.mark.parametrize("estimator", ESTIMATORS)
-@pytest.mark.parametrize("slm", SLMS)
-def test_profile_ships_for_the_model_and_estimator(slm: str, estimator: str) -> None:
-    path = default_profile_path(slm, estimator)
-    assert path is not None, f"no shipped profile for {slm}/{estimator}"
+LLAMA_CPP_ESTIMATORS = tuple(e for e in ESTIMATORS if e != "ood_probe")  # no hidden states
+SHIPPED = [(slm, "transformers", e) for slm in SLMS for e in ESTIMATORS] + [
+    (slm, "llama.cpp", e) for slm in SLMS for e in LLAMA_CPP_ESTIMATORS
+]
+
+
+@pytest.mark.parametrize(("slm", "engine", "estimator"), SHIPPED)
+def test_profile_ships_for_the_model_engine_and_estimator(
+    slm: str, engine: str, estimator: str
+) -> None:
+    path = default_profile_path(slm, estimator, engine)
+    assert path is not None, f"no shipped profile for {slm}/{estimator} on {engine}"
+    where = path.parent.name if engine == "transformers" else path.parent.parent.name
+    assert where == slm and (engine == "transformers" or path.parent.name == engine)
     profile = CalibrationProfile.load(path)
     assert profile.fingerprint.model_name == slm
     assert profile.fingerprint.model_fingerprint == BUNDLED_MODELS[slm].sha256
     assert profile.fingerprint.estimator == estimator
-    assert profile.fingerprint.backend == "transformers"  # made on it, before it was recorded
+    assert profile.fingerprint.backend == engine  # transformers: made before it was recorded
     assert profile.fingerprint.estimator_params == get(estimator).params()
     assert profile.correct is not None  # graded on the kit datasets
     formats = profile.formats()
@@ -42,4 +51,20 @@ def test_profile_ships_for_the_model_and_estimator(slm: str, estimator: str) -> 
 
 def test_shipped_profiles_are_listed() -> None:
     listed = shipped_profiles()
-    assert {f"{s}/{e}" for s in SLMS for e in ESTIMATORS} <= set(listed)
+    expected = {f"{s}/{e}" if g == "transformers" else f"{s}/{g}/{e}" for s, g, e in SHIPPED}
+    assert expected <= set(listed)
+
+
+@pytest.mark.parametrize("slm", SLMS)
+def test_the_engines_profiles_hold_the_same_calibration_items(slm: str) -> None:
+    """Both engines' profiles score one item set, so their shift is measured item by item."""
+    for estimator in LLAMA_CPP_ESTIMATORS:
+        items = []
+        for engine in ("transformers", "llama.cpp"):
+            path = default_profile_path(slm, estimator, engine)
+            assert path is not None
+            profile = CalibrationProfile.load(path)
+            assert profile.fingerprint.backend == engine  # not the engine-neutral fallback
+            manifest = profile.manifest
+            items.append({(entry.dataset, entry.item_id) for entry in manifest})
+        assert items[0] == items[1]
