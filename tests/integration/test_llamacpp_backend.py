@@ -19,7 +19,8 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")
 
-from confroute import ConfRouter, LocalModel
+from confroute import ConfRouter, LocalModel, RoutingDecision
+from confroute.calibration import CalibrationProfile, default_profile_path
 from confroute.estimators import EstimationContext, JaccardDegree, get
 from confroute.generation import Generation, GenerationConfig
 from confroute.llamacpp import LlamaCppModel
@@ -191,3 +192,28 @@ def test_an_answer_after_another_equals_the_answer_alone(llama: LlamaCppModel) -
     [after_a_new_system_turn] = llama.generate([question], config)
     assert after_other.token_ids == after_a_new_system_turn.token_ids
     assert after_other.logprobs == after_a_new_system_turn.logprobs
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_an_escalation_rate_starts_from_the_profile_made_on_llama_cpp(
+    llama: LlamaCppModel, static: bool
+) -> None:
+    """The bundled model on llama.cpp takes its own engine's shipped profile, held or static."""
+    path = default_profile_path(DEFAULT_SLM, "p_true", "llama.cpp")
+    assert path is not None and path.parent.name == "llama.cpp"
+    profile = CalibrationProfile.load(path)
+    assert profile.fingerprint.backend == "llama.cpp"
+    seen: list[RoutingDecision] = []
+    router = ConfRouter(
+        llama,
+        None,
+        estimator="p_true",
+        escalation_rate=0.3,
+        adapt_to_traffic=not static,
+        max_new_tokens=8,
+        hooks=[seen.append],
+    )  # p_true's transformers profile would be refused as a static threshold on llama.cpp
+    router.route("Is 7 a prime number? Answer with yes or no.")
+    [decision] = seen
+    assert decision.local_backend == "llama.cpp"
+    assert decision.threshold == pytest.approx(profile.threshold_for(0.3, "yes_no"))
