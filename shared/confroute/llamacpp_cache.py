@@ -147,14 +147,14 @@ class LlamaEngine:
         A prompt is evaluated as two batches split after its first turn-end token (the end of
         the chat template's system turn) and the user turn's header when it follows (4 tokens
         on the bundled Qwen models, which every answer would otherwise prefill again), or as
-        one batch when it has none. The first batch
-        is read from the cache when the last answer's prompt began with the same tokens and the
-        cache still holds them as that batch left them; otherwise it is evaluated from an empty
-        cache. Either way each position is computed by the same batches, so an answer and its
-        confidence never depend on what ran before (evaluating from the longest cached prefix,
-        as ``Llama.generate`` does, moved the first token's log-prob by 0.02 nats on the
-        bundled 0.5B and flipped a near-tie greedy token), and prompts that share a system
-        turn (a RAG instruction, a tool list) prefill it once.
+        one batch when it has none. The first batch is read from the cache when the last
+        answer's prompt began with the same tokens and the cache still holds them as that
+        batch left them; otherwise it is evaluated from an empty cache. Either way each
+        position is computed by the same batches, so an answer and its confidence never
+        depend on what ran before (evaluating from the longest cached prefix, as
+        ``Llama.generate`` does, moved the first token's log-prob by 0.02 nats on the bundled
+        0.5B and flipped a near-tie greedy token), and prompts that share a system turn (a RAG
+        instruction, a tool list) prefill it once.
         """
         if not ids:
             raise ConfigurationError("A llama.cpp prompt needs at least one token.")
