@@ -114,14 +114,17 @@ def compare(
     return shift_figures(a, b, same, profile)
 
 
-def profile_confidences(slm: str, name: str, engine: str) -> dict[tuple[str, str], float] | None:
-    """The shipped ``engine`` profile's confidence of each calibration item (None: no profile)."""
+def shipped_profile(slm: str, name: str, engine: str) -> CalibrationProfile | None:
+    """The shipped profile made on ``engine`` (None: none, or only another engine's fallback)."""
     path = default_profile_path(slm, name, engine)
     if path is None:
         return None
     profile = CalibrationProfile.load(path)
-    if profile.fingerprint.backend != engine:
-        return None  # the engine-neutral fallback, made on another engine
+    return profile if profile.fingerprint.backend == engine else None
+
+
+def by_item(profile: CalibrationProfile) -> dict[tuple[str, str], float]:
+    """A profile's confidence of each calibration item."""
     return {
         (entry.dataset, entry.item_id): max(0.0, value)
         for entry, value in zip(profile.manifest, profile.confidences, strict=True)
@@ -130,16 +133,15 @@ def profile_confidences(slm: str, name: str, engine: str) -> dict[tuple[str, str
 
 def compare_profiles(slm: str, name: str) -> dict[str, Any] | None:
     """:func:`compare` on the two engines' shipped profiles (the items both hold)."""
-    base = profile_confidences(slm, name, "transformers")
-    other = profile_confidences(slm, name, "llama.cpp")
-    if base is None or other is None:
+    made_on = shipped_profile(slm, name, "transformers")
+    twin = shipped_profile(slm, name, "llama.cpp")
+    if made_on is None or twin is None:
         return None
+    base, other = by_item(made_on), by_item(twin)
     keys = sorted(set(base) & set(other))
     a = np.array([base[k] for k in keys])
     b = np.array([other[k] for k in keys])
-    path = default_profile_path(slm, name, "transformers")
-    figures = shift_figures(a, b, None, CalibrationProfile.load(path) if path else None)
-    return {"items": len(keys), **figures}
+    return {"items": len(keys), **shift_figures(a, b, None, made_on)}
 
 
 def shift_figures(
