@@ -2,7 +2,7 @@
 # Build llama.cpp's own `llama-server` (continuous batching, --parallel N) from the llama.cpp
 # that llama-cpp-python 0.3.36 vendors, so the server benchmark runs the same kernels as the
 # in-process backend. Needs cmake, a C++17 compiler and PyPI; no other download (the web UI is
-# left out: -DLLAMA_BUILD_UI=OFF). About 20 minutes on 2 cores.
+# left out: -DLLAMA_BUILD_UI=OFF). It took 23 minutes on a 2-core machine beside another job.
 #
 #   bash benchmarks/build_llama_server.sh [OUT_DIR]    # default runs/llama-server
 #   python benchmarks/backends.py --server-only --llama-server runs/llama-server/bin/llama-server
