@@ -25,6 +25,7 @@ from confroute.errors import ContextOverflowError
 from confroute.generation import Generation, GenerationConfig, TokenAlternative
 
 __all__ = [
+    "AsyncMessageFollowUp",
     "AsyncTokenGeneration",
     "Capabilities",
     "LocalBackend",
@@ -226,6 +227,34 @@ class MessageFollowUp(Protocol):
         max_new_tokens: int = 8,
     ) -> str:
         """The greedy reply to ``messages``, at most ``max_new_tokens`` tokens."""
+        ...
+
+
+@runtime_checkable
+class AsyncMessageFollowUp(Protocol):
+    """Async forms of :class:`MessageFollowUp`, for a backend behind an HTTP API.
+
+    With them the async routing path awaits p_true's and verbalized 2-step's second call
+    (:meth:`Estimator.aconfidence <confroute.estimators.Estimator.aconfidence>`) instead of
+    making it from a worker thread, so concurrent callers' follow-ups reach a batching server
+    together, as their answers do.
+    """
+
+    async def afollow_up_alternatives(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> tuple[TokenAlternative, ...]:
+        """Async form of :meth:`MessageFollowUp.follow_up_alternatives`."""
+        ...
+
+    async def afollow_up_reply(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        max_new_tokens: int = 8,
+    ) -> str:
+        """Async form of :meth:`MessageFollowUp.follow_up_reply`."""
         ...
 
 

@@ -22,11 +22,18 @@ from confroute.errors import ConfigurationError
 from confroute.generation import Generation, TokenAlternative
 
 if TYPE_CHECKING:
+    from confroute.backend import LocalBackend
     from confroute.llamacpp_cache import LlamaEngine
     from confroute.local import LocalModel
     from confroute.stops import TokenTexts
 
-__all__ = ["AnswerScoring", "llama_teacher_forced", "teacher_forced", "teacher_forced_ids"]
+__all__ = [
+    "AnswerScoring",
+    "answer_scorer",
+    "llama_teacher_forced",
+    "teacher_forced",
+    "teacher_forced_ids",
+]
 
 
 @runtime_checkable
@@ -43,6 +50,32 @@ class AnswerScoring(Protocol):
                 window.
         """
         ...
+
+
+def answer_scorer(
+    local: LocalBackend, answer: object, prompt_estimator: str | None
+) -> AnswerScoring:
+    """``local``, checked to score the given ``answer`` teacher-forced.
+
+    Raises:
+        ConfigurationError: The answer is empty, an estimator writes its own answer prompt
+            (``prompt_estimator``: its name), or the backend cannot score a given answer.
+    """
+    if not isinstance(answer, str) or not answer.strip():
+        raise ConfigurationError("score() needs the answer's text; got an empty answer.")
+    if prompt_estimator is not None:
+        raise ConfigurationError(
+            f"The estimator {prompt_estimator!r} reads a confidence the model writes with its "
+            "own answer, so it cannot score a given answer; choose another (for example "
+            "perplexity or p_true)."
+        )
+    if not isinstance(local, AnswerScoring) or not local.capabilities.tokenizer:
+        raise ConfigurationError(
+            f"The {local.capabilities.backend} backend of {local.name!r} cannot score a given "
+            "answer (it needs the log-probabilities of the answer's tokens after the prompt); "
+            "use the transformers or llama.cpp backend."
+        )
+    return local
 
 
 def teacher_forced(

@@ -20,9 +20,15 @@ from confroute.backend import AsyncTokenGeneration, LocalBackend, prompt_fits
 from confroute.call_options import call_config, check_tools, escalation_options, stop_sequences
 from confroute.conversation import Turn, turn_of
 from confroute.decision import DecisionReason
-from confroute.errors import ConfigurationError, LocalBackendError
-from confroute.estimators import EstimationContext, Estimator, Requirement, shared_confidence
-from confroute.forced import AnswerScoring
+from confroute.errors import LocalBackendError
+from confroute.estimators import (
+    EstimationContext,
+    Estimator,
+    Requirement,
+    shared_confidence,
+)
+from confroute.estimators.follow_up import afollow_ups
+from confroute.forced import answer_scorer
 from confroute.generation import Generation, GenerationConfig
 from confroute.hooks import ScoredAnswer, ScoreObserver, Tracer, spans
 from confroute.messages import Message
@@ -97,17 +103,24 @@ class Pipeline:
         concurrent calls reach a server that batches them (vLLM, ``llama-server --parallel``)
         or the micro-batcher all at once, instead of waiting for one of the event loop's few
         default worker threads (``min(32, cpus + 4)``: 6 on a 2-core machine, which held a
-        16-slot llama-server to 0.44-0.71 of its throughput). The scoring runs in a thread
-        because follow-up estimators (p_true) and score observers are synchronous.
+        16-slot llama-server to 0.44-0.71 of its throughput). So are a server's follow-up
+        calls (p_true, verbalized 2-step: :func:`afollow_ups`); the rest runs in a thread.
         """
         answered = self._answer_prompts(conversations, tools)
         try:
             generations, latency = await self.agenerate(answered, config, tools)
         except LocalBackendError as error:
             return self._all_failed(conversations, error)
+        contexts = [self._context(a, config, tools) for a in answered]
+        await afollow_ups(self.estimators, self.local, zip(generations, contexts, strict=True))
         return await asyncio.to_thread(
-            self._score_all, conversations, answered, generations, latency, tools, config
+            self._score_all, conversations, answered, generations, latency, tools, config, contexts
         )
+
+    def _context(
+        self, messages: list[Message], config: GenerationConfig | None, tools: Any
+    ) -> EstimationContext:
+        return EstimationContext(messages, local_model=self.local, config=config, tools=tools)
 
     def _answer_prompts(
         self, conversations: list[list[Message]], tools: Sequence[Mapping[str, Any]] | None
@@ -137,12 +150,19 @@ class Pipeline:
         latency: float,
         tools: Sequence[Mapping[str, Any]] | None,
         config: GenerationConfig,
+        contexts: Sequence[EstimationContext | None] | None = None,
     ) -> list[ScoredAnswer]:
         """Score each generation (None: the prompt did not fit), the batch's latency shared."""
         per_item = latency / max(len(conversations), 1)
         return [
-            self.score(c, g, per_item, tools, answered=a, config=config)
-            for c, a, g in zip(conversations, answered, generations, strict=True)
+            self.score(c, g, per_item, tools, answered=a, config=config, context=x)
+            for c, a, g, x in zip(
+                conversations,
+                answered,
+                generations,
+                contexts or [None] * len(answered),
+                strict=True,
+            )
         ]
 
     def failed(self, messages: list[Message], error: str) -> ScoredAnswer:
@@ -257,19 +277,20 @@ class Pipeline:
         *,
         answered: list[Message] | None = None,
         config: GenerationConfig | None = None,
+        context: EstimationContext | None = None,
     ) -> ScoredAnswer:
-        """Score one answer and reach the verdict (policy, tool-call checks, observers)."""
+        """Score one answer and reach the verdict (policy, tool-call checks, observers).
+
+        ``context`` is the estimators' context when the async path made it (and awaited the
+        follow-ups into it); by default a new one.
+        """
         started = time.perf_counter()
         if generation is None:
             verdict = self._forced(messages, "context_overflow")
             overflow = ScoredAnswer(messages, None, None, verdict, "context_overflow", 0.0)
             return self._observed(replace(overflow, local_latency_s=local_latency_s))
-        context = EstimationContext(
-            messages=answered if answered is not None else messages,
-            local_model=self.local,
-            config=config,
-            tools=tools,
-        )
+        if context is None:
+            context = self._context(answered if answered is not None else messages, config, tools)
         try:
             confidences = {
                 e.name: self._confidence(e, generation, context) for e in self.estimators
@@ -325,24 +346,12 @@ class Pipeline:
                 an estimator writes its own answer prompt, or the answer is empty.
         """
         check_tools(tools)
-        if not isinstance(answer, str) or not answer.strip():
-            raise ConfigurationError("score() needs the answer's text; got an empty answer.")
-        if self.prompt_estimator is not None:
-            raise ConfigurationError(
-                f"The estimator {self.prompt_estimator.name!r} reads a confidence the model "
-                "writes with its own answer, so it cannot score a given answer; choose another "
-                "(for example perplexity or p_true)."
-            )
-        if not isinstance(self.local, AnswerScoring) or not self.local.capabilities.tokenizer:
-            raise ConfigurationError(
-                f"The {self.local.capabilities.backend} backend of {self.local.name!r} cannot "
-                "score a given answer (it needs the log-probabilities of the answer's tokens "
-                "after the prompt); use the transformers or llama.cpp backend."
-            )
+        changer = self.prompt_estimator
+        scorer = answer_scorer(self.local, answer, changer.name if changer else None)
         started = time.perf_counter()
         with spans(self.tracers, lambda tracer: tracer.local_generation(1)):
             prompt = self.local.encode(self.local.render(messages, tools))
-            generation = self.local.score_answer(prompt, answer, config.hidden_layer)
+            generation = scorer.score_answer(prompt, answer, config.hidden_layer)
         return self.score(messages, generation, time.perf_counter() - started, tools, config=config)
 
     def _forced(self, messages: list[Message], reason: DecisionReason) -> Verdict:

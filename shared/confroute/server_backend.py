@@ -376,3 +376,22 @@ class ServerModel:
         config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
         [generation] = self._answer(messages, config, tools)
         return generation.text
+
+    async def afollow_up_alternatives(
+        self, messages: Messages, tools: Tools = None
+    ) -> tuple[TokenAlternative, ...]:
+        """Async form of :meth:`follow_up_alternatives` (``AsyncMessageFollowUp``)."""
+        [generation] = await self._afollow_up(messages, tools, 1)
+        return generation.top_logprobs[0] if generation.top_logprobs else ()
+
+    async def afollow_up_reply(
+        self, messages: Messages, tools: Tools = None, max_new_tokens: int = 8
+    ) -> str:
+        """Async form of :meth:`follow_up_reply`."""
+        [generation] = await self._afollow_up(messages, tools, max_new_tokens)
+        return generation.text
+
+    async def _afollow_up(self, messages: Messages, tools: Tools, tokens: int) -> list[Generation]:
+        config = GenerationConfig(max_new_tokens=tokens, temperature=0.0)
+        limit = asyncio.Semaphore(self._endpoint.max_concurrency)
+        return await self._aanswer(messages, config, tools, limit)

@@ -372,6 +372,75 @@ def test_p_true_reads_the_alternatives_of_a_one_token_follow_up() -> None:
     ]
 
 
+def test_concurrent_async_routes_await_their_p_true_follow_ups_together() -> None:
+    """16 ``aroute`` callers' second calls (p_true) are all in flight at once, as their answers.
+
+    The follow-ups used to be made from the scoring thread, so at most as many as the event
+    loop's default worker threads (6 on a 2-core machine) reached the server at a time.
+    """
+    in_flight, most = 0, 0
+    answer = response(choice(FOUR))
+    follow_up = follow_up_reply([("True", -0.1), ("False", -2.4)])
+
+    class Gate(FakeLiteLLM):
+        def __call__(self, **kwargs: Any) -> Any:
+            self.calls.append(kwargs)
+            asked = kwargs["messages"][-1]["content"] == P_TRUE_QUESTION
+            return follow_up(kwargs) if asked else answer
+
+        async def acall(self, **kwargs: Any) -> Any:
+            nonlocal in_flight, most
+            if kwargs["messages"][-1]["content"] == P_TRUE_QUESTION:
+                in_flight += 1
+                most = max(most, in_flight)
+                await asyncio.sleep(0.05)  # the server answering the batch of follow-ups
+                in_flight -= 1
+            self.awaited = getattr(self, "awaited", 0) + 1
+            return self(**kwargs)
+
+    fake = Gate()
+    router = ConfRouter(server(fake), None, estimator="p_true")
+
+    async def callers() -> list[Any]:
+        return await asyncio.gather(*(router.aroute("What is 2+2?") for _ in range(16)))
+
+    answers = asyncio.run(callers())
+    assert most == 16
+    assert fake.awaited == len(fake.calls) == 32  # every call awaited, none from a thread
+    expected = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.4))
+    assert all(a.decision.confidence == pytest.approx(expected) for a in answers)
+
+
+def test_a_failed_async_follow_up_is_the_lowest_confidence_and_not_asked_again() -> None:
+    refused = litellm.AuthenticationError(
+        message=f"bad key {KEY}", llm_provider="openai", model="qwen-test"
+    )
+
+    def reply(kwargs: dict[str, Any]) -> Any:
+        if kwargs["messages"][-1]["content"] == P_TRUE_QUESTION:
+            raise refused
+        return response(choice(FOUR))
+
+    fake = FakeLiteLLM(reply)
+    router = ConfRouter(server(fake), None, estimator="p_true")
+    result = asyncio.run(router.aroute("What is 2+2?"))
+    assert result.text == "4." and result.decision.confidence is None
+    asked = [c for c in fake.calls if c["messages"][-1]["content"] == P_TRUE_QUESTION]
+    assert len(asked) == 1  # not asked again by the scoring thread
+    assert KEY not in repr(result.decision)
+
+
+def test_verbalized_2s_awaits_its_follow_up_on_the_async_path() -> None:
+    fake = FakeLiteLLM(response(choice([("85", -0.3, [("85", -0.3)])])))
+    model = server(fake)
+    context = EstimationContext(messages=QUESTION, local_model=model)
+    generation = server(FakeLiteLLM(response(choice(FOUR)))).generate([QUESTION])[0]
+    value = asyncio.run(Verbalized2S(max_new_tokens=6).aconfidence(generation, context))
+    assert value == pytest.approx(0.85) and context.extras["verbalized_2s_reply"] == "85"
+    [call] = fake.calls
+    assert call["max_tokens"] == 6 and call["messages"][-1]["content"] == VERBALIZED_2S_QUESTION
+
+
 def test_p_true_with_one_word_outside_the_top_k_is_bounded_not_certain() -> None:
     alternatives = [("True", -0.05), ("Yes", -3.5), ("Sure", -4.0)]
     model = server(FakeLiteLLM(follow_up_reply(alternatives)))

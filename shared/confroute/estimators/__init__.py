@@ -17,6 +17,7 @@ from confroute.estimators.base import (
     EstimationContext,
     Estimator,
     Requirement,
+    ashared_confidence,
     shared_confidence,
 )
 from confroute.estimators.combined import LogisticCombination
@@ -52,6 +53,7 @@ __all__ = [
     "TrainedProbe",
     "Verbalized1S",
     "Verbalized2S",
+    "ashared_confidence",
     "available",
     "get",
     "parse_confidence",

@@ -8,6 +8,8 @@ the lowest confidence. Thresholds never live here: they belong to the routing po
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +26,11 @@ __all__ = [
     "EstimationContext",
     "Estimator",
     "Requirement",
+    "ashared_confidence",
     "shared_confidence",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class Requirement:
@@ -83,6 +88,15 @@ class Estimator(ABC):
     def confidence(self, generation: Generation, context: EstimationContext) -> float | None:
         """Return the confidence in ``generation``, or None when none can be computed."""
 
+    async def aconfidence(self, generation: Generation, context: EstimationContext) -> float | None:
+        """Async form of :meth:`confidence`, which the async routing path awaits.
+
+        The default runs :meth:`confidence` in a worker thread. An estimator that asks a
+        server one more question (p_true, verbalized 2-step) overrides it to await the call
+        where the backend can (:class:`~confroute.backend.AsyncMessageFollowUp`).
+        """
+        return await asyncio.to_thread(self.confidence, generation, context)
+
     def prepare(self, local_model: LocalBackend | None) -> None:  # noqa: B027 - optional hook
         """Load what the estimator needs for ``local_model`` and fail early if it cannot.
 
@@ -123,4 +137,32 @@ def shared_confidence(
     key = repr(estimator)
     if key not in cache:
         cache[key] = estimator.confidence(generation, context)
+    return cache[key]
+
+
+async def ashared_confidence(
+    estimator: Estimator,
+    generation: Generation,
+    context: EstimationContext,
+    *,
+    none_on: tuple[type[Exception], ...] = (),
+) -> float | None:
+    """Async form of :func:`shared_confidence` (through :meth:`Estimator.aconfidence`).
+
+    Args:
+        estimator: The estimator.
+        generation: The answer.
+        context: The request's context; the result is kept in it as by
+            :func:`shared_confidence`, which then returns it without asking again.
+        none_on: Exceptions that make the confidence None (the lowest), logged and kept, so a
+            failed follow-up call is not made a second time.
+    """
+    cache: dict[str, float | None] = context.extras.setdefault("confidences", {})
+    key = repr(estimator)
+    if key not in cache:
+        try:
+            cache[key] = await estimator.aconfidence(generation, context)
+        except none_on as error:
+            logger.warning("%s could not be computed: %s", estimator.name, error)
+            cache[key] = None
     return cache[key]

@@ -8,11 +8,13 @@ estimator is chosen), the key/value cache of prompt and answer is reused, so onl
 A backend without a tokenizer (``capabilities.tokenizer`` False: a model behind an HTTP API)
 is asked by messages through :class:`~confroute.backend.MessageFollowUp`: p_true reads the
 top-k alternatives of the reply's first token (:func:`p_true_from_alternatives`), verbalized
-2-step the greedy reply.
+2-step the greedy reply. On the async routing path that call is awaited where the backend has
+:class:`~confroute.backend.AsyncMessageFollowUp` (the server backend does).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Collection, Iterable, Sequence
@@ -20,9 +22,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from confroute.backend import MessageFollowUp
-from confroute.errors import ConfigurationError
-from confroute.estimators.base import EstimationContext, Estimator, Requirement
+from confroute.backend import AsyncMessageFollowUp, MessageFollowUp
+from confroute.errors import ConfigurationError, LocalBackendError
+from confroute.estimators.base import (
+    EstimationContext,
+    Estimator,
+    Requirement,
+    ashared_confidence,
+)
 from confroute.estimators.prompts import (
     P_TRUE_FALSE_WORDS,
     P_TRUE_QUESTION,
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PTrue",
     "Verbalized2S",
+    "afollow_ups",
     "answer_token_ids",
     "follow_up_messages",
     "p_true_from_alternatives",
@@ -222,15 +230,7 @@ class PTrue(Estimator):
         asked = _by_messages(_model_of(context, self.name), self.name)
         if asked is not None:
             messages = follow_up_messages(generation, context, P_TRUE_QUESTION)
-            alternatives = asked.follow_up_alternatives(messages, context.tools)
-            value, seen, bounded = p_true_from_alternatives(alternatives)
-            context.extras["p_true_mass"] = seen
-            if bounded is not None:
-                context.extras["p_true_bounded"] = bounded
-            logger.debug(
-                "p_true: mass on True/False among the top-%d %.3f", len(alternatives), seen
-            )
-            return value
+            return self._read(asked.follow_up_alternatives(messages, context.tools), context)
         model, ids, prefix = follow_up_ids(generation, context, P_TRUE_QUESTION, self.name)
         true_ids, false_ids = self.variant_ids(model)
         logprobs = model.next_token_logprobs(ids, prefix)
@@ -238,6 +238,24 @@ class PTrue(Estimator):
         context.extras["p_true_mass"] = mass
         logger.debug("p_true: mass on True/False variants %.3f", mass)
         return p_true_from_logprobs(logprobs, true_ids, false_ids)
+
+    async def aconfidence(self, generation: Generation, context: EstimationContext) -> float | None:
+        """Async form of :meth:`confidence`: a server's follow-up call is awaited."""
+        asked = _by_messages(_model_of(context, self.name), self.name)
+        if not isinstance(asked, AsyncMessageFollowUp):
+            return await super().aconfidence(generation, context)
+        messages = follow_up_messages(generation, context, P_TRUE_QUESTION)
+        return self._read(await asked.afollow_up_alternatives(messages, context.tools), context)
+
+    @staticmethod
+    def _read(alternatives: Sequence[TokenAlternative], context: EstimationContext) -> float | None:
+        """p_true from the top-k alternatives of a follow-up reply's first token."""
+        value, seen, bounded = p_true_from_alternatives(alternatives)
+        context.extras["p_true_mass"] = seen
+        if bounded is not None:
+            context.extras["p_true_bounded"] = bounded
+        logger.debug("p_true: mass on True/False among the top-%d %.3f", len(alternatives), seen)
+        return value
 
     def params(self) -> dict[str, Any]:
         """The question is part of the method."""
@@ -271,6 +289,20 @@ class Verbalized2S(Estimator):
                 generation, context, VERBALIZED_2S_QUESTION, self.name
             )
             reply = model.continue_greedy(ids, self.max_new_tokens, prefix)
+        return self._read(reply, context)
+
+    async def aconfidence(self, generation: Generation, context: EstimationContext) -> float | None:
+        """Async form of :meth:`confidence`: a server's follow-up call is awaited."""
+        asked = _by_messages(_model_of(context, self.name), self.name)
+        if not isinstance(asked, AsyncMessageFollowUp):
+            return await super().aconfidence(generation, context)
+        messages = follow_up_messages(generation, context, VERBALIZED_2S_QUESTION)
+        reply = await asked.afollow_up_reply(messages, context.tools, self.max_new_tokens)
+        return self._read(reply, context)
+
+    @staticmethod
+    def _read(reply: str, context: EstimationContext) -> float | None:
+        """The confidence stated in ``reply`` (None when it states none)."""
         context.extras["verbalized_2s_reply"] = reply
         value = parse_confidence(reply)
         if value is None:
@@ -280,3 +312,30 @@ class Verbalized2S(Estimator):
     def params(self) -> dict[str, Any]:
         """Question and reply length."""
         return {"question": VERBALIZED_2S_QUESTION, "max_new_tokens": self.max_new_tokens}
+
+
+async def afollow_ups(
+    estimators: Sequence[Estimator],
+    local: LocalBackend,
+    answers: Iterable[tuple[Generation | None, EstimationContext]],
+) -> None:
+    """Await the follow-up calls of every answer at once, on a backend with async follow-ups.
+
+    On a backend with :class:`~confroute.backend.AsyncMessageFollowUp` (a server), each
+    follow-up estimator's confidence in each answer is awaited through
+    :meth:`Estimator.aconfidence`, concurrently, and kept in the answer's context, where
+    :func:`~confroute.estimators.shared_confidence` finds it when the answer is scored. A call
+    that fails (:class:`~confroute.errors.LocalBackendError`) is kept as None, the lowest
+    confidence, as the synchronous path does. On any other backend nothing is done.
+    """
+    if not isinstance(local, AsyncMessageFollowUp):
+        return
+    asking = [e for e in estimators if Requirement.FOLLOW_UP in e.requires]
+    await asyncio.gather(
+        *(
+            ashared_confidence(e, g, c, none_on=(LocalBackendError,))
+            for g, c in answers
+            if g is not None
+            for e in asking
+        )
+    )
