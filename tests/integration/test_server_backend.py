@@ -94,6 +94,24 @@ def test_route_aroute_stream_and_astream_give_the_same_greedy_answer(slm: Server
     assert routed.decision.confidence is not None and 0.0 < routed.decision.confidence < 1.0
 
 
+@pytest.mark.parametrize("estimator", ["p_true", "verbalized_2s"])
+def test_the_awaited_follow_up_gives_the_confidence_of_the_sync_one(
+    slm: ServerModel, estimator: str
+) -> None:
+    """``aroute`` awaits the second call (``AsyncMessageFollowUp``); ``route`` makes it in turn."""
+    router = _router(slm, estimator)
+    routed = router.route(QUESTION)
+
+    async def both() -> list[object]:
+        return await asyncio.gather(router.aroute(QUESTION), router.aroute(QUESTION))
+
+    for awaited in asyncio.run(both()):
+        assert awaited.text == routed.text  # type: ignore[attr-defined]
+        confidence = awaited.decision.confidence  # type: ignore[attr-defined]
+        assert confidence == pytest.approx(routed.decision.confidence, abs=1e-6)
+    assert routed.decision.confidence is not None and 0.0 < routed.decision.confidence <= 1.0
+
+
 def test_the_perplexity_confidence_is_the_servers_own_log_probabilities(
     slm: ServerModel, slm_server: str
 ) -> None:
