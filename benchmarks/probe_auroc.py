@@ -31,18 +31,9 @@ import numpy as np
 
 from confroute.bench.cache import decode_hidden, slm_record_files
 from confroute.bench.datasets import load_dataset
-from confroute.bench.metrics import auroc, bootstrap_ci, effective_confidence
+from confroute.bench.metrics import auroc_cell, effective_confidence
 from confroute.estimators.probe_network import Probe
 from confroute.models import BUNDLED_MODELS
-
-
-def _cell(confidence: np.ndarray, correct: np.ndarray) -> dict[str, float]:
-    low, high = bootstrap_ci(auroc, confidence, correct, n_boot=500)
-    return {
-        "auroc": round(auroc(confidence, correct), 3),
-        "low": round(low, 3),
-        "high": round(high, 3),
-    }
 
 
 def _text(cell: dict[str, float]) -> str:
@@ -72,9 +63,9 @@ def score_run(
         table: dict[str, dict[str, float]] = {}
         for name in sorted({k for r in rows for k in r.get("confidences", {})}):
             values = effective_confidence([r["confidences"].get(name) for r in rows])
-            table[name] = _cell(values, correct)
+            table[name] = auroc_cell(values, correct)
         for name, probe in probes.items():
-            table[name] = _cell(probe.predict(states), correct)
+            table[name] = auroc_cell(probe.predict(states), correct)
         out[dataset] = {
             "items": len(rows),
             "accuracy": round(float(correct.mean()), 3),

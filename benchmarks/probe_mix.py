@@ -50,7 +50,7 @@ import numpy as np
 
 from confroute.bench.cache import decode_hidden, slm_record_files
 from confroute.bench.datasets import load_dataset
-from confroute.bench.metrics import auroc, bootstrap_ci, effective_confidence
+from confroute.bench.metrics import auroc_cell, effective_confidence
 from confroute.estimators.probe_network import Probe, default_probe_path, train_probe
 from confroute.models import BUNDLED_MODELS, DEFAULT_SLM
 
@@ -138,15 +138,6 @@ def train_on(
     )
 
 
-def _cell(confidence: np.ndarray, correct: np.ndarray) -> dict[str, float]:
-    low, high = bootstrap_ci(auroc, confidence, correct, n_boot=500)
-    return {
-        "auroc": round(auroc(confidence, correct), 3),
-        "low": round(low, 3),
-        "high": round(high, 3),
-    }
-
-
 def score(
     parts: dict[str, dict[str, Part]], probes: dict[str, Probe], unseen: dict[str, Probe]
 ) -> dict[str, dict[str, Any]]:
@@ -163,7 +154,7 @@ def score(
                 continue
             names = sorted({k for r in part.records for k in r.get("confidences", {})})
             table = {
-                name: _cell(
+                name: auroc_cell(
                     effective_confidence([r["confidences"].get(name) for r in part.records]),
                     correct,
                 )
@@ -171,8 +162,8 @@ def score(
             }
             states = part.states()
             for name, probe in probes.items():
-                table[name] = _cell(probe.predict(states), correct)
-            table["unseen"] = _cell(unseen[dataset].predict(states), correct)
+                table[name] = auroc_cell(probe.predict(states), correct)
+            table["unseen"] = auroc_cell(unseen[dataset].predict(states), correct)
             out[split][dataset] = {
                 "items": len(correct),
                 "accuracy": round(float(correct.mean()), 3),

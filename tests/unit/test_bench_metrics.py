@@ -160,3 +160,13 @@ def test_route_summary_reports_each_estimator_and_the_large_models_curve() -> No
     assert route["good"]["apgr"] > route["bad"]["apgr"]
     assert summary["large_kept_accuracy"] == {"good": {"0.5": 1.0}}
     assert summary["oracle_apgr"] >= route["good"]["apgr"]
+
+
+def test_auroc_cell_gives_the_auroc_inside_its_interval_rounded() -> None:
+    confidence = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.6, 0.4, 0.1])
+    correct = np.array([1, 1, 0, 1, 0, 1, 0, 0], dtype=bool)
+    cell = m.auroc_cell(confidence, correct, n_boot=200)
+    assert cell["auroc"] == round(m.auroc(confidence, correct), 3) == 0.812
+    assert cell["low"] <= cell["auroc"] <= cell["high"] <= 1.0
+    separated = m.auroc_cell([0.9, 0.8, 0.2, 0.1], [True, True, False, False], n_boot=50)
+    assert separated == {"auroc": 1.0, "low": 1.0, "high": 1.0}

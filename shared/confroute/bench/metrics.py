@@ -19,6 +19,7 @@ __all__ = [
     "RoutingCurve",
     "apgr",
     "auroc",
+    "auroc_cell",
     "bootstrap_ci",
     "cpt",
     "ece",
@@ -360,3 +361,17 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def auroc_cell(
+    confidence: Sequence[float] | np.ndarray,
+    correct: Sequence[bool] | np.ndarray,
+    n_boot: int = 500,
+) -> dict[str, float]:
+    """AUROC and its 95% bootstrap interval, rounded to 3 places: ``{"auroc", "low", "high"}``."""
+    low, high = bootstrap_ci(auroc, confidence, correct, n_boot=n_boot)
+    return {
+        "auroc": round(auroc(confidence, correct), 3),
+        "low": round(low, 3),
+        "high": round(high, 3),
+    }
